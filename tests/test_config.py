@@ -1,0 +1,106 @@
+"""params.yaml: strict schema and declared-key access."""
+
+import copy
+
+import pytest
+import yaml
+from conftest import PARAMS, SCHEMA
+
+from fer.config import DeclaredParams, ParamsError, load_params, subset, validate_params
+
+
+@pytest.fixture
+def params():
+    return load_params(PARAMS, SCHEMA)
+
+
+def test_shipped_params_are_valid(params):
+    assert params["data"]["format"] == "demo"
+
+
+@pytest.mark.parametrize(
+    "path,value,needle",
+    [
+        (("baseline", "lrr"), 0.1, "lrr"),  # unknown key in a section
+        (("rdbp_typo",), 1, "rdbp_typo"),  # unknown top-level section
+        (("baseline", "epochs"), "ten", "baseline.epochs"),  # wrong type
+        (("baseline", "epochs"), 2.5, "baseline.epochs"),  # float where int
+        (("align", "channels"), "bgr", "align.channels"),  # not in enum
+        (("folds", "n_folds"), 1, "folds.n_folds"),  # below minimum
+        (("baseline", "augment", "flip"), True, "flip"),  # unknown nested key
+        (("baseline", "amp"), "yes", "baseline.amp"),  # string where bool
+    ],
+)
+def test_bad_params_fail_naming_the_key(params, path, value, needle):
+    bad = copy.deepcopy(params)
+    node = bad
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError) as e:
+        validate_params(bad, SCHEMA)
+    assert needle in str(e.value)
+
+
+def test_missing_key_fails(params):
+    bad = copy.deepcopy(params)
+    del bad["baseline"]["lr"]
+    with pytest.raises(ParamsError, match="lr"):
+        validate_params(bad, SCHEMA)
+
+
+def test_cross_field_checks(params):
+    bad = copy.deepcopy(params)
+    bad["data"]["root"] = "elsewhere"
+    with pytest.raises(ParamsError, match="data.root"):
+        validate_params(bad, SCHEMA)
+    bad = copy.deepcopy(params)
+    bad["data"]["subject_regex"] = "^S\\d+_"
+    with pytest.raises(ParamsError, match="capture group"):
+        validate_params(bad, SCHEMA)
+    bad["data"]["subject_regex"] = "^(S\\d+_"
+    with pytest.raises(ParamsError, match="subject_regex"):
+        validate_params(bad, SCHEMA)
+
+
+def test_load_params_reports_file(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("seed: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(p, SCHEMA)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml", SCHEMA)
+
+
+def test_declared_params_only_expose_declared_keys(params):
+    view = DeclaredParams(params, ["seed", "baseline", "align.size"])
+    assert view.get("baseline.lr") == params["baseline"]["lr"]
+    assert view.get("align.size") == params["align"]["size"]
+    with pytest.raises(ParamsError, match="declares only"):
+        view.get("align.channels")
+    with pytest.raises(ParamsError, match="declares only"):
+        view.get("folds")
+    assert view.as_dict() == {"seed": params["seed"], "baseline": params["baseline"], "align": {"size": params["align"]["size"]}}
+    with pytest.raises(ParamsError, match="no key"):
+        DeclaredParams(params, ["baseline.nope"])
+
+
+def test_subset_is_a_copy(params):
+    s = subset(params, ["baseline.augment"])
+    s["baseline"]["augment"]["hflip"] = "changed"
+    assert params["baseline"]["augment"]["hflip"] is True
+
+
+def test_every_rule_reads_only_declared_keys():
+    """Each script reads params only through its declared view (no raw yaml loads)."""
+    from conftest import SCRIPTS
+
+    for script in SCRIPTS.glob("*.py"):
+        text = script.read_text()
+        assert "yaml.safe_load" not in text and "load_yaml" not in text, script
+
+
+def test_schema_covers_params_file_exactly():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    params = yaml.safe_load(PARAMS.read_text())
+    assert set(schema["required"]) == set(params) == set(schema["properties"])

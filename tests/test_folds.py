@@ -1,0 +1,59 @@
+"""Subject-independent folds: no subject in two parts of one fold, each tested once."""
+
+import numpy as np
+import pytest
+
+from fer.data.folds import FoldError, check_folds, make_folds, split_indices
+
+
+def _data(n_subjects=20, per=3, k=7, seed=0):
+    rng = np.random.default_rng(seed)
+    subjects, labels = [], []
+    for s in range(n_subjects):
+        for c in range(k):
+            for _ in range(rng.integers(1, per + 1)):
+                subjects.append(f"S{s:03d}")
+                labels.append(c)
+    return subjects, labels
+
+
+@pytest.mark.parametrize("n_folds,val", [(5, 0.2), (10, 0.15), (3, 0.34)])
+def test_no_subject_in_two_parts(n_folds, val):
+    subjects, labels = _data(n_subjects=30)
+    folds = make_folds(subjects, labels, n_folds, val, seed=1)
+    assert len(folds) == n_folds
+    tested = []
+    for fold in folds:
+        tr, va, te = (set(fold[p]) for p in ("train", "val", "test"))
+        assert not (tr & va) and not (tr & te) and not (va & te)
+        assert tr | va | te == set(subjects)
+        tested += fold["test"]
+        idx = split_indices(subjects, fold)
+        s = np.asarray(subjects)
+        assert not set(s[idx["train"]]) & set(s[idx["test"]])
+        assert not set(s[idx["val"]]) & set(s[idx["test"]])
+        assert sum(len(v) for v in idx.values()) == len(subjects)
+    assert sorted(tested) == sorted(set(subjects))
+
+
+def test_folds_are_stratified_and_deterministic():
+    subjects, labels = _data(n_subjects=40)
+    a = make_folds(subjects, labels, 5, 0.2, seed=3)
+    assert a == make_folds(subjects, labels, 5, 0.2, seed=3)
+    assert a != make_folds(subjects, labels, 5, 0.2, seed=4)
+    y = np.asarray(labels)
+    for fold in a:
+        idx = split_indices(subjects, fold)
+        assert len(np.unique(y[idx["test"]])) == 7  # every class in every test fold
+
+
+def test_too_few_subjects():
+    with pytest.raises(FoldError, match="cannot make"):
+        make_folds(["a", "a", "b"], [0, 1, 0], 3, 0.2, seed=0)
+
+
+def test_check_folds_catches_leaks():
+    good = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    leak = {"train": ["a", "d"], "val": ["c"], "test": ["b", "d"]}
+    with pytest.raises(FoldError, match="both train and test"):
+        check_folds([good, leak], ["a", "b", "c", "d"])
