@@ -1,0 +1,528 @@
+"""The alignment stage: images (+ optional 5-point annotations) -> aligned face crops.
+
+Every input image ends up either as one aligned ``size`` x ``size`` crop or as a
+``failed`` row with a reason in the QA table; nothing is dropped silently. The stage
+fails as a whole (:class:`AlignmentFailedError`, raised by :func:`check_failures` *after*
+the QA table is written) when more than ``max_failure_fraction`` of the images fail.
+
+Landmark sources (``AlignConfig.landmarks``):
+
+``auto``        the record's landmark file when it has one, otherwise the dlib detector;
+``annotation``  the landmark file is required — an image without one fails;
+``detector``    always the dlib detector (landmark files are ignored);
+``none``        the images are already face crops: they are only resized (area
+                interpolation) to ``size`` x ``size``, no landmarks are used.
+
+Alignment is a least-squares similarity (rotation, uniform scale, translation) from the
+five points onto the ArcFace template scaled by ``face_scale``
+(:mod:`fer.align.template`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer.align.detect import Detection, Dlib68Detector
+from fer.align.similarity import alignment_residual, apply_affine, estimate_similarity, similarity_scale
+from fer.align.template import template_points
+from fer.data.landmarks import LandmarkFileError, read_landmarks
+from fer.utils.images import ImageReadError, read_image
+from fer.utils.io import save_npy, write_json, write_text
+
+__all__ = [
+    "AlignConfig",
+    "AlignRecord",
+    "AlignResult",
+    "AlignOutput",
+    "AlignmentFailedError",
+    "align_image",
+    "align_records",
+    "write_aligned",
+    "check_failures",
+    "run_alignment",
+    "select_largest",
+    "failure_kind",
+    "warp_to_template",
+    "QA_COLUMNS",
+    "MANIFEST_COLUMNS",
+]
+
+LANDMARK_MODES = ("auto", "annotation", "detector", "none")
+CHANNEL_MODES = ("gray", "rgb")
+MULTIPLE_FACE_MODES = ("largest", "fail")
+QA_COLUMNS = ("path", "subject", "label", "status", "reason", "landmark_source", "n_faces", "residual")
+MANIFEST_COLUMNS = ("index", "path", "subject", "label")
+
+#: Landmarks further than this fraction of the image side outside the image are rejected.
+OUTSIDE_TOLERANCE = 0.05
+#: Boxes whose sides differ by less than this factor (one level of dlib's 6/5 HOG image
+#: pyramid) count as the same size when picking the largest face; the higher score wins.
+SIZE_TIE_FACTOR = 1.2
+
+
+class AlignmentFailedError(RuntimeError):
+    """Too many images failed to align (see qa.csv for every image's reason)."""
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    landmarks: str = "auto"  # auto | annotation | detector | none
+    size: int = 64
+    channels: str = "gray"  # gray | rgb
+    face_scale: float = 0.9
+    detector_upsample: int = 1
+    detector_min_side: int = 160
+    multiple_faces: str = "largest"  # largest | fail
+    max_residual: float = 0.3  # alignment residual above this => failure (bad landmarks)
+    max_failure_fraction: float = 0.05
+
+    def __post_init__(self):
+        if self.landmarks not in LANDMARK_MODES:
+            raise ValueError(f"align landmarks must be one of {LANDMARK_MODES}, got {self.landmarks!r}")
+        if self.channels not in CHANNEL_MODES:
+            raise ValueError(f"align channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
+        if self.multiple_faces not in MULTIPLE_FACE_MODES:
+            raise ValueError(
+                f"align multiple_faces must be one of {MULTIPLE_FACE_MODES}, got {self.multiple_faces!r}"
+            )
+        if int(self.size) != self.size or self.size < 8:
+            raise ValueError(f"align size must be an integer >= 8, got {self.size!r}")
+        if not (self.face_scale > 0 and math.isfinite(self.face_scale)):
+            raise ValueError(f"align face_scale must be a positive number, got {self.face_scale!r}")
+        if int(self.detector_upsample) != self.detector_upsample or self.detector_upsample < 0:
+            raise ValueError(
+                f"align detector_upsample must be an integer >= 0, got {self.detector_upsample!r}"
+            )
+        if int(self.detector_min_side) != self.detector_min_side or self.detector_min_side < 0:
+            raise ValueError(
+                f"align detector_min_side must be an integer >= 0, got {self.detector_min_side!r}"
+            )
+        if not self.max_residual > 0:
+            raise ValueError(f"align max_residual must be > 0, got {self.max_residual!r}")
+        if not 0 <= self.max_failure_fraction <= 1:
+            raise ValueError(
+                f"align max_failure_fraction must be in [0, 1], got {self.max_failure_fraction!r}"
+            )
+
+    @property
+    def n_channels(self) -> int:
+        return 1 if self.channels == "gray" else 3
+
+    def make_detector(self) -> Dlib68Detector:
+        return Dlib68Detector(upsample=self.detector_upsample, min_side=self.detector_min_side)
+
+
+@dataclass
+class AlignRecord:
+    """One input row: an image file, its subject id, its label (None when unlabelled)
+    and its 5-point landmark file (None when there is none)."""
+
+    path: str
+    subject: str
+    label: str | None = None
+    landmarks_path: str | None = None
+
+
+@dataclass
+class AlignResult:
+    image: np.ndarray | None  # (size, size, C) uint8, None when failed
+    status: str  # "ok" | "failed"
+    reason: str  # "" when ok
+    landmark_source: str  # "annotation" | "detector" | "none"
+    n_faces: int | None = None  # detector mode only
+    residual: float | None = None  # alignment residual (inter-ocular units)
+
+
+@dataclass
+class AlignOutput:
+    images: np.ndarray  # (N_ok, size, size, C) uint8
+    kept: list[int]  # indices into the records of the ok rows, same order as images
+    qa: list[dict]  # one row per input record, keys QA_COLUMNS
+    qa_path: str | None = field(default=None)  # set by write_aligned
+
+    @property
+    def n_input(self) -> int:
+        return len(self.qa)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for r in self.qa if r["status"] != "ok")
+
+    @property
+    def failure_fraction(self) -> float:
+        return self.n_failed / self.n_input if self.qa else 0.0
+
+
+def failure_kind(reason: str) -> str:
+    """The stable category of a QA reason: the text before its first colon
+    (``unreadable image``, ``landmark file unreadable``, ``no landmark file``,
+    ``no face detected``, ``several faces``, ``landmarks outside image``,
+    ``degenerate landmarks``, ``residual too high``)."""
+    return reason.split(":", 1)[0].strip()
+
+
+def _failed(
+    reason: str, source: str, n_faces: int | None = None, residual: float | None = None
+) -> AlignResult:
+    return AlignResult(None, "failed", reason, source, n_faces, residual)
+
+
+def select_largest(dets: Sequence[Detection]) -> Detection:
+    """The main face: the largest box, where boxes whose sides differ by less than one HOG
+    pyramid level (factor 1.2) count as equally large and the higher score decides.
+
+    (The tie rule matters: on ``skimage.data.astronaut`` with upsampling, dlib also fires
+    on the mission patch with a box as large as the face but a much lower score.)
+    """
+    if not dets:
+        raise ValueError("no detections")
+    sides = [math.sqrt(d.area) for d in dets]
+    biggest = max(sides)
+    candidates = [d for d, s in zip(dets, sides, strict=True) if s * SIZE_TIE_FACTOR >= biggest]
+    return max(candidates, key=lambda d: d.score)
+
+
+def _to_channels(img: np.ndarray, channels: str) -> np.ndarray:
+    import cv2
+
+    if channels == "gray":
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
+    return img
+
+
+def warp_to_template(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """Warp ``rgb`` with the (2, 3) similarity ``m`` into a ``size`` x ``size`` crop.
+
+    ``cv2.warpAffine`` with bilinear interpolation and ``BORDER_REPLICATE``: where the
+    crop reaches past the photo's edge the edge pixels are repeated instead of filling
+    with black, because constant black corners appear only in some images (the
+    off-centre or large faces) and a CNN can learn to key on them.
+
+    When the warp shrinks by more than 2x, the relevant region is first reduced with area
+    interpolation (an anti-aliasing pre-filter; plain bilinear sampling would alias), and
+    the warp is adjusted so the result is geometrically the same.
+    """
+    import cv2
+
+    m = np.asarray(m, dtype=np.float64)
+    h, w = rgb.shape[:2]
+    s = similarity_scale(m)
+    if s < 0.5:
+        inv = cv2.invertAffineTransform(m)
+        corners = apply_affine(inv, np.array([[-1, -1], [size, -1], [-1, size], [size, size]], float))
+        x0 = max(int(math.floor(corners[:, 0].min())) - 2, 0)
+        y0 = max(int(math.floor(corners[:, 1].min())) - 2, 0)
+        x1 = min(int(math.ceil(corners[:, 0].max())) + 2, w - 1)
+        y1 = min(int(math.ceil(corners[:, 1].max())) + 2, h - 1)
+        if x1 > x0 and y1 > y0:
+            crop = rgb[y0 : y1 + 1, x0 : x1 + 1]
+            cw, ch = crop.shape[1], crop.shape[0]
+            nw, nh = max(2, round(cw * s)), max(2, round(ch * s))
+            if nw < cw and nh < ch:
+                small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA)
+                fx, fy = nw / cw, nh / ch
+                # small pixel (u, v) -> original ((u + .5) / fx - .5 + x0, (v + .5) / fy - .5 + y0)
+                t = np.array([[1 / fx, 0, 0.5 / fx - 0.5 + x0], [0, 1 / fy, 0.5 / fy - 0.5 + y0]])
+                m = np.hstack([m[:, :2] @ t[:, :2], (m[:, :2] @ t[:, 2] + m[:, 2])[:, None]])
+                rgb = small
+    return cv2.warpAffine(
+        np.ascontiguousarray(rgb),
+        m,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def align_image(
+    rgb: np.ndarray,
+    landmarks: np.ndarray | None,
+    cfg: AlignConfig,
+    detector: Dlib68Detector | None = None,
+) -> AlignResult:
+    """Align one H x W x 3 uint8 RGB image.
+
+    ``landmarks`` is the image's annotated (5, 2) points or None. Which source is used
+    follows ``cfg.landmarks`` (module doc); in ``detector`` mode the annotation is
+    ignored. ``detector`` is created from ``cfg`` when needed and not given (the models
+    are cached per process, but pass one to avoid re-creating it per image).
+    Expected problems (no face, several faces with ``multiple_faces="fail"``, degenerate
+    or out-of-image landmarks, residual above ``max_residual``) give a ``failed`` result
+    with a reason; programming errors raise.
+    """
+    import cv2
+
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(
+            f"align_image expects an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}"
+        )
+    h, w = rgb.shape[:2]
+    size = int(cfg.size)
+
+    if cfg.landmarks == "none":
+        out = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        return AlignResult(_to_channels(out, cfg.channels), "ok", "", "none")
+
+    n_faces: int | None = None
+    if cfg.landmarks == "detector" or (cfg.landmarks == "auto" and landmarks is None):
+        source = "detector"
+        if detector is None:
+            detector = cfg.make_detector()
+        dets = detector.detect(rgb)
+        n_faces = len(dets)
+        if not dets:
+            return _failed(f"no face detected: the dlib HOG detector found no face in the {w}x{h} image", source, 0)
+        if len(dets) > 1 and cfg.multiple_faces == "fail":
+            return _failed(
+                f"several faces: {len(dets)} faces detected in the {w}x{h} image and "
+                "align.multiple_faces is 'fail'",
+                source,
+                n_faces,
+            )
+        pts = select_largest(dets).points5
+    else:
+        source = "annotation"
+        if landmarks is None:
+            return _failed("no landmark file: align.landmarks is 'annotation' but this image has none", source)
+        pts = np.asarray(landmarks, dtype=np.float64)
+        if pts.shape != (5, 2):
+            return _failed(f"degenerate landmarks: shape {pts.shape}, expected (5, 2)", source)
+
+    tol_x, tol_y = OUTSIDE_TOLERANCE * w, OUTSIDE_TOLERANCE * h
+    outside = (
+        (pts[:, 0] < -tol_x) | (pts[:, 0] > w - 1 + tol_x) | (pts[:, 1] < -tol_y) | (pts[:, 1] > h - 1 + tol_y)
+    )
+    if outside.any():
+        return _failed(
+            f"landmarks outside image: {int(outside.sum())} of 5 points lie outside the {w}x{h} image "
+            f"(landmarks for a different image size?)",
+            source,
+            n_faces,
+        )
+
+    dst = template_points(size, cfg.face_scale)
+    try:
+        m = estimate_similarity(pts, dst)
+    except ValueError as e:
+        return _failed(f"degenerate landmarks: {e}", source, n_faces)
+    residual = alignment_residual(m, pts, dst, size, cfg.face_scale)
+    if residual > cfg.max_residual:
+        return _failed(
+            f"residual too high: alignment residual {residual:.3f} > max_residual "
+            f"{cfg.max_residual:g}; the 5 landmarks "
+            "do not fit a frontal face (wrong points or order, or strong head pose)",
+            source,
+            n_faces,
+            residual,
+        )
+    out = warp_to_template(rgb, m, size)
+    return AlignResult(_to_channels(out, cfg.channels), "ok", "", source, n_faces, residual)
+
+
+def _progress(it, total: int, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total, desc="align", unit="img")
+
+
+def align_records(records: Sequence[AlignRecord], cfg: AlignConfig, progress: bool = False) -> AlignOutput:
+    """Align every record; returns the ok crops, their record indices and one QA row per record.
+
+    Per-image problems (unreadable image, unreadable landmark file, no face, ...) become
+    ``failed`` QA rows with a reason. The detector is created once, and only when needed.
+    """
+    detector: Dlib68Detector | None = None
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    qa: list[dict] = []
+
+    for i, rec in _progress(enumerate(records), len(records), progress):
+        use_annotation = cfg.landmarks in ("auto", "annotation") and rec.landmarks_path is not None
+        if cfg.landmarks == "none":
+            source_if_failed = "none"
+        elif use_annotation or cfg.landmarks == "annotation":
+            source_if_failed = "annotation"
+        else:
+            source_if_failed = "detector"
+        try:
+            rgb = read_image(rec.path)
+        except ImageReadError as e:
+            res = _failed(f"unreadable image: {e}", source_if_failed)
+        else:
+            landmarks = None
+            res = None
+            if use_annotation:
+                try:
+                    landmarks = read_landmarks(rec.landmarks_path)
+                except LandmarkFileError as e:
+                    res = _failed(f"landmark file unreadable: {e}", "annotation")
+            if res is None:
+                if detector is None and (
+                    cfg.landmarks == "detector" or (cfg.landmarks == "auto" and landmarks is None)
+                ):
+                    detector = cfg.make_detector().load()
+                try:
+                    res = align_image(rgb, landmarks, cfg, detector)
+                except Exception as e:  # a bug or environment problem, not a bad image
+                    raise RuntimeError(f"aligning {rec.path} failed unexpectedly: {e}") from e
+        qa.append(
+            {
+                "path": str(rec.path),
+                "subject": rec.subject,
+                "label": rec.label,
+                "status": res.status,
+                "reason": res.reason,
+                "landmark_source": res.landmark_source,
+                "n_faces": res.n_faces,
+                "residual": res.residual,
+            }
+        )
+        if res.status == "ok":
+            images.append(res.image)
+            kept.append(i)
+
+    c = cfg.n_channels
+    arr = (
+        np.stack(images).astype(np.uint8, copy=False)
+        if images
+        else np.zeros((0, cfg.size, cfg.size, c), dtype=np.uint8)
+    )
+    return AlignOutput(images=arr, kept=kept, qa=qa)
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    wr.writeheader()
+    for r in rows:
+        wr.writerow({k: _csv_value(r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def _csv_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _summary(output: AlignOutput, cfg: AlignConfig, classes: Sequence[str]) -> dict:
+    ok_rows = [r for r in output.qa if r["status"] == "ok"]
+    residuals = np.array([r["residual"] for r in ok_rows if r["residual"] is not None], dtype=np.float64)
+    reasons = Counter(failure_kind(r["reason"]) for r in output.qa if r["status"] != "ok")
+    return {
+        "size": int(cfg.size),
+        "channels": cfg.channels,
+        "face_scale": float(cfg.face_scale),
+        "landmarks": cfg.landmarks,
+        "classes": list(classes),
+        "n_input": output.n_input,
+        "n_ok": len(ok_rows),
+        "n_failed": output.n_failed,
+        "failure_fraction": output.failure_fraction,
+        "landmark_sources": dict(Counter(r["landmark_source"] for r in ok_rows)),
+        "landmark_sources_all": dict(Counter(r["landmark_source"] for r in output.qa)),
+        "failure_reasons": dict(reasons),
+        "residual_median": float(np.median(residuals)) if residuals.size else None,
+        "residual_p95": float(np.percentile(residuals, 95)) if residuals.size else None,
+        "config": asdict(cfg),
+    }
+
+
+def write_aligned(
+    out_dir: str | Path,
+    output: AlignOutput,
+    records: Sequence[AlignRecord],
+    cfg: AlignConfig,
+    classes: Sequence[str],
+) -> None:
+    """Write ``images.npy``, ``manifest.csv``, ``qa.csv`` and ``meta.json`` into ``out_dir``.
+
+    * ``images.npy``: uint8 (N_ok, size, size, C), C = 1 for gray, 3 for rgb;
+    * ``manifest.csv``: ``index,path,subject,label`` per kept image (index = row in images.npy;
+      label empty for unlabelled images);
+    * ``qa.csv``: every input row with ``status,reason,landmark_source,n_faces,residual``;
+    * ``meta.json``: ``size, channels, face_scale, landmarks, classes, n_input, n_ok,
+      n_failed, failure_fraction, landmark_sources`` (counts over the ok images),
+      ``landmark_sources_all`` (over all inputs), ``failure_reasons`` (counts per
+      :func:`failure_kind`), ``residual_median, residual_p95`` (over the ok images with
+      landmarks; null when none) and ``config`` (the whole AlignConfig).
+
+    All files are written atomically; qa.csv and meta.json are written even when nothing
+    aligned, so :func:`check_failures` can point at them.
+    """
+    out_dir = Path(out_dir)
+    if len(records) != len(output.qa):
+        raise ValueError(f"{len(records)} records but the alignment output has {len(output.qa)} QA rows")
+    if len(output.kept) != len(output.images):
+        raise ValueError(f"{len(output.kept)} kept indices but {len(output.images)} images")
+    expected = (cfg.size, cfg.size, cfg.n_channels)
+    if output.images.dtype != np.uint8 or output.images.shape[1:] != expected:
+        raise ValueError(
+            f"aligned images are {output.images.dtype} {output.images.shape}, expected uint8 (N, *{expected})"
+        )
+    class_set = set(classes)
+    manifest = []
+    for row, i in enumerate(output.kept):
+        rec = records[i]
+        if rec.label not in (None, "") and rec.label not in class_set:
+            raise ValueError(f"{rec.path}: label {rec.label!r} is not one of the classes {list(classes)}")
+        manifest.append({"index": row, "path": str(rec.path), "subject": rec.subject, "label": rec.label})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    qa_path = out_dir / "qa.csv"
+    write_text(qa_path, _csv_text(QA_COLUMNS, output.qa))
+    output.qa_path = str(qa_path)
+    save_npy(out_dir / "images.npy", np.ascontiguousarray(output.images, dtype=np.uint8))
+    write_text(out_dir / "manifest.csv", _csv_text(MANIFEST_COLUMNS, manifest))
+    write_json(out_dir / "meta.json", _summary(output, cfg, classes))
+
+
+def check_failures(output: AlignOutput, cfg: AlignConfig, qa_path: str | Path | None = None) -> None:
+    """Raise :class:`AlignmentFailedError` when the failed fraction exceeds
+    ``cfg.max_failure_fraction`` (or there is no input at all). Call it after
+    :func:`write_aligned`, so the QA table it points to exists."""
+    qa_path = qa_path or output.qa_path
+    where = f"; every image's status is in {qa_path}" if qa_path else ""
+    if output.n_input == 0:
+        raise AlignmentFailedError(f"alignment got no input images{where}")
+    frac = output.failure_fraction
+    if frac <= cfg.max_failure_fraction:
+        return
+    failed = [r for r in output.qa if r["status"] != "ok"]
+    first = "\n".join(f"  {r['path']}: {r['reason']}" for r in failed[:5])
+    more = f"\n  ... and {len(failed) - 5} more" if len(failed) > 5 else ""
+    raise AlignmentFailedError(
+        f"{len(failed)} of {output.n_input} images failed to align ({frac:.1%}), more than "
+        f"align.max_failure_fraction = {cfg.max_failure_fraction:g}{where}. First failures:\n"
+        f"{first}{more}"
+    )
+
+
+def run_alignment(
+    records: Sequence[AlignRecord],
+    out_dir: str | Path,
+    cfg: AlignConfig,
+    classes: Sequence[str],
+    progress: bool = False,
+) -> AlignOutput:
+    """align_records -> write_aligned -> check_failures, in that order."""
+    output = align_records(records, cfg, progress=progress)
+    write_aligned(out_dir, output, records, cfg, classes)
+    check_failures(output, cfg, Path(out_dir) / "qa.csv")
+    return output

@@ -1,0 +1,52 @@
+"""The alignment stage: dataset in (any supported format), aligned array + manifest out.
+
+Reads and validates the dataset (``fer.data.manifest``: unknown labels, missing files
+and unparseable subject ids are errors), aligns every image (``fer.align.pipeline``),
+writes the artifact and the QA table, and only then fails when more images failed than
+``max_failure_fraction`` allows, so the QA table is there to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fer.align.pipeline import AlignConfig, AlignRecord, align_records, check_failures, write_aligned
+from fer.data.manifest import DatasetError, read_dataset, resolve_classes
+from fer.utils.io import read_json, write_json
+
+
+def run_alignment_stage(
+    data: Mapping[str, Any], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path
+) -> dict[str, Any]:
+    """Run the stage for the ``data`` and ``align`` params sections; return summary metrics."""
+    records = read_dataset(
+        data["format"],
+        data["root"],
+        subject_regex=data["subject_regex"],
+        image_extensions=data["image_extensions"],
+        label_map=data["label_map"],
+    )
+    classes = resolve_classes(records, data["classes"])
+    cfg = AlignConfig(**align)
+    inputs = [AlignRecord(r.path, r.subject, r.label, r.landmarks_path) for r in records]
+    output = align_records(inputs, cfg, progress=True)
+    write_aligned(out_dir, output, inputs, cfg, classes)
+    meta = read_json(Path(out_dir) / "meta.json")
+    # Every class must keep images after alignment (an empty class cannot be learned or tested).
+    kept_labels = {inputs[i].label for i in output.kept}
+    empty = [c for c in classes if c not in kept_labels]
+    summary = {
+        "align/n_input": meta["n_input"],
+        "align/n_ok": meta["n_ok"],
+        "align/n_failed": meta["n_failed"],
+        "align/failure_fraction": meta["failure_fraction"],
+        "align/residual_median": meta.get("residual_median"),
+        "align/residual_p95": meta.get("residual_p95"),
+    }
+    write_json(metrics_path, summary)
+    check_failures(output, cfg, qa_path=Path(out_dir) / "qa.csv")
+    if empty:
+        raise DatasetError(f"classes {empty} have no image left after alignment (see {Path(out_dir) / 'qa.csv'})")
+    return summary
