@@ -1,0 +1,72 @@
+"""Hand-computed checks of fer.evaluation.metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fer.evaluation.metrics import classification_metrics, summarize_folds
+
+
+def test_classification_metrics_hand_example() -> None:
+    # y_true=[0,0,1,1,2], y_pred=[0,1,1,1,0]
+    # acc = 3/5; recalls: c0 1/2, c1 2/2, c2 0/1 -> mean 0.5
+    # precisions: c0 1/2, c1 2/3, c2 0 (never predicted) -> F1 c0 0.5, c1 0.8, c2 0
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3)
+    assert set(m) == {"acc", "mean_class_acc", "macro_f1", "confusion", "per_class_recall"}
+    assert m["acc"] == pytest.approx(0.6)
+    assert m["mean_class_acc"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class_recall"] == pytest.approx([0.5, 1.0, 0.0])
+
+
+def test_absent_class_excluded_from_mean_class_acc_but_counts_in_macro_f1() -> None:
+    # 4 classes, class 3 absent from y_true and y_pred.
+    # recalls c0 1, c1 1/2, c2 1 -> mean over present = 2.5/3
+    # F1: c0 1; c1 p=1 r=1/2 -> 2/3; c2 p=1/2 r=1 -> 2/3; c3 0 -> macro (1+4/3)/4
+    m = classification_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4)
+    assert m["acc"] == pytest.approx(0.75)
+    assert m["mean_class_acc"] == pytest.approx(2.5 / 3)
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3 + 0) / 4)
+    assert m["per_class_recall"][3] is None
+    assert m["confusion"][3] == [0, 0, 0, 0]
+    assert all(isinstance(v, int) for row in m["confusion"] for v in row)
+
+
+def test_classification_metrics_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        classification_metrics([0, 1], [0], 2)
+    with pytest.raises(ValueError):
+        classification_metrics([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError):
+        classification_metrics([], [], 3)
+
+
+def test_summarize_folds() -> None:
+    folds = [
+        {"test/acc": 0.5, "best_epoch": 3, "test/confusion": [[1]]},
+        {"test/acc": 0.7, "best_epoch": 5, "test/confusion": [[2]]},
+        {"test/acc": 0.9, "best_epoch": 4, "test/confusion": [[3]]},
+    ]
+    s = summarize_folds(folds)
+    assert list(s) == ["test/acc", "best_epoch"]  # non-scalars skipped
+    assert s["test/acc"]["mean"] == pytest.approx(0.7)
+    assert s["test/acc"]["std"] == pytest.approx(0.2)  # sample std, ddof=1
+    assert s["test/acc"]["n"] == 3
+    assert s["test/acc"]["values"] == [0.5, 0.7, 0.9]
+    assert s["best_epoch"]["mean"] == pytest.approx(4.0)
+    assert s["best_epoch"]["std"] == pytest.approx(1.0)
+
+
+def test_summarize_single_fold_and_errors() -> None:
+    s = summarize_folds([{"acc": 0.25}])
+    assert s["acc"] == {"mean": 0.25, "std": 0.0, "n": 1, "values": [0.25]}
+    with pytest.raises(ValueError):
+        summarize_folds([])
+    with pytest.raises(ValueError):
+        summarize_folds([{"acc": 0.5}, {"f1": 0.5}])
+    nan = summarize_folds([{"acc": float("nan")}, {"acc": 0.5}])
+    assert math.isnan(nan["acc"]["mean"])
