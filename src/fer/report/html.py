@@ -1,0 +1,168 @@
+"""The project's HTML report: one self-contained file (figures inlined as base64 PNG,
+inline CSS, no script, no external URL), readable offline."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer.data.aligned import load_aligned
+from fer.report import figures
+from fer.report.provenance import provenance
+from fer.utils.io import read_json, write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left} .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em} img{max-width:100%} .muted{color:#777}
+"""
+
+METRICS = (("test/acc", "accuracy"), ("test/mean_class_acc", "mean-class accuracy"), ("test/macro_f1", "macro-F1"))
+
+
+@dataclass
+class MethodResult:
+    """One row of the results table: a method's per-fold metrics and its summary."""
+
+    name: str
+    description: str
+    summary: dict[str, Any]
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    h = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>' for i, c in enumerate(header))
+    body = []
+    for r in rows:
+        body.append("<tr>" + "".join(
+            f'<td class="{"l" if i < left else ""}">{html.escape(str(c))}</td>' for i, c in enumerate(r)) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def _pm(stats: Mapping[str, Any] | None) -> str:
+    if not stats:
+        return "n/a"
+    return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+
+
+def read_curve(path: str | Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def build_report(
+    *,
+    methods: Sequence[MethodResult],
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    images: str | Path,
+    manifest: str | Path,
+    qa: str | Path,
+    meta: str | Path,
+    folds: str | Path,
+    params: Mapping[str, Any],
+    faces_per_class: int,
+    seed: int,
+    out: str | Path,
+    status_note: str = "",
+) -> None:
+    """Render reports/index.html from the pipeline's artifacts."""
+    data = load_aligned(images, manifest, meta)
+    fold_doc = read_json(folds)
+    classes = data.classes
+    with open(qa, newline="") as f:
+        qa_rows = list(csv.DictReader(f))
+    parts: list[str] = []
+    prov = provenance()
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts.append("<h1>Facial expression recognition with scarce labels</h1>")
+    git = prov["git"]
+    dirty = " (with uncommitted changes)" if git["dirty"] else ""
+    parts.append(f'<p class="muted">Generated {now} from commit <code>{html.escape(str(git["commit"]))}</code>{dirty}. '
+                 f"Dataset format <code>{html.escape(params['data']['format'])}</code>, "
+                 f"{len(data.images)} aligned images of {len(set(data.subjects.tolist()))} subjects, "
+                 f"{len(classes)} classes.</p>")
+    if status_note:
+        parts.append(f'<p class="note">{html.escape(status_note)}</p>')
+
+    # Results
+    parts.append("<h2>Results (mean ± std over subject-independent test folds, %)</h2>")
+    rows = []
+    for m in methods:
+        s = m.summary["metrics"]
+        rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS] + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"]])
+    parts.append(_table(["method"] + [n for _, n in METRICS] + ["accuracy, last epoch", "folds"], rows))
+    parts.append("<p>Each fold's model is selected on a validation split of subjects inside that fold's training part; "
+                 "the test fold is used once, for these numbers. 'Last epoch' is the model after the final epoch, "
+                 "shown for comparison only (never used for selection).</p>")
+    for m in methods:
+        parts.append(f"<h3>{html.escape(m.name)}</h3><p>{html.escape(m.description)}</p>")
+        frows = [[f"fold {i}"] + [f"{100 * fm[k]:.2f}" for k, _ in METRICS] + [fm.get("best_epoch", ""), fm.get("n_train", ""),
+                  fm.get("n_val", ""), fm.get("n_test", "")] for i, fm in enumerate(m.folds)]
+        parts.append(_table(["fold"] + [n for _, n in METRICS] + ["selected epoch", "train", "val", "test"], frows))
+        pooled = m.summary.get("pooled_confusion")
+        if pooled:
+            parts.append(_img(figures.confusion_figure(pooled, classes, f"{m.name}: pooled over test folds"),
+                              f"{m.name} confusion matrix"))
+    if curves:
+        parts.append("<h2>Training curves</h2>")
+        parts.append(_img(figures.curves_figure(curves), "training curves"))
+
+    # Data
+    parts.append("<h2>Aligned faces per class</h2>")
+    parts.append(_img(figures.faces_grid(data.images, data.labels, classes, faces_per_class, seed), "aligned faces"))
+    counts = Counter(data.labels.tolist())
+    parts.append(_table(["class", "images", "subjects"], [
+        [c, counts.get(i, 0), len(set(data.subjects[data.labels == i].tolist()))] for i, c in enumerate(classes)]))
+
+    parts.append("<h2>Alignment QA</h2>")
+    info = data.meta
+    status = Counter(r["status"] for r in qa_rows)
+    sources = Counter(r["landmark_source"] for r in qa_rows if r["status"] == "ok")
+    parts.append(_table(["input images", "aligned", "failed", "failure fraction", "landmark sources", "residual median", "residual p95"], [[
+        len(qa_rows), status.get("ok", 0), status.get("failed", 0), f"{info.get('failure_fraction', 0):.3f}",
+        ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
+        _fmt(info.get("residual_median")), _fmt(info.get("residual_p95"))]]))
+    failed = [r for r in qa_rows if r["status"] != "ok"]
+    if failed:
+        parts.append(f"<p>{len(failed)} image(s) failed alignment and are not in the training data:</p>")
+        parts.append(_table(["file", "reason"], [[r["path"], r["reason"]] for r in failed[:50]]))
+        if len(failed) > 50:
+            parts.append(f"<p>... and {len(failed) - 50} more (see data/aligned/qa.csv).</p>")
+    else:
+        parts.append("<p>No image failed alignment.</p>")
+
+    parts.append("<h2>Folds</h2>")
+    frows = []
+    for row in fold_doc["summary"]:
+        frows.append([f"fold {row['fold']}"] + [f"{row[p]['subjects']} / {row[p]['images']}" for p in ("train", "val", "test")])
+    parts.append(_table(["fold", "train subjects / images", "val subjects / images", "test subjects / images"], frows))
+    parts.append("<p>Subject-independent: no subject appears in two parts of one fold (checked when the folds are written).</p>")
+
+    parts.append("<h2>Parameters</h2>")
+    parts.append(f"<pre>{html.escape(yaml.safe_dump(dict(params), sort_keys=False))}</pre>")
+    parts.append("<h2>Provenance</h2>")
+    parts.append(_table(["package", "version"], sorted(prov["packages"].items())))
+    parts.append(_table(["device", "value"], [[k, str(v)] for k, v in prov["device"].items()]))
+
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>FER pipeline report</title>"
+           f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    write_text(out, doc)
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{float(x):.3f}"

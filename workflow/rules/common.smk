@@ -1,0 +1,52 @@
+# Helpers shared by the rules: parameter validation, declared keys, code dependencies.
+import glob
+from pathlib import Path
+
+from fer.config import ParamsError, load_yaml, subset, validate_params
+
+PARAMS_FILE = "params.yaml"
+SCHEMA_FILE = "workflow/schemas/params.schema.yaml"
+
+# params.yaml is the one parameter file: refuse --config / --configfile, whose nested
+# values would never reach the scripts (they read params.yaml, like DVC does).
+if config != load_yaml(PARAMS_FILE):
+    raise ParamsError(
+        "snakemake --config/--configfile are refused: edit params.yaml "
+        "(or use `dvc exp run -S key=value`), the one parameter file"
+    )
+validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
+
+FOLDS = list(range(config["folds"]["n_folds"]))
+
+# Every job writes its output to its log; on failure the log's tail goes to stderr, so
+# `dvc repro` (which shows only the exit status) shows the error too.
+TO_LOG = "> {log} 2>&1 || (tail -n 30 {log} >&2; exit 1)"
+
+
+def declare(*keys):
+    """The params.yaml keys a rule reads: drives Snakemake's params re-run trigger (cfg),
+    the DVC stage's params (params.declared, read by the dvc.yaml generator;
+    "keys" is a reserved name in Snakemake) and what the script may
+    read (--keys {params.declared})."""
+    return {"declared": ",".join(keys), "cfg": subset(config, keys)}
+
+
+def code(script, *modules):
+    """Code files a rule depends on: its script, the shared CLI helper, the config module
+    and the listed fer modules (a package name means all its .py files). Listed file by
+    file, because Snakemake judges a directory input by the directory's own mtime."""
+    files = [f"workflow/scripts/{script}.py", "workflow/scripts/_common.py", "src/fer/config.py"]
+    for m in modules:
+        if m.endswith(".py"):
+            files.append(f"src/fer/{m}")
+        else:
+            files += sorted(glob.glob(f"src/fer/{m}/*.py"))
+    return files
+
+
+def dataset_input():
+    """What the alignment depends on: the demo generator's output folder, or the user's
+    dataset root (for the csv and folders formats)."""
+    if config["data"]["format"] == "demo":
+        return "data/demo"
+    return config["data"]["root"]

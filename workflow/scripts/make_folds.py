@@ -1,0 +1,19 @@
+"""Write subject-independent folds with a validation split inside each training part."""
+
+import logging
+
+from _common import declared, parser, setup_logging
+
+from fer.data.folds import write_folds
+
+if __name__ == "__main__":
+    ap = parser(__doc__)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    setup_logging()
+    p = declared(args)
+    f = p.get("folds")
+    summary = write_folds(args.manifest, args.meta, args.out, f["n_folds"], f["val_fraction"], p.get("seed"))
+    logging.info("folds: %s", summary)
