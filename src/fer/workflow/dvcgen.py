@@ -1,0 +1,462 @@
+"""Render dvc.yaml from the Snakefile: one DVC stage per Snakemake job.
+
+The Snakefile is the one description of the pipeline's DAG; dvc.yaml is derived from it
+(``make dvc-yaml``) and ``tests/test_dvc_sync.py`` fails when the committed file differs
+from a fresh render. The render plans the DAG only: no job runs, no output has to exist.
+
+What goes into a stage (one per job needed by the default target, with ``forceall`` so
+every job is listed even when its outputs already exist):
+
+* name: the rule name, or ``rule__wc-value`` (``__``-joined per wildcard) for wildcard jobs,
+  e.g. ``train_baseline__fold-3``. DVC reserves ``@`` (foreach/matrix) and rejects other
+  punctuation except ``_`` and ``-``; such characters in wildcard values become ``_``.
+* ``cmd``: the job's shell command formatted by Snakemake (``Job.shellcmd``, the same
+  ``snakemake.utils.format`` call with the same job variables that ``shell()`` makes when
+  the job runs), so both tools run the same string.
+* ``deps``: the job's inputs (code files included), sorted and de-duplicated.
+* ``params``: the params.yaml keys the rule declares (``declare()`` in
+  workflow/rules/common.smk puts ``declared="a,b.c"`` and ``cfg=<dict>`` on the rule;
+  see :func:`_declared_keys`), in declared order. DVC reads them from params.yaml; a
+  section name stands for every key under it.
+* outputs, typed by the rule's output names and flags:
+  ``metrics`` -> ``metrics`` (cache: false); ``plots`` -> ``plots`` (cache: false,
+  ``x: epoch``); a ``.png`` wrapped in ``report()`` -> a plain (cached) out, so that
+  ``dvc checkout`` and experiments restore it (reports/ is git-ignored), and it is listed
+  under the top-level ``plots:`` so ``dvc plots show`` renders it as an image; anything
+  else (``directory()`` outputs included) -> ``outs``. Logs are not outputs.
+* top-level ``plots:``: per rule with ``plots`` outputs, one curve plot per group of
+  :data:`CURVE_PLOTS` (x: epoch) across all of that rule's CSVs (e.g. all folds), plus
+  the report images.
+
+Rules without outputs (the ``all`` target) have no stage. A rule that has outputs but no
+``shell:`` command cannot be rendered and is an error.
+
+Snakemake internals used (pinned: snakemake == 9.27.1, checked at run time):
+
+* ``snakemake.api.SnakemakeApi(OutputSettings(...)).workflow(...)`` returns a
+  ``WorkflowApi``; its private property ``_workflow`` includes the Snakefile and returns
+  the ``snakemake.workflow.Workflow``. ``WorkflowApi.dag(DAGSettings(forceall=True))``
+  sets ``workflow.dag_settings`` (done through the public ``dag()`` call).
+* ``Workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True,
+  nolock=True)`` builds the ``DAG`` object for the default target (the same call that
+  ``printrulegraph`` makes) and ``Workflow._build_dag()`` runs ``dag.init()`` and the
+  checkpoint update; the DAG is then ``workflow.dag``. Neither executes a job nor takes
+  the working-directory lock.
+* ``DAG.toposorted()`` -> list of layers of ``Job`` (a topological order; each layer is
+  sorted here by rule name and natural wildcard order for a stable file).
+* ``Job``: ``rule`` (``rule.name``), ``wildcards_dict``, ``shellcmd``, ``input``,
+  ``output``, ``params`` (``params.items()``); ``job.output._get_names()`` (private
+  ``Namedlist`` method, yields ``(name, (start, end))``) maps output positions to their
+  names; output flags via ``snakemake.io.is_flagged(f, "directory" | "report")``.
+* ``workflow.config``: the config Snakemake loaded (``configfile: "params.yaml"``).
+* Logging is silenced with ``OutputSettings(quiet={Quietness.ALL},
+  log_level_override=WARNING, enable_file_logging=False)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The snakemake version whose internals this module uses.
+SNAKEMAKE_VERSION = "9.27.1"
+
+HEADER = (
+    "# GENERATED FILE - do not edit by hand.\n"
+    "# Rendered from the Snakefile by `make dvc-yaml` (workflow/scripts/render_dvc_yaml.py,\n"
+    "# src/fer/workflow/dvcgen.py) for the current params.yaml: one stage per Snakemake job,\n"
+    "# same commands, deps = job inputs, params = the keys each rule declares.\n"
+    "# Edit the rules (workflow/rules/*.smk) and re-render; tests/test_dvc_sync.py fails when\n"
+    "# this file differs from a fresh render.\n"
+)
+
+#: Top-level curve plots drawn for every rule output named ``plots`` (CSV, one row per
+#: epoch): plot-id suffix -> y columns. The columns must exist in the CSV
+#: (see fer.methods.baseline.CURVE_COLUMNS).
+CURVE_PLOTS: dict[str, tuple[str, ...]] = {
+    "loss": ("train/loss", "val/loss"),
+    "accuracy": ("train/acc", "val/acc", "val/mean_class_acc"),
+}
+CURVE_X = "epoch"
+
+#: Name of the rule param holding the declared keys as a nested dict (common.smk).
+CFG_PARAM = "cfg"
+#: Name of the param holding the comma-separated declared keys (common.smk). Not ``keys``:
+#: snakemake's Namedlist reserves that name ("keys is reserved for internal use").
+KEYS_PARAM = "declared"
+
+_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+class DvcGenError(RuntimeError):
+    """The Snakefile breaks a convention the generator relies on."""
+
+
+@dataclass
+class JobInfo:
+    """What the generator needs from one Snakemake job."""
+
+    rule: str
+    wildcards: list[tuple[str, str]]
+    cmd: str | None
+    inputs: list[str]
+    outputs: list[tuple[str, str | None, frozenset[str]]]  # path, name, flags
+    keys: list[str]
+
+    @property
+    def name(self) -> str:
+        return stage_name(self.rule, self.wildcards)
+
+
+def stage_name(rule: str, wildcards: Sequence[tuple[str, str]]) -> str:
+    """``rule`` or ``rule__wc-value[__wc2-value2]``; only characters DVC allows."""
+    parts = [rule] + [f"{k}-{v}" for k, v in wildcards]
+    return _INVALID_NAME_CHARS.sub("_", "__".join(parts))
+
+
+def _natural(value: str) -> tuple:
+    """Sort key: numbers compare as numbers (fold-10 after fold-2)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", value) if t)
+
+
+def _job_sort_key(job: JobInfo) -> tuple:
+    return (job.rule, tuple((k, _natural(v)) for k, v in job.wildcards))
+
+
+# ----------------------------------------------------------------------------- params
+def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _subset(params: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in keys:
+        node: Any = params
+        for part in key.split("."):
+            node = node[part]
+        target = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = copy.deepcopy(node)
+    return out
+
+
+def _split_keys(value: str) -> list[str]:
+    return [k.strip() for k in value.split(",") if k.strip()]
+
+
+def _declared_keys(rule: str, params: Sequence[tuple[str, Any]], config: Mapping[str, Any]) -> list[str]:
+    """The params.yaml keys a rule declares.
+
+    ``declare()`` puts two params on a rule: the keys as one comma-separated string
+    (named :data:`KEYS_PARAM`) and ``cfg``, the declared part of the config. Should the
+    keys param be renamed, the one string param whose keys reproduce ``cfg`` is used.
+    A rule without ``cfg`` and without a keys param declares none. Every key must exist
+    in params.yaml.
+    """
+    named = dict(params)
+    cfg = named.get(CFG_PARAM)
+    candidates: list[tuple[str, list[str]]] = []
+    for name, value in params:
+        if name == CFG_PARAM or not isinstance(value, str):
+            continue
+        keys = _split_keys(value)
+        if name == KEYS_PARAM:
+            candidates = [(name, keys)]
+            break
+        if cfg is not None and keys and all(_has_key(config, k) for k in keys) and _subset(config, keys) == cfg:
+            candidates.append((name, keys))
+    if not candidates:
+        if cfg is not None and cfg != {}:
+            raise DvcGenError(
+                f"rule {rule}: has a {CFG_PARAM!r} param but no comma-separated keys param that "
+                "produces it (declare the keys with declare() from workflow/rules/common.smk)"
+            )
+        return []
+    if len(candidates) > 1:
+        names = [n for n, _ in candidates]
+        raise DvcGenError(f"rule {rule}: several params could be the declared keys: {names}")
+    keys = candidates[0][1]
+    for k in keys:
+        if not _has_key(config, k):
+            raise DvcGenError(f"rule {rule}: declared params key {k!r} is not in params.yaml")
+    if len(set(keys)) != len(keys):
+        raise DvcGenError(f"rule {rule}: declared params keys repeat: {keys}")
+    return keys
+
+
+# ----------------------------------------------------------------------------- snakemake
+def _check_snakemake_version() -> None:
+    import snakemake
+
+    if snakemake.__version__ != SNAKEMAKE_VERSION:
+        raise DvcGenError(
+            f"fer.workflow.dvcgen uses snakemake {SNAKEMAKE_VERSION} internals, found "
+            f"{snakemake.__version__}: check the internals listed in its docstring and update the pin"
+        )
+
+
+def collect_jobs(workdir: str | Path = ".", snakefile: str = "Snakefile") -> tuple[list[JobInfo], dict[str, Any]]:
+    """Plan the DAG of the default target (forceall) and return its jobs in topological
+    order (layers, each sorted by rule and natural wildcard order) and the config."""
+    _check_snakemake_version()
+    from snakemake.api import SnakemakeApi
+    from snakemake.io import is_flagged
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
+
+    workdir = Path(workdir).resolve()
+    snakefile_path = Path(snakefile)
+    if not snakefile_path.is_absolute():
+        snakefile_path = workdir / snakefile_path
+    if not snakefile_path.exists():
+        raise DvcGenError(f"Snakefile not found: {snakefile_path}")
+
+    output_settings = OutputSettings(
+        dryrun=True,
+        quiet={Quietness.ALL},
+        log_level_override=logging.WARNING,
+        enable_file_logging=False,
+    )
+    cwd = os.getcwd()
+    try:
+        with SnakemakeApi(output_settings) as api:
+            wf_api = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                snakefile=snakefile_path,
+                workdir=workdir,
+            )
+            wf_api.dag(DAGSettings(forceall=True))  # sets workflow.dag_settings
+            workflow = wf_api._workflow
+            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            workflow._build_dag()
+            dag = workflow.dag
+            config = copy.deepcopy(dict(workflow.config))
+
+            layers = [list(layer) for layer in dag.toposorted()]
+            ordered: list[JobInfo] = []
+            for layer in layers:
+                layer_infos = []
+                for job in layer:
+                    names: dict[int, str] = {}
+                    for name, (start, end) in job.output._get_names():
+                        for i in range(start, start + 1 if end is None else end):
+                            names[i] = name
+                    outputs = []
+                    for i, f in enumerate(job.output):
+                        flags = frozenset(fl for fl in ("directory", "report") if is_flagged(f, fl))
+                        outputs.append((str(f), names.get(i), flags))
+                    params = list(job.params.items())
+                    info = JobInfo(
+                        rule=job.rule.name,
+                        wildcards=[(str(k), str(v)) for k, v in job.wildcards_dict.items()],
+                        cmd=job.shellcmd,
+                        inputs=[str(f) for f in job.input],
+                        outputs=outputs,
+                        keys=_declared_keys(job.rule.name, params, config),
+                    )
+                    layer_infos.append(info)
+                layer_infos.sort(key=_job_sort_key)
+                ordered.extend(layer_infos)
+    finally:
+        os.chdir(cwd)
+    return ordered, config
+
+
+# ----------------------------------------------------------------------------- render
+def _stage(job: JobInfo) -> dict[str, Any]:
+    if job.cmd is None:
+        raise DvcGenError(f"rule {job.rule}: has outputs but no shell: command (run:/script: cannot go in dvc.yaml)")
+    stage: dict[str, Any] = {"cmd": job.cmd.strip()}
+    deps = sorted(set(job.inputs))
+    if deps:
+        stage["deps"] = deps
+    if job.keys:
+        stage["params"] = list(job.keys)
+    outs: list[Any] = []
+    metrics: list[Any] = []
+    plots: list[Any] = []
+    for path, name, flags in job.outputs:
+        if "directory" in flags:
+            outs.append(path)
+        elif name == "metrics":
+            metrics.append({path: {"cache": False}})
+        elif name == "plots":
+            plots.append({path: {"cache": False, "x": CURVE_X}})
+        else:
+            outs.append(path)
+    if outs:
+        stage["outs"] = outs
+    if metrics:
+        stage["metrics"] = metrics
+    if plots:
+        stage["plots"] = plots
+    return stage
+
+
+def _top_level_plots(jobs: Sequence[JobInfo]) -> list[Any]:
+    curves: dict[str, list[str]] = {}
+    images: list[str] = []
+    for job in jobs:
+        for path, name, flags in job.outputs:
+            if name == "plots" and "directory" not in flags:
+                curves.setdefault(job.rule, []).append(path)
+            elif "report" in flags and path.lower().endswith(".png"):
+                images.append(path)
+    plots: list[Any] = []
+    for rule in sorted(curves):
+        for suffix, columns in CURVE_PLOTS.items():
+            plots.append(
+                {
+                    f"{rule}_{suffix}": {
+                        "template": "linear",
+                        "x": CURVE_X,
+                        "y": {path: list(columns) for path in curves[rule]},
+                    }
+                }
+            )
+    plots.extend(sorted(images))
+    return plots
+
+
+def render(workdir: str | Path = ".", snakefile: str = "Snakefile") -> dict:
+    """The dvc.yaml document for the Snakefile in ``workdir`` and its params.yaml."""
+    jobs, _config = collect_jobs(workdir, snakefile)
+    stages: dict[str, Any] = {}
+    for job in jobs:
+        if not job.outputs:
+            if job.cmd is not None:
+                raise DvcGenError(f"rule {job.rule}: a shell command without outputs cannot be a DVC stage")
+            continue  # a pure target such as `all`
+        if "__" in job.rule:
+            raise DvcGenError(f"rule {job.rule}: '__' separates rule and wildcards in stage names")
+        name = job.name
+        if "@" in name:  # cannot happen after sanitising; kept as a guard
+            raise DvcGenError(f"stage name {name!r} contains '@'")
+        if name in stages:
+            raise DvcGenError(f"two jobs map to the same stage name {name!r}")
+        stages[name] = _stage(job)
+    doc: dict[str, Any] = {"stages": stages}
+    plots = _top_level_plots(jobs)
+    if plots:
+        doc["plots"] = plots
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, lists indented under their key."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):  # noqa: ARG002
+        return super().increase_indent(flow, False)
+
+
+def dump(doc: dict) -> str:
+    """YAML text of a rendered document, with the generated-file header."""
+    body = yaml.dump(
+        doc,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=2**31 - 1,
+        allow_unicode=True,
+    )
+    return HEADER + body
+
+
+# ----------------------------------------------------------------------------- graph helpers
+def stage_rule(name: str) -> str:
+    """Rule name of a stage name (``train_baseline__fold-3`` -> ``train_baseline``)."""
+    return name.split("__", 1)[0]
+
+
+def _paths(entries: Sequence[Any]) -> list[str]:
+    out = []
+    for e in entries or []:
+        out.extend(e.keys() if isinstance(e, Mapping) else [e])
+    return [str(p) for p in out]
+
+
+def stage_edges(doc: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(upstream stage, downstream stage) for each dep that is (inside) another stage's output."""
+    stages = doc.get("stages", {})
+    producer: dict[str, str] = {}
+    for name, st in stages.items():
+        for p in _paths(st.get("outs", [])) + _paths(st.get("metrics", [])) + _paths(st.get("plots", [])):
+            producer[os.path.normpath(p)] = name
+    edges = set()
+    for name, st in stages.items():
+        for dep in st.get("deps", []):
+            d = os.path.normpath(dep)
+            for out, up in producer.items():
+                if d == out or d.startswith(out + os.sep) or out.startswith(d + os.sep):
+                    if up != name:
+                        edges.add((up, name))
+    return edges
+
+
+def rule_edges(doc: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """:func:`stage_edges` collapsed to rule names."""
+    return {(stage_rule(a), stage_rule(b)) for a, b in stage_edges(doc)}
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="render_dvc_yaml.py",
+        description="Render dvc.yaml from the Snakefile (one DVC stage per Snakemake job).",
+    )
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--out", metavar="DVC_YAML", help="write the rendered file here (atomic)")
+    mode.add_argument(
+        "--check", metavar="DVC_YAML", help="exit 1 with a unified diff when this file differs from a fresh render"
+    )
+    ap.add_argument("--workdir", default=".", help="project root holding the Snakefile and params.yaml")
+    ap.add_argument("--snakefile", default="Snakefile")
+    args = ap.parse_args(argv)
+
+    try:
+        text = dump(render(args.workdir, args.snakefile))
+    except Exception as e:  # snakemake parse/DAG errors, convention violations
+        print(f"render_dvc_yaml: cannot render dvc.yaml: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        from fer.utils.io import write_text
+
+        write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    path = Path(args.check)
+    current = path.read_text() if path.exists() else ""
+    if current == text:
+        print(f"{path} is up to date", file=sys.stderr)
+        return 0
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        fromfile=f"{path} (committed)",
+        tofile=f"{path} (fresh render)",
+    )
+    sys.stdout.writelines(diff)
+    print(f"\n{path} is out of date: run `make dvc-yaml`", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The pipeline end to end under both tools, on a tiny copy of the project.
+
+One temporary git + DVC repo is built per module (project files, tiny params, dvc.yaml
+rendered for them, one commit); it is run once by `dvc repro` and once by `snakemake`
+(module fixtures), and tests that change a repo work on their own copy of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fer.workflow import dvcgen
+from workflow_helpers import (
+    build_repo,
+    copy_repo,
+    describe,
+    job_stats,
+    log_tail,
+    read_params,
+    run,
+    running_stages,
+    set_key,
+    skipped_stages,
+    snakemake_rules,
+    stage_rule,
+    write_params,
+)
+
+pytestmark = pytest.mark.slow
+
+DATA_RULES = {"make_demo", "align", "make_folds"}
+TRAIN_DEPENDENTS = {"train_baseline", "summarize_baseline", "report"}
+
+
+@pytest.fixture(scope="module")
+def base_repo(tmp_path_factory) -> Path:
+    """Committed tiny project, nothing run."""
+    return build_repo(tmp_path_factory.mktemp("base") / "repo")
+
+
+@pytest.fixture(scope="module")
+def stages(base_repo) -> dict:
+    return yaml.safe_load((base_repo / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def dvc_run(base_repo, tmp_path_factory):
+    """A copy of the base repo after one `dvc repro` (dvc.lock committed); its output."""
+    repo = copy_repo(base_repo, tmp_path_factory.mktemp("dvc") / "repo")
+    proc = run(["dvc", "repro"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "dvc repro"], repo)
+    return repo, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def smk_run(base_repo, tmp_path_factory):
+    """A copy of the base repo after one `snakemake --cores 2 --resources gpu=2`."""
+    repo = copy_repo(base_repo, tmp_path_factory.mktemp("smk") / "repo")
+    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    return repo, proc.stdout
+
+
+# ----------------------------------------------------------------------------- 1
+def test_dry_run_plans_every_rule(base_repo, stages):
+    proc = run(["snakemake", "-n", "--cores", "1"], base_repo)
+    planned = job_stats(proc.stdout)
+    rules = snakemake_rules(base_repo)
+    assert set(planned) == rules, describe(proc, f"planned {sorted(planned)}, Snakefile has {sorted(rules)}")
+    n_folds = read_params(base_repo)["folds"]["n_folds"]
+    assert planned["train_baseline"] == n_folds, describe(proc)
+    # and dvc.yaml has one stage per planned job (the `all` target excepted)
+    per_rule: dict[str, int] = {}
+    for name in stages:
+        per_rule[stage_rule(name)] = per_rule.get(stage_rule(name), 0) + 1
+    assert per_rule == {r: n for r, n in planned.items() if r != "all"}
+
+
+# ----------------------------------------------------------------------------- 2
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_run, stages):
+    repo, first = dvc_run
+    assert sorted(running_stages(first)) == sorted(stages), first
+    for path in ("reports/index.html", "metrics/baseline/summary.json", "reports/figures/baseline_confusion.png"):
+        assert (repo / path).is_file(), f"{path} missing after dvc repro:\n{first}"
+    # the curve CSVs have the columns the top-level plots of dvc.yaml name
+    for st in stages.values():
+        for entry in st.get("plots", []):
+            (path,) = entry
+            with open(repo / path) as f:
+                header = next(csv.reader(f))
+            for columns in dvcgen.CURVE_PLOTS.values():
+                assert set(columns) | {dvcgen.CURVE_X} <= set(header), (path, header)
+
+    second = run(["dvc", "repro"], repo)
+    assert running_stages(second.stdout) == [], describe(second, "re-ran stages")
+    assert (
+        sorted(skipped_stages(second.stdout)) == sorted(stages)
+        or "Data and pipelines are up to date" in second.stdout
+    ), describe(second)
+    status = run(["dvc", "status"], repo)
+    assert "Data and pipelines are up to date" in status.stdout, describe(status)
+
+
+# ----------------------------------------------------------------------------- 3
+def test_exp_run_reruns_only_what_depends_on_the_param(dvc_run, tmp_path):
+    repo = copy_repo(dvc_run[0], tmp_path / "repo")
+    proc = run(["dvc", "exp", "run", "-S", "baseline.lr=0.02"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    ran = running_stages(proc.stdout)
+    ran_rules = {stage_rule(s) for s in ran}
+    assert ran_rules == TRAIN_DEPENDENTS, describe(proc, f"ran {ran}")
+    n_folds = read_params(repo)["folds"]["n_folds"]
+    assert len([s for s in ran if stage_rule(s) == "train_baseline"]) == n_folds, describe(proc)
+    assert not ran_rules & DATA_RULES, describe(proc)
+    assert read_params(repo)["baseline"]["lr"] == 0.02
+
+
+# ----------------------------------------------------------------------------- 4
+def test_handover_snakemake_then_dvc(smk_run, stages, tmp_path):
+    repo = copy_repo(smk_run[0], tmp_path / "repo")
+    # Snakemake ran exactly the commands of dvc.yaml (its metadata records each job's command)
+    summary = run(["snakemake", "--detailed-summary", "--cores", "1"], repo)
+    recorded = {}
+    for line in summary.stdout.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 6 and cols[0] != "output_file":
+            recorded[cols[0]] = cols[5]
+    for name, st in stages.items():
+        for entry in st.get("outs", []) + st.get("metrics", []) + st.get("plots", []):
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            assert recorded.get(path) == st["cmd"], f"{name}: {path}\n{summary.stdout}"
+
+    commit = run(["dvc", "commit", "-f"], repo)
+    status = run(["dvc", "status"], repo)
+    assert "Data and pipelines are up to date" in status.stdout, describe(status) + "\n" + commit.stdout
+    repro = run(["dvc", "repro"], repo)
+    assert running_stages(repro.stdout) == [], describe(repro, "re-ran stages after dvc commit -f")
+
+
+def test_handover_dvc_then_snakemake(dvc_run, tmp_path):
+    repo = copy_repo(dvc_run[0], tmp_path / "repo")
+    run(["snakemake", "--touch", "--cores", "1"], repo)
+    proc = run(["snakemake", "-n", "--cores", "1"], repo)
+    assert job_stats(proc.stdout) == {}, describe(proc, "plans jobs after --touch")
+    assert "Nothing to be done" in proc.stdout, describe(proc)
+
+
+# ----------------------------------------------------------------------------- 5
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [("baseline.lrr", 1, "lrr"), ("baseline.epochs", "ten", "epochs")],
+    ids=["unknown-key", "wrong-type"],
+)
+def test_invalid_params_fail_before_any_job(base_repo, tmp_path, key, value, named):
+    repo = copy_repo(base_repo, tmp_path / "repo")
+    params = read_params(repo)
+    set_key(params, key, value)
+    write_params(repo, params)
+
+    smk = run(["snakemake", "-n", "--cores", "1"], repo, check=False)
+    assert smk.returncode != 0, describe(smk, "accepted invalid params")
+    assert named in smk.stdout and "params.yaml is invalid" in smk.stdout, describe(smk)
+    assert job_stats(smk.stdout) == {}, describe(smk, "planned jobs")
+
+    # DVC has no hook before its stages: the first stage's script validates the whole
+    # params.yaml before doing anything, so the run stops there with nothing written.
+    dvc = run(["dvc", "repro"], repo, check=False)
+    assert dvc.returncode != 0, describe(dvc, "accepted invalid params")
+    assert len(running_stages(dvc.stdout)) == 1, describe(dvc)
+    logs = log_tail(repo)
+    assert named in dvc.stdout + logs and "params.yaml is invalid" in dvc.stdout + logs, describe(dvc) + logs
+    produced = [p for st in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+                for e in st.get("outs", []) + st.get("metrics", []) + st.get("plots", [])
+                for p in ([e] if isinstance(e, str) else list(e)) if (repo / p).exists()]
+    assert produced == [], f"outputs written despite invalid params: {produced}\n{dvc.stdout}"
+    assert not (repo / "dvc.lock").exists()
+
+
+def test_config_override_is_refused(base_repo):
+    proc = run(["snakemake", "-n", "--cores", "1", "--config", "seed=3"], base_repo, check=False)
+    assert proc.returncode != 0, describe(proc, "accepted --config")
+    assert re.search(r"--config.*refused", proc.stdout), describe(proc)
+
+
+# ----------------------------------------------------------------------------- 6
+def test_snakemake_report_is_self_contained(smk_run, tmp_path):
+    repo = copy_repo(smk_run[0], tmp_path / "repo")
+    proc = run(["snakemake", "--report", "report.html", "--cores", "1"], repo)
+    html = repo / "report.html"
+    assert html.is_file() and html.stat().st_size > 10_000, describe(proc)
+    text = html.read_text(errors="replace")
+    assert not re.search(r"""src\s*=\s*["']?https?:""", text), "report loads remote resources"
+
+
+# ----------------------------------------------------------------------------- report in a browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_html_report_renders_offline_in_a_browser(dvc_run, tmp_path):
+    """Open reports/index.html in headless Chromium with the network off: every figure
+    decodes, the results table shows the baseline's fold-averaged numbers."""
+    repo = dvc_run[0]
+    html = (repo / "reports" / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "report references a remote resource"
+    summary = json.loads((repo / "metrics" / "baseline" / "summary.json").read_text())
+    acc = summary["metrics"]["test/acc"]
+    expected = f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"
+    # A probe script counts decoded images after load; the DOM dump then carries the count.
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace(
+        "</body>",
+        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.dataset.images=i.length;"
+        "document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body>",
+    ))
+    cmd = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert proc.returncode == 0 and "<table" in dom, proc.stderr[-2000:]
+    m = re.search(r'data-images="(\d+)" data-decoded="(\d+)"', dom)
+    assert m, dom[:2000]
+    n_images, n_decoded = int(m.group(1)), int(m.group(2))
+    assert n_images >= 4 and n_decoded == n_images  # confusion, curves, face grid, ...
+    assert expected in dom
+    for heading in ("Aligned faces per class", "Alignment QA", "Folds", "Parameters", "Provenance"):
+        assert heading in dom
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}",
+                           "--window-size=1100,1600", f"--screenshot={shot}", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert shot.is_file(), proc.stderr[-2000:]
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.std() > 10  # not a blank page

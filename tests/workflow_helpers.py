@@ -1,0 +1,192 @@
+"""Helpers of the workflow tests: a tiny copy of the project in a temporary git + DVC repo,
+and running Snakemake / DVC / git in it with their output kept for assertion messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The environment's bin folder (snakemake, dvc, python): works in a fresh CI .venv too.
+BIN = Path(sys.executable).parent
+
+#: Tiny parameters: the whole pipeline runs in well under a minute on 2 cores.
+TINY: dict[str, Any] = {
+    "demo.n_subjects": 6,
+    "demo.images_per_expression": 1,
+    "demo.corpus_subjects": 4,
+    "demo.corpus_images_per_subject": 2,
+    "demo.image_size": 64,
+    "align.size": 32,
+    "folds.n_folds": 2,
+    "folds.val_fraction": 0.34,
+    "baseline.epochs": 1,
+    "baseline.width": 4,
+    "baseline.arch": "vgg_small",
+    "baseline.batch_size": 16,
+    "report.faces_per_class": 2,
+}
+
+#: What the temporary project holds (besides .dvc/config and .dvc/.gitignore).
+PROJECT_FILES = ("Snakefile", "workflow", "params.yaml", ".dvcignore", ".gitignore", "src")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".snakemake")
+
+DEFAULT_TIMEOUT = 300
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e.update(
+        GIT_AUTHOR_NAME="fer tests",
+        GIT_AUTHOR_EMAIL="fer-tests@example.invalid",
+        GIT_COMMITTER_NAME="fer tests",
+        GIT_COMMITTER_EMAIL="fer-tests@example.invalid",
+        GIT_CONFIG_NOSYSTEM="1",
+        DVC_NO_ANALYTICS="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    e.pop("VIRTUAL_ENV_PROMPT", None)
+    return e
+
+
+def run(
+    cmd: Sequence[str],
+    cwd: str | Path,
+    *,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd``; stdout and stderr together in ``.stdout``. With ``check``,
+    a non-zero exit fails the test with the command's output."""
+    proc = subprocess.run(
+        list(cmd),
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(describe(proc, f"exited with {proc.returncode}"))
+    return proc
+
+
+def describe(proc: subprocess.CompletedProcess, what: str = "") -> str:
+    """A failed command, its exit code and its output, for an assertion message."""
+    return f"`{' '.join(map(str, proc.args))}` {what} (rc={proc.returncode}); output:\n{proc.stdout}"
+
+
+def log_tail(repo: Path, n: int = 60) -> str:
+    """The ends of the job logs in ``repo/logs`` (for assertion messages)."""
+    out = []
+    for log in sorted((repo / "logs").rglob("*.log")) if (repo / "logs").exists() else []:
+        lines = log.read_text(errors="replace").splitlines()[-n:]
+        out.append(f"--- {log.relative_to(repo)}\n" + "\n".join(lines))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- params
+def set_key(params: dict[str, Any], dotted: str, value: Any) -> None:
+    node = params
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def tiny_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = yaml.safe_load(yaml.safe_dump(dict(params)))
+    for key, value in TINY.items():
+        set_key(out, key, value)
+    return out
+
+
+def read_params(repo: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def write_params(repo: Path, params: Mapping[str, Any]) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- repos
+def build_repo(dest: Path, src_root: Path = ROOT) -> Path:
+    """A committed git + DVC repo at ``dest`` with the project files, tiny params and a
+    dvc.yaml rendered for them. Nothing is run."""
+    from fer.workflow import dvcgen
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        s = src_root / name
+        if s.is_dir():
+            shutil.copytree(s, dest / name, ignore=_IGNORE)
+        else:
+            shutil.copy2(s, dest / name)
+    write_params(dest, tiny_params(read_params(src_root)))
+    (dest / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(dest)))
+
+    run(["git", "-c", "init.defaultBranch=main", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    for name in ("config", ".gitignore"):  # analytics and update checks off, as in the project
+        shutil.copy2(src_root / ".dvc" / name, dest / ".dvc" / name)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "tiny project"], dest)
+    return dest
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of a repo (git, DVC cache, Snakemake metadata, outputs and all)."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- parsing output
+def snakemake_rules(repo: Path) -> set[str]:
+    """Rule names of the Snakefile (`snakemake --list-rules`)."""
+    proc = run(["snakemake", "--list-rules"], repo)
+    # one rule a line, `name` or `name (docstring...)`; docstring continuations are indented
+    return {m.group(1) for line in proc.stdout.splitlines() if (m := re.match(r"([A-Za-z_]\w*)(?: \(|$)", line))}
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """rule -> job count from Snakemake's "Job stats" table (empty when nothing to do)."""
+    stats: dict[str, int] = {}
+    lines = output.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    except StopIteration:
+        return stats
+    for line in lines[start + 1 :]:
+        m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)
+        if m:
+            if m.group(1) == "total":
+                break
+            if m.group(1) != "job":
+                stats[m.group(1)] = int(m.group(2))
+        elif line.strip() and not set(line.strip()) <= {"-", " "} and not line.strip().startswith("job"):
+            break
+    return stats
+
+
+def running_stages(output: str) -> list[str]:
+    """Stages DVC ran ("Running stage 'x':")."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def skipped_stages(output: str) -> list[str]:
+    """Stages DVC found unchanged ("Stage 'x' didn't change, skipping")."""
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
+
+
+def stage_rule(name: str) -> str:
+    return name.split("__", 1)[0]
