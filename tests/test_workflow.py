@@ -237,7 +237,7 @@ def test_html_report_renders_offline_in_a_browser(dvc_run, tmp_path):
     m = re.search(r'data-images="(\d+)" data-decoded="(\d+)"', dom)
     assert m, dom[:2000]
     n_images, n_decoded = int(m.group(1)), int(m.group(2))
-    assert n_images >= 4 and n_decoded == n_images  # confusion, curves, face grid, ...
+    assert n_images >= 3 and n_decoded == n_images  # confusion matrix, curves, face grid
     assert expected in dom
     for heading in ("Aligned faces per class", "Alignment QA", "Folds", "Parameters", "Provenance"):
         assert heading in dom
@@ -250,3 +250,52 @@ def test_html_report_renders_offline_in_a_browser(dvc_run, tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 10  # not a blank page
+
+
+# ----------------------------------------------------------------------------- your own dataset
+def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_path):
+    """A user's dataset laid out as <root>/<class folder>/<subject>_<...>.png (CK+-style
+    names, folder names in the dataset's own spelling, landmark files for some images only)
+    runs end to end after editing params.yaml: nothing else changes."""
+    repo = copy_repo(base_repo, tmp_path / "repo")
+    # Make a dataset outside the repo from the demo generator's images, re-laid out.
+    from fer.data.demo import DemoConfig, generate_demo
+
+    raw = tmp_path / "raw"
+    generate_demo(raw, DemoConfig(n_subjects=6, images_per_expression=1, corpus_subjects=1,
+                                  corpus_images_per_subject=1, image_size=64), seed=5)
+    spelling = {"anger": "angry", "disgust": "disgusted", "fear": "fearful", "happiness": "happy",
+                "sadness": "sad", "surprise": "surprised", "neutral": "neutral"}
+    root = tmp_path / "my_dataset"
+    with open(raw / "expr" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for n, row in enumerate(rows):
+        src = raw / "expr" / row["image"]
+        dst = root / spelling[row["expression"]] / f"{row['subject']}_{n:03d}_00000011.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        if n % 2 == 0:  # half the images come with annotations
+            shutil.copy2(src.with_name(src.stem + ".landmarks.txt"), dst.with_name(dst.stem + ".landmarks.txt"))
+
+    params = read_params(repo)
+    set_key(params, "data.format", "folders")
+    set_key(params, "data.root", str(root))
+    set_key(params, "data.subject_regex", r"^(S\d+)_")
+    # Images without a landmark file go to the detector; generated faces are not always
+    # detected, and such failures are reported, not hidden: allow them for this test.
+    set_key(params, "align.max_failure_fraction", 0.75)
+    write_params(repo, params)
+    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    assert "make_demo" not in job_stats(proc.stdout)
+    with open(repo / "data" / "aligned" / "qa.csv", newline="") as f:
+        qa = list(csv.DictReader(f))
+    assert len(qa) == len(rows)  # every input image is accounted for
+    sources = {r["landmark_source"] for r in qa if r["status"] == "ok"}
+    assert "annotation" in sources
+    assert all(r["reason"] for r in qa if r["status"] != "ok")
+    meta = json.loads((repo / "data" / "aligned" / "meta.json").read_text())
+    assert meta["classes"] == ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    assert (repo / "reports" / "index.html").is_file()
+    summary = json.loads((repo / "metrics" / "baseline" / "summary.json").read_text())
+    assert summary["n_folds"] == 2
