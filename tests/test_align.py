@@ -24,7 +24,6 @@ from fer.align.pipeline import (
     AlignConfig,
     AlignmentFailedError,
     AlignRecord,
-    align_image,
     align_records,
     check_failures,
     failure_kind,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fer.align.pipeline import AlignConfig, AlignRecord, align_records, check_failures, write_aligned
-from fer.data.manifest import DatasetError, read_dataset, resolve_classes
+from fer.data.manifest import DatasetError, read_csv_dataset, read_dataset, resolve_classes
 from fer.utils.io import read_json, write_json
 
 
@@ -29,6 +29,23 @@ def run_alignment_stage(
         label_map=data["label_map"],
     )
     classes = resolve_classes(records, data["classes"])
+    return _align_and_write(records, classes, align, out_dir, metrics_path, "align")
+
+
+def run_corpus_alignment_stage(
+    corpus: Mapping[str, Any], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path
+) -> dict[str, Any]:
+    """Align the unlabelled face-recognition corpus (csv layout: ``labels.csv`` with
+    columns image, subject; any expression column is ignored, never read) with the same
+    alignment settings as the labelled set."""
+    records = read_csv_dataset(corpus["root"], labelled=False)
+    return _align_and_write(records, [], align, out_dir, metrics_path, "align_corpus")
+
+
+def _align_and_write(
+    records: list, classes: list[str], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path,
+    prefix: str,
+) -> dict[str, Any]:
     cfg = AlignConfig(**align)
     inputs = [AlignRecord(r.path, r.subject, r.label, r.landmarks_path) for r in records]
     output = align_records(inputs, cfg, progress=True)
@@ -38,15 +55,17 @@ def run_alignment_stage(
     kept_labels = {inputs[i].label for i in output.kept}
     empty = [c for c in classes if c not in kept_labels]
     summary = {
-        "align/n_input": meta["n_input"],
-        "align/n_ok": meta["n_ok"],
-        "align/n_failed": meta["n_failed"],
-        "align/failure_fraction": meta["failure_fraction"],
-        "align/residual_median": meta.get("residual_median"),
-        "align/residual_p95": meta.get("residual_p95"),
+        f"{prefix}/n_input": meta["n_input"],
+        f"{prefix}/n_ok": meta["n_ok"],
+        f"{prefix}/n_failed": meta["n_failed"],
+        f"{prefix}/failure_fraction": meta["failure_fraction"],
+        f"{prefix}/residual_median": meta.get("residual_median"),
+        f"{prefix}/residual_p95": meta.get("residual_p95"),
     }
     write_json(metrics_path, summary)
     check_failures(output, cfg, qa_path=Path(out_dir) / "qa.csv")
+    if not output.kept:
+        raise DatasetError(f"no image could be aligned (see {Path(out_dir) / 'qa.csv'})")
     if empty:
         raise DatasetError(f"classes {empty} have no image left after alignment (see {Path(out_dir) / 'qa.csv'})")
     return summary

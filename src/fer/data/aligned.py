@@ -21,7 +21,7 @@ class AlignedSet:
     images: np.ndarray  # (N, H, W, C) uint8
     paths: list[str]
     subjects: np.ndarray  # (N,) str
-    labels: np.ndarray  # (N,) int64, index into classes
+    labels: np.ndarray  # (N,) int64, index into classes; -1 for an unlabelled set
     classes: list[str]
     meta: dict[str, Any]
 
@@ -35,8 +35,14 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_aligned(images: str | Path, manifest: str | Path, meta: str | Path, mmap: bool = True) -> AlignedSet:
-    """Load the aligned artifact and check that its three files agree."""
+def load_aligned(
+    images: str | Path, manifest: str | Path, meta: str | Path, mmap: bool = True, labelled: bool = True
+) -> AlignedSet:
+    """Load the aligned artifact and check that its three files agree.
+
+    ``labelled=False`` loads an unlabelled set (the face-recognition corpus): its manifest
+    must carry no labels, and ``labels`` is all -1.
+    """
     arr = np.load(images, mmap_mode="r" if mmap else None, allow_pickle=False)
     rows = read_manifest(manifest)
     info = read_json(meta)
@@ -46,14 +52,20 @@ def load_aligned(images: str | Path, manifest: str | Path, meta: str | Path, mma
     if len(rows) != arr.shape[0]:
         raise ValueError(f"{manifest} has {len(rows)} rows but {images} holds {arr.shape[0]} images")
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({r["label"] for r in rows} - set(index))
-    if unknown:
-        raise ValueError(f"{manifest}: labels {unknown} are not in meta.json classes {classes}")
+    if labelled:
+        unknown = sorted({r["label"] for r in rows} - set(index))
+        if unknown:
+            raise ValueError(f"{manifest}: labels {unknown} are not in meta.json classes {classes}")
+        labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    else:
+        if any(r["label"] for r in rows):
+            raise ValueError(f"{manifest}: an unlabelled set must not carry expression labels")
+        labels = np.full(len(rows), -1, dtype=np.int64)
     return AlignedSet(
         images=arr,
         paths=[r["path"] for r in rows],
         subjects=np.array([r["subject"] for r in rows]),
-        labels=np.array([index[r["label"]] for r in rows], dtype=np.int64),
+        labels=labels,
         classes=classes,
         meta=info,
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch.nn as nn
 from fer.evaluation.metrics import classification_metrics
 from fer.models import build_model
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
-from fer.training.loop import MEAN, STD, TrainConfig, fit, predict
+from fer.training.loop import MEAN, STD, FitResult, TrainConfig, fit, predict
 from fer.utils.io import atomic_path, write_json
 
 #: Keys of the metrics JSON, in order.
@@ -93,14 +93,15 @@ def check_split(split: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray
     return out
 
 
-def write_curve(path: Path, history: list[dict[str, float]]) -> None:
-    """Write the per-epoch learning curve as CSV (atomic)."""
+def write_curve(path: Path, history: list[dict[str, float]], columns: Sequence[str] = CURVE_COLUMNS) -> None:
+    """Write the per-epoch learning curve as CSV (atomic); a column missing from a row
+    (a loss term that was not computed) is written as 0."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(CURVE_COLUMNS)
+            writer.writerow(columns)
             for row in history:
-                writer.writerow([row[c] for c in CURVE_COLUMNS])
+                writer.writerow([row.get(c, 0.0) for c in columns])
 
 
 def model_from_weights(
@@ -117,6 +118,84 @@ def model_from_weights(
     )
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+def check_fold_inputs(
+    images: np.ndarray, labels: np.ndarray, split: Mapping[str, np.ndarray], classes: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validate a fold's images, labels and split (shared by every per-fold method);
+    return int64 labels and the checked index arrays."""
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels shape {labels.shape} does not match {len(images)} images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    num_classes = len(classes)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels outside [0, {num_classes}) for classes {classes}")
+    return labels, check_split(split, len(images))
+
+
+def test_selected(
+    model: nn.Module,
+    result: FitResult,
+    images: np.ndarray,
+    labels: np.ndarray,
+    idx: Mapping[str, np.ndarray],
+    cfg: TrainConfig,
+    device: torch.device,
+    num_classes: int,
+) -> dict[str, Any]:
+    """Evaluate on the test split, once, after training and selection are over: the
+    selected (best-validation) weights give the reported numbers; the model as it is now
+    (last epoch) gives ``test/last_epoch_acc``, for information only. Leaves the selected
+    weights loaded. Returns the metrics dict with the keys of ``METRIC_KEYS``."""
+    x_test, y_test = images[idx["test"]], labels[idx["test"]]
+    pred_kw = {"amp": cfg.amp, "channels_last": cfg.channels_last}
+    eval_bs = max(2 * cfg.batch_size, 128)
+    last_pred = predict(model, x_test, device, eval_bs, **pred_kw).argmax(1)
+    model.load_state_dict(result.best_state)
+    test = classification_metrics(y_test, predict(model, x_test, device, eval_bs, **pred_kw).argmax(1), num_classes)
+    best_row = result.history[result.best_epoch - 1]
+    return {
+        "test/acc": test["acc"],
+        "test/mean_class_acc": test["mean_class_acc"],
+        "test/macro_f1": test["macro_f1"],
+        "test/last_epoch_acc": float((last_pred == y_test).mean()),
+        "val/acc": float(best_row["val/acc"]),
+        "val/mean_class_acc": float(best_row["val/mean_class_acc"]),
+        "best_epoch": int(result.best_epoch),
+        "n_train": int(idx["train"].size),
+        "n_val": int(idx["val"].size),
+        "n_test": int(idx["test"].size),
+        "test/confusion": test["confusion"],
+    }
+
+
+def recognizer_meta(
+    method: str, cfg: TrainConfig, classes: Sequence[str], shape: Sequence[int], result: FitResult, seed: int
+) -> dict[str, Any]:
+    """Checkpoint metadata of a recogniser: what ``model_from_weights`` needs to rebuild it,
+    plus how it was selected. ``shape`` is the image array's (N, H, W, C)."""
+    _, height, width, channels = shape
+    return {
+        "method": method,
+        "arch": cfg.arch,
+        "width": cfg.width,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "in_channels": int(channels),
+        "input_size": [int(height), int(width)],
+        "normalization": {"mean": MEAN, "std": STD},
+        "best_epoch": int(result.best_epoch),
+        "best_metric": float(result.best_metric),
+        "select_metric": cfg.select_metric,
+        "seed": int(seed),
+        "train_config": cfg.to_dict(),
+    }
 
 
 def run_baseline_fold(
@@ -150,18 +229,8 @@ def run_baseline_fold(
     Returns:
         The metrics dict written to ``out_metrics``.
     """
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
-    labels = np.asarray(labels)
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels shape {labels.shape} does not match {len(images)} images")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels, idx = check_fold_inputs(images, labels, split, classes)
     num_classes = len(classes)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels outside [0, {num_classes}) for classes {classes}")
-    idx = check_split(split, len(images))
     device = torch.device(device)
     _, height, width, channels = images.shape
 
@@ -179,45 +248,8 @@ def run_baseline_fold(
         log_path=log_path,
     )
 
-    # Test only now that training and selection are over.
-    x_test, y_test = images[idx["test"]], labels[idx["test"]]
-    pred_kw = {"amp": cfg.amp, "channels_last": cfg.channels_last}
-    eval_bs = max(2 * cfg.batch_size, 128)
-    last_pred = predict(model, x_test, device, eval_bs, **pred_kw).argmax(1)
-    model.load_state_dict(result.best_state)
-    test = classification_metrics(
-        y_test, predict(model, x_test, device, eval_bs, **pred_kw).argmax(1), num_classes
-    )
-    best_row = result.history[result.best_epoch - 1]
-    metrics: dict[str, Any] = {
-        "test/acc": test["acc"],
-        "test/mean_class_acc": test["mean_class_acc"],
-        "test/macro_f1": test["macro_f1"],
-        "test/last_epoch_acc": float((last_pred == y_test).mean()),
-        "val/acc": float(best_row["val/acc"]),
-        "val/mean_class_acc": float(best_row["val/mean_class_acc"]),
-        "best_epoch": int(result.best_epoch),
-        "n_train": int(idx["train"].size),
-        "n_val": int(idx["val"].size),
-        "n_test": int(idx["test"].size),
-        "test/confusion": test["confusion"],
-    }
-
-    meta = {
-        "method": "baseline",
-        "arch": cfg.arch,
-        "width": cfg.width,
-        "num_classes": num_classes,
-        "classes": list(classes),
-        "in_channels": int(channels),
-        "input_size": [int(height), int(width)],
-        "normalization": {"mean": MEAN, "std": STD},
-        "best_epoch": int(result.best_epoch),
-        "best_metric": float(result.best_metric),
-        "select_metric": cfg.select_metric,
-        "seed": int(seed),
-        "train_config": cfg.to_dict(),
-    }
+    metrics = test_selected(model, result, images, labels, idx, cfg, device, num_classes)
+    meta = recognizer_meta("baseline", cfg, classes, images.shape, result, seed)
     save_weights(out_model, result.best_state, meta)
     write_curve(Path(out_curve), result.history)
     write_json(out_metrics, metrics)
