@@ -1,0 +1,399 @@
+"""FESGAN networks, losses and pre-training loop (fer.models.fesgan, fer.methods.fesgan),
+on tiny structured data: 32x32 gray faces-to-be whose "expression" is a bright bar at a
+class-dependent height and whose "identity" is a per-subject blob and brightness."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from fer.methods.fesgan import (
+    LOSS_TERMS,
+    FesganConfig,
+    discriminator_loss,
+    load_fesgan,
+    load_fesgan_discriminator,
+    make_fake_batch,
+    r1_penalty,
+    sample_grid,
+    sample_prior,
+    train_fesgan,
+)
+from fer.models.fesgan import (
+    Encoder,
+    Generator,
+    ImageDiscriminator,
+    LatentDiscriminator,
+    one_hot,
+)
+
+K = 3
+SIZE = 32
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- data
+def structured_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 32, 32, 1): noise + identity blob + expression bar; labels (n,)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    x = rng.normal(60, 10, (n, SIZE, SIZE)).clip(0, 255)
+    for i in range(n):
+        ident = i % 4
+        cy, cx = 8 + 4 * ident, 10 + 3 * ident
+        x[i, cy - 3 : cy + 3, cx - 3 : cx + 3] += 80 + 20 * ident
+        row = 18 + 4 * int(y[i])
+        x[i, row : row + 3, 4:28] += 120
+    return x.clip(0, 255).astype(np.uint8)[..., None], y
+
+
+X, Y = structured_data(24, 0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """These networks are tiny: one thread is as fast as two and immune to the
+    oversubscription slow-down when other jobs share the cores (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(**kw: Any) -> FesganConfig:
+    base: dict[str, Any] = {"z_dim": 8, "width": 8, "iterations": 6, "batch_size": 8,
+                            "grid_every": 3, "r1_every": 2}
+    base.update(kw)
+    return FesganConfig.from_mapping(base)
+
+
+class TinyIdentity(nn.Module):
+    """A stand-in identity network: images in [-1, 1] -> (N, 16) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(123)
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 4, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 4, 2, 1),
+                                 nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def run(tmp: Path, cfg: FesganConfig | None = None, *, seed: int = 0, identity: bool = True,
+        resume: Path | None = None, **kw: Any) -> dict[str, Any]:
+    return train_fesgan(
+        X, Y, K, cfg or tiny_cfg(), identity_net=TinyIdentity() if identity else None,
+        device=CPU, seed=seed, out_model=tmp / "model.pt", grid_dir=tmp / "grids",
+        resume_path=resume, log_path=tmp / "log.jsonl", log_every=2, **kw,
+    )
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def log_rows(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One uninterrupted tiny run (seed 0, identity network on), shared by several tests."""
+    tmp = tmp_path_factory.mktemp("reference")
+    return tmp, run(tmp, resume=tmp / "resume.pt", resume_every=2)
+
+
+# --------------------------------------------------------------------------- networks
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_network_shapes_and_ranges(size: int, channels: int) -> None:
+    torch.manual_seed(0)
+    n, z_dim = 5, 16
+    enc = Encoder(channels, size, z_dim=z_dim, width=8)
+    gen = Generator(z_dim, K, channels, size, width=8)
+    disc = ImageDiscriminator(channels, size, K, width=8)
+    ldisc = LatentDiscriminator(z_dim, hidden=32)
+    x = torch.rand(n, channels, size, size) * 2 - 1
+    with torch.no_grad():
+        z = enc(x)
+        img = gen(z, one_hot(torch.tensor([0, 1, 2, 0, 1]), K))
+        adv, cls = disc(img)
+        assert ldisc(z).shape == (n,)
+    assert z.shape == (n, z_dim) and float(z.abs().max()) < 1
+    assert img.shape == (n, channels, size, size)
+    assert float(img.min()) >= -1 and float(img.max()) <= 1
+    assert adv.shape == (n,) and cls.shape == (n, K)
+
+
+def test_bad_geometry_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        Generator(8, K, 1, 40)
+    with pytest.raises(ValueError):
+        Encoder(2, 32)
+
+
+def expression_effect(gen: Generator, z_dim: int) -> float:
+    """Mean |G(z, e_a) - G(z, e_b)| over pairs of different expressions, same z."""
+    z = sample_prior(4, z_dim, torch.Generator().manual_seed(0), CPU)
+    with torch.no_grad():
+        outs = [gen(z, one_hot(torch.full((4,), k), K)) for k in range(K)]
+    return float(np.mean([(outs[a] - outs[b]).abs().mean() for a in range(K) for b in range(a)]))
+
+
+def test_untrained_generator_depends_on_expression() -> None:
+    torch.manual_seed(0)
+    gen = Generator(8, K, 1, SIZE, width=8)
+    assert expression_effect(gen, 8) > 1e-3
+
+
+def test_trained_generator_depends_on_expression(reference: tuple[Path, dict]) -> None:
+    tmp, _ = reference
+    gen, enc, meta = load_fesgan(tmp / "model.pt", CPU)
+    assert expression_effect(gen, meta["z_dim"]) > 1e-3
+    # and re-expressing a real face changes it too
+    x = torch.from_numpy(X[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        z = enc(x)
+        a, b = gen(z, one_hot(torch.zeros(4), K)), gen(z, one_hot(torch.full((4,), 2), K))
+    assert float((a - b).abs().mean()) > 1e-3
+
+
+# ------------------------------------------------------------------------- fake batch
+class LabelPainter(nn.Module):
+    """Stub generator: paints the expression it is asked for (argmax of the one-hot) and
+    the first code entry into the image, so labels can be read back from pixels."""
+
+    z_dim = 4
+
+    def forward(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        img = torch.zeros(z.shape[0], 1, 32, 32)
+        img[:, 0, 0, 0] = e.argmax(1).float()
+        img[:, 0, 0, 1] = z[:, 0]
+        return img
+
+
+def test_fake_labels_equal_generated_expressions() -> None:
+    rng = torch.Generator().manual_seed(0)
+    codes = torch.full((10, 4), 5.0)  # recognisable: outside the prior's (-1, 1)
+    src = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    fb = make_fake_batch(LabelPainter(), codes, src, K, 30, rng)
+    painted = fb.images[:, 0, 0, 0].long()
+    assert torch.equal(fb.labels, painted)  # every fake, prior ones included
+    assert fb.images.shape[0] == fb.labels.shape[0] == 40
+    prior = fb.from_prior
+    assert not prior[:10].any() and prior[10:].all() and fb.n_real == 10
+    assert torch.all(fb.images[:10, 0, 0, 1] == 5.0)  # real identities first
+    assert fb.images[10:, 0, 0, 1].abs().max() < 1  # prior codes in (-1, 1)
+    assert torch.all(fb.labels[:10] != src)  # re-expression targets another class
+    assert set(fb.labels[10:].tolist()) == set(range(K))
+
+
+def test_fake_labels_with_real_generator() -> None:
+    torch.manual_seed(0)
+    gen = Generator(8, K, 1, SIZE, width=8)
+    seen: list[torch.Tensor] = []
+    gen.register_forward_hook(lambda m, inp, out: seen.append(inp[1].argmax(1)))
+    fb = make_fake_batch(gen, torch.zeros(3, 8), torch.tensor([0, 1, 2]), K, 5,
+                         torch.Generator().manual_seed(1))
+    assert torch.equal(seen[-1], fb.labels)
+
+
+# ------------------------------------------------------------------------------ losses
+def test_r1_is_on_real_images_and_positive() -> None:
+    torch.manual_seed(0)
+    disc = ImageDiscriminator(1, SIZE, K, width=8)
+    real = torch.rand(6, 1, SIZE, SIZE) * 2 - 1
+    fake = torch.rand(6, 1, SIZE, SIZE) * 2 - 1
+    pen, _, _ = r1_penalty(disc, real)
+    x = real.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(disc(x)[0].sum(), x)
+    assert float(pen.detach()) > 0
+    assert torch.allclose(pen, g.square().sum((1, 2, 3)).mean())
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    total, terms = discriminator_loss(disc, real, y, fake, w_cls=1.0, r1_weight=2.0)
+    assert torch.allclose(terms["D/r1"], pen)
+    assert not torch.allclose(terms["D/r1"], r1_penalty(disc, fake)[0])
+    # the penalty reaches D's parameters (create_graph) and is added with its weight
+    assert torch.allclose(total, terms["D/adv"] + terms["D/cls"] + 2.0 * pen)
+    total.backward()
+    assert all(p.grad is not None for p in disc.parameters())
+    _, terms0 = discriminator_loss(disc, real, y, fake, w_cls=1.0, r1_weight=0.0)
+    assert "D/r1" not in terms0
+
+
+# ----------------------------------------------------------------------- training loop
+def test_short_run_logs_every_term_and_saves(reference: tuple[Path, dict]) -> None:
+    tmp, res = reference
+    assert res["identity_term"] == "on" and res["iterations"] == 6
+    assert res["resumed_iterations"] == 0
+    for name in LOSS_TERMS:
+        assert np.isfinite(res[name]), name
+    rows = log_rows(tmp / "log.jsonl")
+    assert [r["iter"] for r in rows] == [2, 4, 6]
+    for r in rows:
+        for name in LOSS_TERMS:
+            assert name in r and np.isfinite(r[name]), (r["iter"], name)
+    assert not (tmp / "resume.pt").exists()  # cleared once the weights are written
+    # checkpoint: safe load, prefixes, meta
+    obj = torch.load(tmp / "model.pt", map_location="cpu", weights_only=True)
+    meta = obj["meta"]
+    assert {k.split(".")[0] for k in obj["state_dict"]} == {"generator", "encoder", "discriminator"}
+    assert (meta["z_dim"], meta["width"], meta["size"], meta["channels"], meta["num_classes"],
+            meta["iterations"], meta["seed"]) == (8, 8, SIZE, 1, K, 6, 0)
+    gen, enc, meta2 = load_fesgan(tmp / "model.pt")
+    assert meta2 == meta and not gen.training and not enc.training
+    disc = load_fesgan_discriminator(tmp / "model.pt")
+    assert disc(torch.zeros(2, 1, SIZE, SIZE))[1].shape == (2, K)
+    # grids
+    names = sorted(p.name for p in (tmp / "grids").iterdir())
+    assert names == ["final_prior.png", "final_real.png", "iter-000003.png", "iter-000006.png"]
+    full = np.asarray(Image.open(tmp / "grids" / "iter-000006.png"))
+    assert full.shape == (12 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2)
+    real = np.asarray(Image.open(tmp / "grids" / "final_real.png"))
+    assert real.shape == (6 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2)
+    assert np.array_equal(real[2 : 2 + SIZE, 2 : 2 + SIZE], X[0, ..., 0])  # the real input
+
+
+def test_sample_grid_shape_and_dtype(reference: tuple[Path, dict]) -> None:
+    tmp, _ = reference
+    gen, enc, meta = load_fesgan(tmp / "model.pt")
+    z = sample_prior(2, meta["z_dim"], torch.Generator().manual_seed(0), CPU)
+    grid = sample_grid(gen, enc, X[:3], K, z, CPU)
+    assert grid.dtype == np.uint8
+    assert grid.shape == (5 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2, 1)
+    assert grid[2 : 2 + SIZE, 2 : 2 + SIZE, 0].tolist() == X[0, ..., 0].tolist()
+    rgb = sample_grid(Generator(4, K, 3, SIZE, 8), Encoder(3, SIZE, 4, 8),
+                      np.zeros((1, SIZE, SIZE, 3), np.uint8), K, None, CPU)
+    assert rgb.shape == (SIZE + 4, (K + 1) * (SIZE + 2) + 2, 3)
+
+
+def test_same_seed_same_weights(reference: tuple[Path, dict], tmp_path: Path) -> None:
+    ref_dir, _ = reference
+    run(tmp_path / "a")
+    assert_same(weights(ref_dir / "model.pt"), weights(tmp_path / "a" / "model.pt"))
+    run(tmp_path / "b", seed=1)
+    other = weights(tmp_path / "b" / "model.pt")
+    assert any(not torch.equal(v, other[k]) for k, v in weights(ref_dir / "model.pt").items())
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("every", [2, 3])  # 3: the resume point falls inside a log window
+def test_resume_equals_uninterrupted(
+    reference: tuple[Path, dict], tmp_path: Path, every: int
+) -> None:
+    ref_dir, ref = reference
+    resume = tmp_path / "resume.pt"
+
+    def kill_at_5(it: int) -> None:
+        if it == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(tmp_path, resume=resume, resume_every=every, on_iteration=kill_at_5)
+    assert resume.exists()
+    res = run(tmp_path, resume=resume, resume_every=every)
+    assert res["resumed_iterations"] == 5 // every * every
+    assert_same(weights(ref_dir / "model.pt"), weights(tmp_path / "model.pt"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_iter"} for r in rows]  # noqa: E731
+    assert strip(log_rows(tmp_path / "log.jsonl")) == strip(log_rows(ref_dir / "log.jsonl"))
+    assert all(res[k] == ref[k] for k in LOSS_TERMS)
+
+
+def test_resume_file_of_another_run_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(Killed):
+        run(tmp_path, tiny_cfg(iterations=3), resume=resume, resume_every=1,
+            on_iteration=lambda it: (_ for _ in ()).throw(Killed()) if it == 2 else None)
+    with caplog.at_level(logging.WARNING):
+        res = run(tmp_path, tiny_cfg(iterations=3, w_rec=5.0), resume=resume, resume_every=1)
+    assert res["resumed_iterations"] == 0
+    assert "does not match" in caplog.text
+
+
+def test_without_identity_network(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        res = run(tmp_path, tiny_cfg(iterations=2, grid_every=0), identity=False)
+    assert res["identity_term"] == "off" and "G/id" not in res
+    assert "identity term" in caplog.text
+    rows = log_rows(tmp_path / "log.jsonl")
+    assert rows and all("G/id" not in r and np.isfinite(r["G/rec"]) for r in rows)
+    assert load_fesgan(tmp_path / "model.pt")[2]["identity_term"] == "off"
+
+
+def test_identity_network_state_is_restored(tmp_path: Path) -> None:
+    idn = TinyIdentity().train()
+    train_fesgan(X, Y, K, tiny_cfg(iterations=1, grid_every=0), identity_net=idn, device=CPU,
+                 seed=0, out_model=tmp_path / "m.pt", grid_dir=None, resume_path=None,
+                 log_path=None)
+    assert idn.training and all(p.requires_grad for p in idn.parameters())
+    assert all(p.grad is None for p in idn.parameters())  # never received gradients
+
+
+def test_config_from_mapping() -> None:
+    cfg = FesganConfig.from_mapping({"iterations": 10.0, "lr": 1, "hflip": False})
+    assert cfg.iterations == 10 and isinstance(cfg.lr, float) and not cfg.hflip
+    with pytest.raises(ValueError, match="w_idd"):
+        FesganConfig.from_mapping({"w_idd": 1.0})
+    with pytest.raises(ValueError):
+        FesganConfig.from_mapping({"ema_decay": 1.0})
+    with pytest.raises(ValueError):
+        FesganConfig.from_mapping({"hflip": 1})
+
+
+def test_bad_inputs_are_rejected(tmp_path: Path) -> None:
+    kw = dict(identity_net=None, device=CPU, seed=0, out_model=tmp_path / "m.pt",
+              grid_dir=None, resume_path=None, log_path=None)
+    with pytest.raises(ValueError):
+        train_fesgan(X[:, :30, :30], Y, K, tiny_cfg(), **kw)  # not a multiple of 16
+    with pytest.raises(ValueError):
+        train_fesgan(X, Y + K, K, tiny_cfg(), **kw)  # labels out of range
+    with pytest.raises(ValueError):
+        train_fesgan(X.astype(np.float32), Y, K, tiny_cfg(), **kw)
+
+
+def test_mixed_precision_path_runs_on_cpu_bf16() -> None:
+    """The CUDA code path (autocast + channels_last) exercised with CPU bf16 autocast:
+    dtypes mix correctly (codes, prior codes, one-hots, fp32 R1) and terms are finite."""
+    from fer.methods.fesgan import Precision, _derived_generator, _Models, _train_step
+
+    cfg = tiny_cfg(r1_every=1)
+    prec = Precision("cpu", torch.bfloat16, channels_last=True)
+    torch.manual_seed(0)
+    models = _Models(cfg, 1, SIZE, K, CPU, prec)
+    x = prec.prep(torch.from_numpy(X[:8]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    y = torch.from_numpy(Y[:8])
+    terms = _train_step(models, x, y, 1, _derived_generator(0, 0, 1), cfg, prec,
+                        TinyIdentity().requires_grad_(False), K)
+    assert set(terms) == set(LOSS_TERMS)
+    assert all(torch.isfinite(v) for v in terms.values())
+
+
+@pytest.mark.gpu
+def test_cuda_run(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    res = train_fesgan(X, Y, K, tiny_cfg(iterations=3), identity_net=TinyIdentity(),
+                       device=torch.device("cuda"), seed=0, out_model=tmp_path / "m.pt",
+                       grid_dir=tmp_path / "grids", resume_path=tmp_path / "r.pt",
+                       log_path=tmp_path / "log.jsonl", resume_every=1, log_every=1)
+    assert all(np.isfinite(res[k]) for k in LOSS_TERMS)
+    gen, enc, _ = load_fesgan(tmp_path / "m.pt", "cuda")
+    assert next(gen.parameters()).is_cuda
