@@ -7,5 +7,6 @@ Every method trains on the fold's ``train`` indices, selects on ``val`` only and
 from __future__ import annotations
 
 from fer.methods.baseline import run_baseline_fold
+from fer.methods.joint import run_joint_fold
 
-__all__ = ["run_baseline_fold"]
+__all__ = ["run_baseline_fold", "run_joint_fold"]
