@@ -29,5 +29,6 @@ def summarize_method(method: str, fold_metric_paths: Sequence[str | Path], class
         "n_folds": len(folds),
         "classes": list(classes),
         "metrics": summarize_folds(scalars),
+        "per_fold": [{k: v for k, v in f.items() if k != "test/confusion"} for f in folds],
         "pooled_confusion": pooled.tolist(),
     }

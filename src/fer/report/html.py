@@ -25,7 +25,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3} td.l,th.l{text-align:left} .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em} img{max-width:100%} .muted{color:#777}
+.grid img{width:720px;image-rendering:pixelated} pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em} img{max-width:100%} .muted{color:#777}
 """
 
 METRICS = (("test/acc", "accuracy"), ("test/mean_class_acc", "mean-class accuracy"), ("test/macro_f1", "macro-F1"))
@@ -39,6 +39,18 @@ class MethodResult:
     description: str
     summary: dict[str, Any]
     folds: list[dict[str, Any]] = field(default_factory=list)
+    paired: dict[str, Any] | None = None  # paired test of test/acc against the baseline
+
+
+@dataclass
+class FesganSection:
+    """What the report shows of FESGAN: per-fold sample grids and losses, synthetic-set
+    quality, the identity network."""
+
+    grids: list[dict[str, Path]]  # per fold: {"real": png path, "prior": png path}
+    losses: list[dict[str, Any]]  # per fold: the pretraining's final loss terms
+    synthetic: list[dict[str, Any]]  # per fold: synthetic-set quality metrics
+    identity: dict[str, Any]  # identity-network metrics
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -52,6 +64,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) 
         body.append("<tr>" + "".join(
             f'<td class="{"l" if i < left else ""}">{html.escape(str(c))}</td>' for i, c in enumerate(r)) + "</tr>")
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _file_img(path: Path, alt: str) -> str:
+    if not Path(path).is_file():
+        return f"<p>({html.escape(alt)}: missing)</p>"
+    return f'<div class="grid">{_img(Path(path).read_bytes(), alt)}</div>'
+
 
 
 def _pm(stats: Mapping[str, Any] | None) -> str:
@@ -79,6 +102,7 @@ def build_report(
     seed: int,
     out: str | Path,
     status_note: str = "",
+    fesgan: FesganSection | None = None,
 ) -> None:
     """Render reports/index.html from the pipeline's artifacts."""
     data = load_aligned(images, manifest, meta)
@@ -104,13 +128,21 @@ def build_report(
     rows = []
     for m in methods:
         s = m.summary["metrics"]
-        rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS] + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"]])
-    parts.append(_table(["method"] + [n for _, n in METRICS] + ["accuracy, last epoch", "folds"], rows))
+        pt = m.paired
+        vs = ["", "", "", ""] if pt is None else [
+            f"{100 * pt['mean_diff']:+.2f}", f"{pt['wins']}/{pt['losses']}", _p(pt["t_p"]), _p(pt["wilcoxon_p"])]
+        rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS]
+                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"]] + vs)
+    parts.append(_table(["method"] + [n for _, n in METRICS]
+                        + ["accuracy, last epoch", "folds", "Δ accuracy vs baseline", "folds better/worse",
+                           "paired t p", "Wilcoxon p"], rows))
     parts.append("<p>Each fold's model is selected on a validation split of subjects inside that fold's training part; "
                  "the test fold is used once, for these numbers. 'Last epoch' is the model after the final epoch, "
-                 "shown for comparison only (never used for selection).</p>")
+                 "shown for comparison only (never used for selection). The paired tests compare per-fold test "
+                 "accuracies with the baseline's on the same folds and seeds; with few folds they have little power.</p>")
+    parts.append(_table(["method", "what it is"], [[m.name, m.description] for m in methods], left=2))
     for m in methods:
-        parts.append(f"<h3>{html.escape(m.name)}</h3><p>{html.escape(m.description)}</p>")
+        parts.append(f"<details><summary>{html.escape(m.name)}: per fold and confusion matrix</summary>")
         frows = [[f"fold {i}"] + [f"{100 * fm[k]:.2f}" for k, _ in METRICS] + [fm.get("best_epoch", ""), fm.get("n_train", ""),
                   fm.get("n_val", ""), fm.get("n_test", "")] for i, fm in enumerate(m.folds)]
         parts.append(_table(["fold"] + [n for _, n in METRICS] + ["selected epoch", "train", "val", "test"], frows))
@@ -118,9 +150,13 @@ def build_report(
         if pooled:
             parts.append(_img(figures.confusion_figure(pooled, classes, f"{m.name}: pooled over test folds"),
                               f"{m.name} confusion matrix"))
+        parts.append("</details>")
     if curves:
         parts.append("<h2>Training curves</h2>")
         parts.append(_img(figures.curves_figure(curves), "training curves"))
+
+    if fesgan is not None:
+        parts.append(_fesgan_html(fesgan))
 
     # Data
     parts.append("<h2>Aligned faces per class</h2>")
@@ -166,3 +202,58 @@ def build_report(
 
 def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.3f}"
+
+
+SYNTH_COLUMNS = (
+    ("synth/expr_acc", "expression acc. of synthetic images"),
+    ("synth/real_expr_acc", "same classifier on real training images"),
+    ("synth/fid_recognizer", "Fréchet distance (classifier features)"),
+    ("synth/prior_nn_dist_median", "prior identities: median NN distance to training faces"),
+    ("synth/prior_distinct_nn_subjects", "distinct nearest training subjects"),
+    ("synth/prior_pairwise_ratio", "prior/real pairwise identity distance"),
+)
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return html.escape(str(x))
+
+
+def _fesgan_html(f: FesganSection) -> str:
+    parts = ["<h2>FESGAN: samples, pretraining losses, synthetic-set quality</h2>"]
+    if f.grids:
+        parts.append("<p>Sample grids of fold 0 from the EMA generator (rows: identities; columns: target "
+                     "expressions). Real identities: each row re-expresses a training image (first column). "
+                     "Prior identities: each row is an identity code drawn from the prior.</p>")
+        g = f.grids[0]
+        parts.append("<h3>Real identities, re-expressed</h3>" + _file_img(g["real"], "real identities"))
+        parts.append("<h3>Prior (new) identities</h3>" + _file_img(g["prior"], "prior identities"))
+        for k, g in enumerate(f.grids[1:], start=1):
+            parts.append(f"<details><summary>fold {k} sample grids</summary>"
+                         + _file_img(g["real"], f"fold {k} real") + _file_img(g["prior"], f"fold {k} prior")
+                         + "</details>")
+    if f.synthetic:
+        parts.append("<h3>Synthetic set quality (per fold)</h3>")
+        keys = [k for k, _ in SYNTH_COLUMNS if any(k in q for q in f.synthetic)]
+        names = dict(SYNTH_COLUMNS)
+        rows = [[f"fold {i}"] + [_num(q.get(k)) for k in keys] for i, q in enumerate(f.synthetic)]
+        parts.append(_table(["fold"] + [names[k] for k in keys], rows))
+        feats = {str(q.get("synth/identity_features")) for q in f.synthetic}
+        parts.append("<p>Expression accuracy: the fold's baseline (trained on that fold's real training images only) "
+                     "classifies the synthetic images by their target expression. Fréchet distance between its "
+                     "penultimate features of real training and synthetic images. Identity measures use the "
+                     f"{html.escape(', '.join(sorted(feats)))} features.</p>")
+    if f.losses:
+        keys = sorted({k for l in f.losses for k, v in l.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        parts.append("<details><summary>FESGAN pretraining: final loss terms per fold</summary>")
+        parts.append(_table(["fold"] + keys, [[f"fold {i}"] + [_num(l.get(k)) for k in keys] for i, l in enumerate(f.losses)]))
+        parts.append("</details>")
+    if f.identity:
+        parts.append("<p>Identity network (FESGAN's identity-preservation loss), trained on the corpus identities: "
+                     + ", ".join(f"{html.escape(k)} = {_num(v)}" for k, v in f.identity.items()) + ".</p>")
+    return "".join(parts)
