@@ -13,6 +13,7 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/baseline.smk"
+include: "workflow/rules/fesgan.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,5 +23,5 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         "reports/index.html",
-        "metrics/baseline/summary.json",
+        expand("metrics/{method}/summary.json", method=METHODS),
     default_target: True

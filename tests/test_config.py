@@ -55,6 +55,11 @@ def test_cross_field_checks(params):
     with pytest.raises(ParamsError, match="data.root"):
         validate_params(bad, SCHEMA)
     bad = copy.deepcopy(params)
+    bad["data"]["format"] = "folders"
+    bad["data"]["root"] = "/datasets/ck"
+    with pytest.raises(ParamsError, match="corpus.root"):
+        validate_params(bad, SCHEMA)
+    bad = copy.deepcopy(params)
     bad["data"]["subject_regex"] = "^S\\d+_"
     with pytest.raises(ParamsError, match="capture group"):
         validate_params(bad, SCHEMA)
@@ -104,3 +109,26 @@ def test_schema_covers_params_file_exactly():
     schema = yaml.safe_load(SCHEMA.read_text())
     params = yaml.safe_load(PARAMS.read_text())
     assert set(schema["required"]) == set(params) == set(schema["properties"])
+
+
+def test_apply_preset_keeps_comments_and_validates(tmp_path):
+    from conftest import ROOT
+
+    from fer.config import apply_preset
+
+    p = tmp_path / "params.yaml"
+    p.write_text(PARAMS.read_text())
+    changed = apply_preset(p, ROOT / "presets" / "paper.yaml", SCHEMA)
+    after = load_params(p, SCHEMA)
+    assert after["align"]["size"] == 128 and after["folds"]["n_folds"] == 10
+    assert changed["baseline.arch"] == ("vgg_small", "resnet18")
+    assert "# params.yaml: the one parameter file" in p.read_text()  # comments kept
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("baseline:\n  lrr: 1\n")
+    before = p.read_text()
+    with pytest.raises(ParamsError, match="lrr"):
+        apply_preset(p, bad, SCHEMA)
+    bad.write_text("baseline:\n  epochs: many\n")
+    with pytest.raises(ParamsError, match="baseline.epochs"):
+        apply_preset(p, bad, SCHEMA)
+    assert p.read_text() == before  # nothing written on error

@@ -37,8 +37,11 @@ from workflow_helpers import (
 
 pytestmark = pytest.mark.slow
 
-DATA_RULES = {"make_demo", "align", "make_folds"}
-TRAIN_DEPENDENTS = {"train_baseline", "summarize_baseline", "report"}
+DATA_RULES = {"make_demo", "align", "make_folds", "align_corpus"}
+#: What a change of the recogniser's settings (params section baseline) must re-run.
+BASELINE_DEPENDENTS = {"train_baseline", "synthesize", "train_joint", "summarize", "report"}
+#: What it must not: data, the identity network, the GAN.
+BASELINE_INDEPENDENT = DATA_RULES | {"train_identity", "train_fesgan"}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,8 @@ def test_dry_run_plans_every_rule(base_repo, stages):
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_run, stages):
     repo, first = dvc_run
     assert sorted(running_stages(first)) == sorted(stages), first
-    for path in ("reports/index.html", "metrics/baseline/summary.json", "reports/figures/baseline_confusion.png"):
+    for path in ("reports/index.html", "metrics/baseline/summary.json", "reports/figures/baseline_confusion.png",
+                 "metrics/full/summary.json", "results/fesgan/fold-0/grids/final_prior.png"):
         assert (repo / path).is_file(), f"{path} missing after dvc repro:\n{first}"
     # the curve CSVs have the columns the top-level plots of dvc.yaml name
     for st in stages.values():
@@ -119,11 +123,30 @@ def test_exp_run_reruns_only_what_depends_on_the_param(dvc_run, tmp_path):
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
     ran = running_stages(proc.stdout)
     ran_rules = {stage_rule(s) for s in ran}
-    assert ran_rules == TRAIN_DEPENDENTS, describe(proc, f"ran {ran}")
+    assert ran_rules == BASELINE_DEPENDENTS, describe(proc, f"ran {ran}")
     n_folds = read_params(repo)["folds"]["n_folds"]
     assert len([s for s in ran if stage_rule(s) == "train_baseline"]) == n_folds, describe(proc)
-    assert not ran_rules & DATA_RULES, describe(proc)
+    assert not ran_rules & BASELINE_INDEPENDENT, describe(proc)
     assert read_params(repo)["baseline"]["lr"] == 0.02
+
+
+def test_exp_run_rdbp_lambda_reruns_only_the_intra_class_rows(dvc_run, tmp_path):
+    """`dvc exp run -S rdbp.lambda=0.5` re-runs the rows that use the intra-class loss
+    (joint_intra, full), their summaries and the report; not alignment, FESGAN
+    pretraining, the baseline, or the rows without the intra-class loss."""
+    repo = copy_repo(dvc_run[0], tmp_path / "repo")
+    proc = run(["dvc", "exp", "run", "-S", "rdbp.lambda=0.5"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    ran = running_stages(proc.stdout)
+    ran_rules = {stage_rule(s) for s in ran}
+    assert {"train_joint", "report"} <= ran_rules <= {"train_joint", "summarize", "report"}, describe(proc, f"ran {ran}")
+    n_folds = read_params(repo)["folds"]["n_folds"]
+    joint_ran = sorted(s for s in ran if stage_rule(s) == "train_joint")
+    assert len(joint_ran) == 2 * n_folds, describe(proc)
+    assert all("variant-full" in s or "variant-joint_intra" in s for s in joint_ran), joint_ran
+    # a summary re-runs only where its fold metrics changed (with tiny settings they may not)
+    summaries = {s for s in ran if stage_rule(s) == "summarize"}
+    assert summaries <= {"summarize__method-full", "summarize__method-joint_intra"}, summaries
 
 
 # ----------------------------------------------------------------------------- 4
@@ -262,8 +285,8 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     from fer.data.demo import DemoConfig, generate_demo
 
     raw = tmp_path / "raw"
-    generate_demo(raw, DemoConfig(n_subjects=6, images_per_expression=1, corpus_subjects=1,
-                                  corpus_images_per_subject=1, image_size=64), seed=5)
+    generate_demo(raw, DemoConfig(n_subjects=6, images_per_expression=1, corpus_subjects=4,
+                                  corpus_images_per_subject=2, image_size=64), seed=5)
     spelling = {"anger": "angry", "disgust": "disgusted", "fear": "fearful", "happiness": "happy",
                 "sadness": "sad", "surprise": "surprised", "neutral": "neutral"}
     root = tmp_path / "my_dataset"
@@ -277,7 +300,12 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
         if n % 2 == 0:  # half the images come with annotations
             shutil.copy2(src.with_name(src.stem + ".landmarks.txt"), dst.with_name(dst.stem + ".landmarks.txt"))
 
+    # The face-recognition corpus (identity labels only) is the user's too: the demo's, copied.
+    corpus = tmp_path / "my_corpus"
+    shutil.copytree(raw / "corpus", corpus)
+
     params = read_params(repo)
+    set_key(params, "corpus.root", str(corpus))
     set_key(params, "data.format", "folders")
     set_key(params, "data.root", str(root))
     set_key(params, "data.subject_regex", r"^(S\d+)_")
@@ -299,3 +327,24 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     assert (repo / "reports" / "index.html").is_file()
     summary = json.loads((repo / "metrics" / "baseline" / "summary.json").read_text())
     assert summary["n_folds"] == 2
+
+
+# ----------------------------------------------------------------------------- protocol: no test subject leaks
+def test_gan_and_synthetic_set_never_see_test_subjects(dvc_run):
+    """For every fold k: FESGAN was trained on fold k's training subjects only (not its
+    validation or test subjects), and every synthetic image is a prior identity or a
+    re-expressed training subject of fold k."""
+    repo = dvc_run[0]
+    folds = json.loads((repo / "data" / "folds.json").read_text())["folds"]
+    for k, fold in enumerate(folds):
+        trained = json.loads((repo / "results" / "fesgan" / f"fold-{k}" / "training_subjects.json").read_text())
+        assert set(trained["subjects"]) == set(fold["train"]), k
+        assert not set(trained["subjects"]) & (set(fold["test"]) | set(fold["val"])), k
+        with open(repo / "data" / "synthetic" / f"fold-{k}" / "manifest.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert rows
+        for r in rows:
+            if r["source"] == "prior":
+                assert r["subject"].startswith("prior-"), r
+            else:
+                assert r["subject"] in fold["train"], (k, r)

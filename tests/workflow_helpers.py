@@ -33,6 +33,14 @@ TINY: dict[str, Any] = {
     "baseline.arch": "vgg_small",
     "baseline.batch_size": 16,
     "report.faces_per_class": 2,
+    "identity.epochs": 1,
+    "identity.width": 4,
+    "identity.batch_size": 16,
+    "fesgan.iterations": 4,
+    "fesgan.width": 8,
+    "fesgan.batch_size": 8,
+    "fesgan.grid_every": 2,
+    "synthesis.per_class": 4,
 }
 
 #: What the temporary project holds (besides .dvc/config and .dvc/.gitignore).

@@ -63,6 +63,18 @@ def _check_cross_field(params: Mapping[str, Any], source: str) -> None:
             f"{source} is invalid: data.format is demo, so data.root must be data/demo/expr "
             f"(got {data.get('root')!r}); use format csv or folders for your own data"
         )
+    corpus = params.get("corpus", {})
+    if data.get("format") == "demo" and corpus and corpus.get("root") != "data/demo/corpus":
+        raise ParamsError(
+            f"{source} is invalid: data.format is demo, so corpus.root must be data/demo/corpus "
+            f"(got {corpus.get('root')!r})"
+        )
+    if data.get("format") not in (None, "demo") and str(corpus.get("root", "")).startswith("data/demo"):
+        raise ParamsError(
+            f"{source} is invalid: corpus.root {corpus.get('root')!r} is written by the demo generator, which "
+            "runs only with data.format demo; point corpus.root at your face-recognition corpus (csv layout: "
+            "labels.csv with columns image, subject)"
+        )
     regex = data.get("subject_regex")
     if regex is not None:
         import re
@@ -130,3 +142,46 @@ class DeclaredParams:
 
     def as_dict(self) -> dict[str, Any]:
         return subset(self._params, self.keys)
+
+
+def apply_preset(params_path: str | Path, preset_path: str | Path, schema_path: str | Path) -> dict[str, tuple[Any, Any]]:
+    """Merge a partial parameter file into ``params_path`` (comments kept), validate the
+    result against the schema, then write it. Returns ``{dotted key: (old, new)}``."""
+    from ruamel.yaml import YAML
+
+    preset = load_yaml(preset_path)
+    rt = YAML()
+    rt.preserve_quotes = True
+    with open(params_path) as f:
+        doc = rt.load(f)
+    changed: dict[str, tuple[Any, Any]] = {}
+
+    def merge(node: Any, patch: Mapping[str, Any], prefix: str) -> None:
+        for key, value in patch.items():
+            dotted = f"{prefix}{key}"
+            if key not in node:
+                raise ParamsError(f"{preset_path}: unknown key {dotted!r} (not in {params_path})")
+            if isinstance(value, Mapping):
+                if not isinstance(node[key], Mapping):
+                    raise ParamsError(f"{preset_path}: {dotted!r} is not a section")
+                merge(node[key], value, dotted + ".")
+            else:
+                if node[key] != value:
+                    changed[dotted] = (copy.deepcopy(node[key]), value)
+                node[key] = value
+
+    merge(doc, preset, "")
+    plain = yaml.safe_load(_dump_roundtrip(rt, doc))
+    validate_params(plain, schema_path, source=f"{params_path} with {preset_path}")
+    from fer.utils.io import write_text
+
+    write_text(params_path, _dump_roundtrip(rt, doc))
+    return changed
+
+
+def _dump_roundtrip(rt: Any, doc: Any) -> str:
+    import io
+
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()

@@ -18,7 +18,7 @@ rule train_baseline:
         **declare("seed", "baseline", "compute"),
     resources:
         gpu=1,
-    threads: 4
+    threads: GPU_JOB_THREADS
     log:
         "logs/train_baseline/fold-{fold}.log",
     shell:
@@ -28,26 +28,4 @@ rule train_baseline:
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/baseline "
         "--train-log logs/train_baseline/fold-{wildcards.fold}.jsonl "
-        + TO_LOG
-
-
-rule summarize_baseline:
-    """Mean and standard deviation over folds, pooled confusion matrix figure."""
-    input:
-        fold_metrics=expand("metrics/baseline/fold-{fold}.json", fold=FOLDS),
-        meta="data/aligned/meta.json",
-        code=code("summarize", "evaluation", "report/figures.py"),
-    output:
-        metrics="metrics/baseline/summary.json",
-        figure=report(
-            "reports/figures/baseline_confusion.png",
-            caption="../report/confusion.rst",
-            category="Baseline",
-        ),
-    log:
-        "logs/summarize_baseline.log",
-    shell:
-        "mkdir -p logs && python workflow/scripts/summarize.py --method baseline "
-        "--meta {input.meta} --out {output.metrics} --figure {output.figure} "
-        "{input.fold_metrics} "
         + TO_LOG

@@ -18,6 +18,10 @@ validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
 
 FOLDS = list(range(config["folds"]["n_folds"]))
 
+# Threads of a job that declares `resources: gpu=1`: half the cores, so the two such jobs
+# that `--resources gpu=2` lets run at once share the machine (on a CPU-only one too).
+GPU_JOB_THREADS = max(1, (workflow.cores or 2) // 2)
+
 # Every job writes its output to its log; on failure the log's tail goes to stderr, so
 # `dvc repro` (which shows only the exit status) shows the error too.
 TO_LOG = "> {log} 2>&1 || (tail -n 30 {log} >&2; exit 1)"
@@ -42,6 +46,13 @@ def code(script, *modules):
         else:
             files += sorted(glob.glob(f"src/fer/{m}/*.py"))
     return files
+
+
+def corpus_input():
+    """The unlabelled corpus the identity network (and later the clustering) uses."""
+    if config["data"]["format"] == "demo":
+        return "data/demo"
+    return config["corpus"]["root"]
 
 
 def dataset_input():

@@ -1,29 +1,67 @@
-# The HTML report: self-contained, readable offline.
+# Summaries per method and the HTML report: self-contained, readable offline.
+
+# Every method under the same folds, seeds and metrics (the report's comparison table).
+METHODS = ["baseline", *JOINT_VARIANTS]
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
+
+
+def method_fold_metrics(wildcards):
+    return expand("metrics/{method}/fold-{fold}.json", method=wildcards.method, fold=FOLDS)
+
+
+rule summarize:
+    """Mean and standard deviation over folds, pooled confusion matrix figure."""
+    input:
+        fold_metrics=method_fold_metrics,
+        meta="data/aligned/meta.json",
+        code=code("summarize", "evaluation", "report/figures.py"),
+    output:
+        metrics="metrics/{method}/summary.json",
+        figure=report(
+            "reports/figures/{method}_confusion.png",
+            caption="../report/confusion.rst",
+            category="Confusion matrices",
+        ),
+    log:
+        "logs/summarize/{method}.log",
+    shell:
+        "mkdir -p logs/summarize && python workflow/scripts/summarize.py --method {wildcards.method} "
+        "--meta {input.meta} --out {output.metrics} --figure {output.figure} "
+        "{input.fold_metrics} "
+        + TO_LOG
 
 
 rule report:
-    """reports/index.html: results table, confusion matrices, aligned faces per class,
-    alignment QA, training curves, params and provenance."""
+    """reports/index.html: comparison table with paired tests, confusion matrices,
+    training curves, FESGAN sample grids, synthetic-set quality, aligned faces per class,
+    alignment QA, folds, params and provenance."""
     input:
-        summary="metrics/baseline/summary.json",
-        fold_metrics=expand("metrics/baseline/fold-{fold}.json", fold=FOLDS),
+        summaries=expand("metrics/{method}/summary.json", method=METHODS),
         curves=expand("plots/baseline/fold-{fold}.csv", fold=FOLDS),
+        synthetic=expand("metrics/synthetic/fold-{fold}.json", fold=FOLDS),
+        fesgan=expand("metrics/fesgan/fold-{fold}.json", fold=FOLDS),
+        fesgan_results=expand("results/fesgan/fold-{fold}", fold=FOLDS),
+        identity="metrics/identity/identity.json",
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("report", "report"),
+        code=code("report", "report", "evaluation/stats.py"),
     output:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:
-        **declare("seed", "demo", "data", "align", "folds", "compute", "baseline", "report"),
+        **declare("seed", "demo", "data", "align", "folds", "corpus", "compute", "baseline", "identity",
+                  "fesgan", "synthesis", "joint", "rdbp", "report"),
     log:
         "logs/report.log",
     shell:
         "mkdir -p logs && python workflow/scripts/report.py --keys {params.declared} "
-        "--summary {input.summary} --folds {input.folds} --images {input.images} "
-        "--manifest {input.manifest} --qa {input.qa} --meta {input.meta} "
-        "--fold-metrics {input.fold_metrics} --curves {input.curves} "
-        "--out {output.html} "
+        "--summaries {input.summaries} --curves {input.curves} --synthetic {input.synthetic} "
+        "--fesgan {input.fesgan} --fesgan-results {input.fesgan_results} --identity {input.identity} "
+        "--folds {input.folds} --images {input.images} --manifest {input.manifest} "
+        "--qa {input.qa} --meta {input.meta} --out {output.html} "
         + TO_LOG

@@ -1,0 +1,188 @@
+# FESGAN + joint training with the RDBP intra-class loss (Yan et al., TMM 2020), and the
+# identity network its identity-preservation loss needs (trained on the corpus).
+
+# Ablation rows trained by train_joint, and the params keys each one reads. The
+# intra-class rows read rdbp; "joint_intra" forces the stop-gradient off, so it does not
+# read rdbp.stop_gradient.
+JOINT_VARIANTS = {
+    "static": ("seed", "baseline", "joint.synth_ratio", "compute"),
+    "joint": ("seed", "baseline", "joint", "compute"),
+    "joint_intra": ("seed", "baseline", "joint", "rdbp.lambda", "rdbp.anchor", "compute"),
+    "full": ("seed", "baseline", "joint", "rdbp", "compute"),
+}
+
+
+wildcard_constraints:
+    fold=r"\d+",
+    variant="|".join(JOINT_VARIANTS),
+
+
+def joint_declared(wildcards):
+    return declare(*JOINT_VARIANTS[wildcards.variant])["declared"]
+
+
+def joint_cfg(wildcards):
+    return declare(*JOINT_VARIANTS[wildcards.variant])["cfg"]
+
+
+def joint_source(wildcards):
+    """static trains on the fold's fixed synthetic set; the joint rows on its generator."""
+    if wildcards.variant == "static":
+        return f"data/synthetic/fold-{wildcards.fold}/images.npy"
+    return f"models/fesgan/fold-{wildcards.fold}.pt"
+
+
+def joint_source_arg(wildcards):
+    if wildcards.variant == "static":
+        return f"--synthetic-dir data/synthetic/fold-{wildcards.fold}"
+    return f"--generator models/fesgan/fold-{wildcards.fold}.pt"
+
+
+rule align_corpus:
+    """Align the unlabelled face-recognition corpus with the same settings as the labelled
+    set (its hidden expression truth is never read)."""
+    input:
+        dataset=corpus_input(),
+        code=code("align_corpus", "align", "data/manifest.py", "data/landmarks.py", "utils"),
+    output:
+        images="data/aligned_corpus/images.npy",
+        manifest="data/aligned_corpus/manifest.csv",
+        qa="data/aligned_corpus/qa.csv",
+        meta="data/aligned_corpus/meta.json",
+        metrics="metrics/align_corpus.json",
+    params:
+        **declare("corpus", "align"),
+    log:
+        "logs/align_corpus.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/align_corpus.py --keys {params.declared} "
+        "--out-dir data/aligned_corpus --metrics {output.metrics} "
+        + TO_LOG
+
+
+rule train_identity:
+    """Identity network: a closed-set identity classifier over the corpus identities;
+    its features are FESGAN's identity-preservation space."""
+    input:
+        images="data/aligned_corpus/images.npy",
+        manifest="data/aligned_corpus/manifest.csv",
+        meta="data/aligned_corpus/meta.json",
+        code=code("train_identity", "methods/identity.py", "methods/baseline.py", "models", "training", "utils"),
+    output:
+        model="models/identity/identity.pt",
+        metrics="metrics/identity/identity.json",
+        plots="plots/identity/identity.csv",
+    params:
+        **declare("seed", "identity", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/train_identity.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/train_identity.py --keys {params.declared} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
+        "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
+        "--resume-dir state/resume/identity "
+        + TO_LOG
+
+
+rule train_fesgan:
+    """FESGAN pretraining on the fold's training subjects only (test and validation
+    subjects never reach the GAN)."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        identity="models/identity/identity.pt",
+        code=code("train_fesgan", "methods/fesgan.py", "models", "methods/identity.py", "training", "utils"),
+    output:
+        model="models/fesgan/fold-{fold}.pt",
+        metrics="metrics/fesgan/fold-{fold}.json",
+        results=directory("results/fesgan/fold-{fold}"),
+    params:
+        **declare("seed", "fesgan", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/train_fesgan/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/train_fesgan && python workflow/scripts/train_fesgan.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--identity {input.identity} --model {output.model} --metrics {output.metrics} "
+        "--results-dir {output.results} --resume-dir state/resume/fesgan "
+        "--train-log logs/train_fesgan/fold-{wildcards.fold}.jsonl "
+        + TO_LOG
+
+
+rule synthesize:
+    """Class-balanced synthetic set of the fold (prior and re-expressed training
+    identities) and its quality under the fold's real-data classifier."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        generator="models/fesgan/fold-{fold}.pt",
+        classifier="models/baseline/fold-{fold}.pt",
+        identity="models/identity/identity.pt",
+        code=code("synthesize", "methods/synthesis.py", "evaluation/synthetic_quality.py", "methods/fesgan.py",
+                  "models", "methods/identity.py", "utils"),
+    output:
+        images="data/synthetic/fold-{fold}/images.npy",
+        manifest="data/synthetic/fold-{fold}/manifest.csv",
+        meta="data/synthetic/fold-{fold}/meta.json",
+        metrics="metrics/synthetic/fold-{fold}.json",
+    params:
+        **declare("seed", "synthesis", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/synthesize/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/synthesize && python workflow/scripts/synthesize.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--generator {input.generator} --classifier {input.classifier} --identity {input.identity} "
+        "--out-dir data/synthetic/fold-{wildcards.fold} --metrics {output.metrics} "
+        + TO_LOG
+
+
+rule train_joint:
+    """The ablation rows: + static synthetic set, + joint training, + joint with the
+    intra-class loss without RDBP, and the full method (joint + RDBP). Same recogniser
+    settings (params section baseline), folds and seeds as the baseline."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        source=joint_source,
+        code=code("train_joint", "methods/joint.py", "losses", "methods/fesgan.py", "methods/baseline.py",
+                  "models", "training", "evaluation", "utils"),
+    output:
+        model="models/{variant}/fold-{fold}.pt",
+        metrics="metrics/{variant}/fold-{fold}.json",
+        plots="plots/{variant}/fold-{fold}.csv",
+    params:
+        declared=joint_declared,
+        cfg=joint_cfg,
+        source=joint_source_arg,
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/train_joint/{variant}-fold-{fold}.log",
+    shell:
+        "mkdir -p logs/train_joint && python workflow/scripts/train_joint.py "
+        "--keys {params.declared} --variant {wildcards.variant} --fold {wildcards.fold} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
+        "--folds {input.folds} {params.source} --model {output.model} "
+        "--metrics {output.metrics} --curve {output.plots} "
+        "--resume-dir state/resume/{wildcards.variant} "
+        "--train-log logs/train_joint/{wildcards.variant}-fold-{wildcards.fold}.jsonl "
+        + TO_LOG
