@@ -18,9 +18,10 @@ validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
 
 FOLDS = list(range(config["folds"]["n_folds"]))
 
-# Threads of a job that declares `resources: gpu=1`: half the cores, so the two such jobs
-# that `--resources gpu=2` lets run at once share the machine (on a CPU-only one too).
-GPU_JOB_THREADS = max(1, (workflow.cores or 2) // 2)
+# Threads of a training job: compute.threads, a parameter rather than the scheduler's
+# share of the cores, because CPU results depend on the thread count (same params, same
+# numbers, under Snakemake and DVC alike).
+GPU_JOB_THREADS = config["compute"]["threads"]
 
 # Every job writes its output to its log; on failure the log's tail goes to stderr, so
 # `dvc repro` (which shows only the exit status) shows the error too.

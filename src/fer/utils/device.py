@@ -68,8 +68,9 @@ def select_device(preference: str = "auto", threads: int = 0):
     """Return the torch device for this job.
 
     ``preference``: ``auto`` (a claimed GPU if any, else CPU), ``cuda`` (error without a
-    GPU) or ``cpu``. ``threads`` > 0 sets torch's CPU thread count; 0 uses the number of
-    cores the scheduler gave the job (Snakemake exports it as OMP_NUM_THREADS), else all.
+    GPU) or ``cpu``. ``threads`` > 0 sets torch's CPU thread count exactly (CPU results
+    depend on it, so the pipeline passes a parameter); 0 uses OMP_NUM_THREADS if set, else
+    all cores.
     """
     if preference not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device preference {preference!r}")
