@@ -30,3 +30,22 @@ def declared(args: argparse.Namespace) -> DeclaredParams:
     """Validate the whole parameter file, then expose only the declared keys."""
     params = load_params(args.params, SCHEMA)
     return DeclaredParams(params, [k for k in args.keys.split(",") if k])
+
+
+def fold_context(args: argparse.Namespace, p: DeclaredParams):
+    """The set-up every per-fold training script shares: claim the device, seed with the
+    fold's seed (``seed + fold``: every method of a fold starts from the same seed), load
+    the aligned set and the fold's split. Returns (device, seed, data, split)."""
+    from fer.data.aligned import load_aligned
+    from fer.data.folds import split_indices
+    from fer.utils.device import select_device
+    from fer.utils.io import read_json
+    from fer.utils.seed import seed_everything
+
+    compute = p.get("compute")
+    device = select_device(compute["device"], compute["threads"])
+    seed = p.get("seed") + args.fold
+    seed_everything(seed)
+    data = load_aligned(args.images, args.manifest, args.meta)
+    split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
+    return device, seed, data, split

@@ -3,19 +3,15 @@
 import logging
 from pathlib import Path
 
-from _common import declared, parser, setup_logging
+from _common import declared, fold_context, parser, setup_logging
 
-from fer.data.aligned import load_aligned
-from fer.data.folds import split_indices
 from fer.evaluation.synthetic_quality import quality_report
 from fer.methods.baseline import model_from_weights
 from fer.methods.fesgan import load_fesgan
 from fer.methods.identity import load_identity_net
 from fer.methods.synthesis import synthesize_set, write_synthetic
 from fer.training.loop import normalize
-from fer.utils.device import select_device
-from fer.utils.io import read_json, write_json
-from fer.utils.seed import seed_everything
+from fer.utils.io import write_json
 
 if __name__ == "__main__":
     ap = parser(__doc__)
@@ -25,13 +21,8 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    compute = p.get("compute")
-    device = select_device(compute["device"], compute["threads"])
-    seed = p.get("seed") + args.fold
-    seed_everything(seed)
-    data = load_aligned(args.images, args.manifest, args.meta)
-    fold = read_json(args.folds)["folds"][args.fold]
-    train = split_indices(data.subjects, fold)["train"]  # synthesis sees training subjects only
+    device, seed, data, split = fold_context(args, p)
+    train = split["train"]  # synthesis sees training subjects only
     generator, encoder, gan_meta = load_fesgan(args.generator, device)
     cfg = p.get("synthesis")
     synthetic = synthesize_set(

@@ -3,15 +3,10 @@
 import logging
 from pathlib import Path
 
-from _common import declared, parser, setup_logging
+from _common import declared, fold_context, parser, setup_logging
 
-from fer.data.aligned import load_aligned
-from fer.data.folds import split_indices
 from fer.methods.baseline import run_baseline_fold
 from fer.training.loop import TrainConfig
-from fer.utils.device import select_device
-from fer.utils.io import read_json
-from fer.utils.seed import seed_everything
 
 if __name__ == "__main__":
     ap = parser(__doc__)
@@ -21,13 +16,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    compute = p.get("compute")
-    device = select_device(compute["device"], compute["threads"])
-    seed = p.get("seed") + args.fold
-    seed_everything(seed)
-    data = load_aligned(args.images, args.manifest, args.meta)
-    fold = read_json(args.folds)["folds"][args.fold]
-    split = split_indices(data.subjects, fold)
+    device, seed, data, split = fold_context(args, p)
     metrics = run_baseline_fold(
         data.images,
         data.labels,

@@ -4,16 +4,12 @@ training, joint + intra-class loss without RDBP, or the full method (joint + RDB
 import logging
 from pathlib import Path
 
-from _common import declared, parser, setup_logging
+from _common import declared, fold_context, parser, setup_logging
 
 from fer.data.aligned import load_aligned
-from fer.data.folds import split_indices
 from fer.methods.fesgan import load_fesgan
 from fer.methods.joint import JointConfig, run_joint_fold
 from fer.training.loop import TrainConfig
-from fer.utils.device import select_device
-from fer.utils.io import read_json
-from fer.utils.seed import seed_everything
 
 VARIANTS = ("static", "joint", "joint_intra", "full")
 
@@ -29,12 +25,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    compute = p.get("compute")
-    device = select_device(compute["device"], compute["threads"])
-    seed = p.get("seed") + args.fold  # the baseline's seed for this fold: same init, same batches
-    seed_everything(seed)
-    data = load_aligned(args.images, args.manifest, args.meta)
-    split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
+    device, seed, data, split = fold_context(args, p)  # the baseline's seed for this fold
 
     if args.variant == "static":
         if not args.synthetic_dir:
