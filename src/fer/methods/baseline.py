@@ -31,7 +31,7 @@ import torch.nn as nn
 from fer.evaluation.metrics import classification_metrics
 from fer.models import build_model
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
-from fer.training.loop import MEAN, STD, FitResult, TrainConfig, fit, predict
+from fer.training.loop import HISTORY_KEYS, MEAN, STD, FitResult, TrainConfig, fit, predict
 from fer.utils.io import atomic_path, write_json
 
 #: Keys of the metrics JSON, in order.
@@ -49,16 +49,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "test/confusion",
 )
 #: Columns of the learning-curve CSV.
-CURVE_COLUMNS: tuple[str, ...] = (
-    "epoch",
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/mean_class_acc",
-    "val/macro_f1",
-    "lr",
-)
+CURVE_COLUMNS: tuple[str, ...] = tuple(k for k in HISTORY_KEYS if k != "seconds")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
