@@ -10,7 +10,7 @@ from fer.methods.baseline import model_from_weights
 from fer.methods.fesgan import load_fesgan
 from fer.methods.identity import load_identity_net
 from fer.methods.synthesis import synthesize_set, write_synthetic
-from fer.training.loop import normalize
+from fer.training.loop import predict
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
@@ -33,16 +33,8 @@ if __name__ == "__main__":
     classifier, _ = model_from_weights(args.classifier, device)  # trained on this fold's real training part only
     identity = load_identity_net(args.identity, device)
 
-    def identity_embed(images_uint8):
-        import numpy as np
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(images_uint8), 256):
-                x = torch.from_numpy(np.ascontiguousarray(images_uint8[i:i + 256])).permute(0, 3, 1, 2)
-                out.append(identity(normalize(x.float().div(255.0).to(device))).cpu().numpy())
-        return np.concatenate(out)
+    def identity_embed(images_uint8):  # L2-normalised identity features, batched like any recogniser
+        return predict(identity, images_uint8, device, 256)
 
     quality = quality_report(classifier, identity_embed, data.images[train], data.labels[train],
                              data.subjects[train], synthetic, device)
