@@ -203,6 +203,7 @@ def run_baseline_fold(
     out_curve: Path,
     resume_path: Path | None,
     log_path: Path | None,
+    method: str = "baseline",
 ) -> dict[str, Any]:
     """Train, select and test the supervised baseline on one fold; write its outputs.
 
@@ -217,6 +218,8 @@ def run_baseline_fold(
         out_model, out_metrics, out_curve: output files (written atomically).
         resume_path: per-epoch resume file (deleted once the outputs exist).
         log_path: JSON-lines training log.
+        method: the ``method`` name recorded in the checkpoint meta (``recognizer_meta``),
+            e.g. "accnn" for the AC-CNN real-only row (``cfg.arch == "accnn"``).
     Returns:
         The metrics dict written to ``out_metrics``.
     """
@@ -240,7 +243,7 @@ def run_baseline_fold(
     )
 
     metrics = test_selected(model, result, images, labels, idx, cfg, device, num_classes)
-    meta = recognizer_meta("baseline", cfg, classes, images.shape, result, seed)
+    meta = recognizer_meta(method, cfg, classes, images.shape, result, seed)
     save_weights(out_model, result.best_state, meta)
     write_curve(Path(out_curve), result.history)
     write_json(out_metrics, metrics)

@@ -1,0 +1,734 @@
+"""Expression-guided corpus fine-tuning of the AC-CNN (method M4), one fold.
+
+Follows Fang, Zhao, Han, He, "Expression-Guided Deep Joint Learning for Facial Expression
+Recognition", Sensors 23(16):7148, 2023 (methods.md, M4): deep features of an unlabelled
+face-recognition corpus are clustered under the guidance of the labelled expression data
+(``fer.clustering.guided``), the clusters become expression pseudo-labels, and the
+efficient AC-CNN (``fer.models.accnn``) is fine-tuned on the enlarged training set with a
+combined loss; features are re-clustered as the network learns. The paper's schedule and
+loss are not available; everything below is THE PROJECT'S READING (``FinetuneConfig``):
+
+**Rounds** (DeepCluster-style alternation, Caron et al. ECCV 2018, with the expression
+guidance of the clustering instead of free k-means). ``pseudo0`` -- the round-0
+pseudo-labels -- is made by the pipeline with ``cluster_corpus_fold`` and the fold's joint
+recogniser. For r = 0 .. ``rounds``:
+
+1. train the AC-CNN on the fold's real TRAIN images + the KEPT pseudo-labelled corpus
+   images of round r (+ the fold's synthetic set when ``synthetic_weight > 0``) for
+   ``epochs`` epochs through ``train_with_selection`` (the epoch is selected on the VAL
+   split only). Round 0 starts from ``init_weights`` (the fold's real-only AC-CNN) or a
+   fresh seeded network; round r > 0 starts from round r-1's SELECTED weights. Every round
+   has a fresh optimizer and LR schedule (warm-up, cosine) with ``lr``; the other settings
+   are the accnn ``TrainConfig``'s;
+2. when r < ``rounds``: re-embed the corpus and the TRAIN split with round r's selected
+   network and re-cluster (``cluster_corpus_fold``) -> pseudo-labels of round r+1.
+
+The final round's selected network is evaluated ONCE on the test split (``test_selected``).
+Nothing here reads the corpus's expression truth: the pseudo-labels are the only labels of
+corpus images, and the clustering sees the TRAIN split's images and labels only.
+
+**Batches** (as ``fer.methods.joint``): a real batch of B images + Np = max(1,
+round(pseudo_ratio * B)) pseudo-labelled images (+ Ns = max(1, round(synthetic_ratio * B))
+synthetic images), each extra set cycled through without replacement (a fresh seeded
+permutation per pass, a new pass every epoch); one concatenated batch, the same
+augmentation, ONE forward pass (BatchNorm sees the mixed batch). The epoch is one pass over
+the REAL training images, so every variant takes the same number of steps.
+
+**Loss** = CE(real) + pseudo_weight * CE_pseudo + synthetic_weight * CE(synthetic), where
+CE(real) is the baseline criterion (label smoothing, class weights when configured),
+CE(synthetic) uses label smoothing only, and CE_pseudo is the label-smoothed CE of each
+pseudo-labelled image, multiplied by its clustering confidence when
+``confidence_weighting`` (mean over the batch, not renormalised: a batch of doubtful
+pseudo-labels weighs less).
+
+Outputs:
+* ``out_model``: the final round's selected AC-CNN (``save_weights``; meta of
+  ``recognizer_meta("accnn_corpus", ...)`` + the fine-tuning and clustering configs, so
+  ``model_from_weights`` rebuilds it);
+* ``out_metrics``: ``CORPUS_METRIC_KEYS`` = the baseline's ``METRIC_KEYS`` + ``n_pseudo``
+  (kept pseudo-labels used in the final round) + ``rounds``;
+* ``out_curve``: ``CORPUS_CURVE_COLUMNS`` = the baseline's columns + the loss terms
+  ``train/cls_real``, ``train/cls_pseudo``, ``train/cls_syn`` (unweighted epoch means; 0
+  when off) + ``round`` + ``round_epoch``; one row per epoch of every round, ``epoch``
+  counting on across rounds (``r * epochs + round_epoch``) so curves plot as one line;
+* ``out_dir/round-R/`` for R = 0 .. rounds: ``labels.csv`` + ``stats.json``
+  (``write_pseudo_labels``: the pseudo-labels round R trains on), ``map.npz`` (``idx``,
+  ``xy`` of ``embedding_map`` of the corpus features those pseudo-labels were made from,
+  with ``label``/``kept`` of the mapped points and ``features`` naming their source),
+  ``source.json`` (what made the pseudo-labels; written last), ``model.pt`` / ``last.pt``
+  (the round's selected / last-epoch weights), ``train_log.jsonl`` and ``round.json``
+  (the round's fingerprint and history; written when the round is complete).
+  Round 0's map uses ``pseudo0_feats`` (the features ``pseudo0`` was clustered from);
+  when they are not given, the corpus is embedded with round 0's INITIAL network and
+  ``map.npz["features"]`` says so.
+
+**Resume.** Each round trains through ``train_with_selection`` with its own resume file
+``resume_dir/round-R.pt`` (exact resume after a kill). A completed round is reused from
+``out_dir/round-R`` when its ``round.json`` fingerprint matches the current run (config,
+seed, data, the round's initial weights and pseudo-labels), and the next round's
+pseudo-labels are read back (``read_pseudo_labels``, exact float32) when their
+``source.json`` names that round; anything that does not match is recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from fer.clustering.embed import embed_to_memmap
+from fer.clustering.guided import (
+    ClusteringConfig,
+    PseudoLabels,
+    guided_pseudo_labels,
+    read_pseudo_labels,
+    write_pseudo_labels,
+)
+from fer.clustering.map2d import embedding_map
+from fer.methods.baseline import (
+    CURVE_COLUMNS,
+    METRIC_KEYS,
+    check_fold_inputs,
+    recognizer_meta,
+    test_selected,
+    write_curve,
+)
+from fer.methods.joint import n_synthetic
+from fer.models import build_model
+from fer.training.augment import augment_batch
+from fer.training.checkpoint import clear_resume, cpu_state_dict, load_weights, save_weights
+from fer.training.loop import (
+    FitResult,
+    ImageStore,
+    StepOutput,
+    TrainConfig,
+    amp_autocast,
+    check_split as check_arrays,
+    coerce_fields,
+    fingerprint,
+    model_input,
+    seed_everything,
+    setup_training,
+    train_epoch,
+    train_with_selection,
+)
+from fer.utils.io import atomic_path, read_json, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CORPUS_CURVE_COLUMNS",
+    "CORPUS_METRIC_KEYS",
+    "CORPUS_TERMS",
+    "CycledSet",
+    "FinetuneConfig",
+    "cluster_corpus_fold",
+    "round_dir",
+    "run_corpus_finetune_fold",
+]
+
+#: Per-epoch loss terms added to the history rows and the curve.
+CORPUS_TERMS: tuple[str, ...] = ("train/cls_real", "train/cls_pseudo", "train/cls_syn")
+#: Keys of the metrics JSON: the baseline's + kept pseudo-labels of the final round + rounds.
+CORPUS_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "n_pseudo", "rounds")
+#: Columns of the learning-curve CSV.
+CORPUS_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, *CORPUS_TERMS, "round", "round_epoch")
+METHOD = "accnn_corpus"
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """params.yaml section ``finetune``: corpus fine-tuning of the AC-CNN (module docstring)."""
+
+    epochs: int = 8  # epochs of each training round
+    lr: float = 0.001  # fine-tuning LR (every other setting: the accnn TrainConfig)
+    rounds: int = 1  # re-clustering rounds after round 0 (0: cluster once, then fine-tune)
+    pseudo_ratio: float = 0.5  # pseudo-labelled samples per real sample in each batch
+    pseudo_weight: float = 0.5  # weight of the CE on pseudo-labelled images
+    confidence_weighting: bool = True  # multiply each pseudo CE by its clustering confidence
+    synthetic_weight: float = 0.0  # weight of the CE on the fold's synthetic set (0: not used)
+    synthetic_ratio: float = 0.5  # synthetic samples per real sample (synthetic_weight > 0)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"finetune.epochs must be >= 1, got {self.epochs}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"finetune.lr must be > 0, got {self.lr}")
+        if self.rounds < 0:
+            raise ValueError(f"finetune.rounds must be >= 0, got {self.rounds}")
+        for name in ("pseudo_ratio", "synthetic_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"finetune.{name} must be > 0, got {value}")
+        for name in ("pseudo_weight", "synthetic_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"finetune.{name} must be >= 0, got {value}")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> FinetuneConfig:
+        """Build from a (YAML) mapping; unknown keys / wrong types raise ValueError."""
+        return cls(**coerce_fields(cls, d, "finetune"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+def round_dir(out_dir: Path, r: int) -> Path:
+    """``out_dir/round-R``: the outputs of round R."""
+    return Path(out_dir) / f"round-{r}"
+
+
+# ------------------------------------------------------------------------ clustering
+def cluster_corpus_fold(
+    model: nn.Module,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    corpus_images: np.ndarray,
+    num_classes: int,
+    clustering: ClusteringConfig,
+    *,
+    seed: int,
+    device: torch.device | str,
+    work_dir: Path,
+    threads: int | None = None,
+) -> tuple[PseudoLabels, np.ndarray]:
+    """Pseudo-label the corpus with ``model``'s features, guided by the fold's TRAIN split.
+
+    Embeds the corpus (``embed_to_memmap`` into ``work_dir/corpus_features.npy``) and the
+    labelled training images (``work_dir/train_features.npy``) with ``model.features``
+    (eval mode), then runs ``guided_pseudo_labels``. It receives the TRAIN split only, so
+    it cannot see validation or test images.
+
+    Args:
+        model: the embedding network (any model with ``features``).
+        train_images, train_labels: the fold's labelled training split (uint8 (M, H, W, C),
+            int (M,) in [0, num_classes)).
+        corpus_images: uint8 (N, H, W, C), same image geometry as ``train_images``.
+        num_classes: K.
+        clustering: the clustering configuration.
+        seed: seeds the clustering.
+        device: where to embed.
+        work_dir: folder for the feature files (created).
+        threads: faiss threads (None: faiss's default).
+    Returns:
+        (pseudo-labels of every corpus image, the corpus features (N, D) float32 in memory).
+    """
+    x, y = check_arrays((train_images, train_labels), "train", num_classes)
+    if not isinstance(corpus_images, np.ndarray) or corpus_images.ndim != 4 or corpus_images.dtype != np.uint8:
+        raise ValueError(
+            f"corpus images must be uint8 (N, H, W, C), got "
+            f"{getattr(corpus_images, 'dtype', type(corpus_images))} {getattr(corpus_images, 'shape', '')}"
+        )
+    if corpus_images.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"corpus images {corpus_images.shape[1:]} differ from the training images {x.shape[1:]}"
+        )
+    if len(corpus_images) < num_classes:
+        raise ValueError(f"the corpus has {len(corpus_images)} images, fewer than {num_classes} classes")
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    corpus_feats = embed_to_memmap(model, corpus_images, work_dir / "corpus_features.npy", device)
+    train_feats = embed_to_memmap(model, x, work_dir / "train_features.npy", device)
+    pl = guided_pseudo_labels(
+        corpus_feats, np.asarray(train_feats), y, num_classes, clustering, seed=seed, threads=threads
+    )
+    return pl, np.array(corpus_feats, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------- data
+class CycledSet:
+    """uint8 images with labels (and per-image weights), cycled through without replacement.
+
+    Each pass is a fresh permutation drawn from ``g``; ``start_epoch`` begins a new pass,
+    so the stream depends only on ``g``'s state at the epoch start (exact resume).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        weights: np.ndarray | None,
+        device: torch.device,
+        g: torch.Generator,
+    ) -> None:
+        if len(images) == 0:
+            raise ValueError("CycledSet needs at least one image")
+        self.store = ImageStore(images, device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        w = np.ones(len(images), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        self.weights = torch.from_numpy(w).to(device)
+        self.g = g
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def start_epoch(self) -> None:
+        """Forget the current pass (the next ``sample`` draws a new permutation)."""
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The next ``n`` items: (float (n, C, H, W) in [0, 1], labels (n,), weights (n,))."""
+        parts: list[Tensor] = []
+        need = n
+        while need > 0:
+            if self._pos >= self._perm.numel():
+                self._perm = torch.randperm(len(self.store), generator=self.g)
+                self._pos = 0
+            take = self._perm[self._pos : self._pos + need]
+            self._pos += take.numel()
+            need -= take.numel()
+            parts.append(take)
+        idx = torch.cat(parts)  # n
+        dev_idx = idx.to(self.labels.device)
+        return self.store.batch(idx), self.labels[dev_idx], self.weights[dev_idx]
+
+
+# --------------------------------------------------------------------------- helpers
+def _digest(*arrays: np.ndarray, sample: bool = False) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(f"{a.shape}:{a.dtype}".encode())
+        if sample and len(a) > 64:
+            a = a[:: max(1, len(a) // 64)]  # a cheap sample of a large image array
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _digest_state(state: Mapping[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for name, t in state.items():
+        h.update(f"{name}:{list(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest_pseudo(pl: PseudoLabels) -> str:
+    return _digest(pl.label, pl.confidence, pl.kept)
+
+
+def _round_seed(seed: int, r: int) -> int:
+    return int(np.random.SeedSequence([seed, 0xAC, r]).generate_state(1)[0])
+
+
+def _check_pseudo(pl: PseudoLabels, n: int, num_classes: int, what: str) -> None:
+    for name in ("label", "confidence", "kept", "cluster"):
+        arr = np.asarray(getattr(pl, name))
+        if arr.shape != (n,):
+            raise ValueError(f"{what}: {name} has shape {arr.shape}, expected ({n},) (one per corpus image)")
+    if np.asarray(pl.kept).dtype != np.bool_:
+        raise ValueError(f"{what}: kept must be a bool array")
+    label = np.asarray(pl.label)
+    if not np.issubdtype(label.dtype, np.integer) or (n and (label.min() < 0 or label.max() >= num_classes)):
+        raise ValueError(f"{what}: labels must be integers in [0, {num_classes})")
+    conf = np.asarray(pl.confidence, dtype=np.float64)
+    if not np.all(np.isfinite(conf)) or (n and (conf.min() < 0 or conf.max() > 1)):
+        raise ValueError(f"{what}: confidences must lie in [0, 1]")
+
+
+def _save_npz(path: Path, **arrays: Any) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _write_round_pseudo(
+    rdir: Path,
+    pl: PseudoLabels,
+    feats: np.ndarray,
+    features_from: str,
+    corpus_paths: Sequence[str],
+    classes: Sequence[str],
+    seed: int,
+    source: Mapping[str, Any],
+) -> None:
+    """labels.csv + stats.json, map.npz, then source.json (the completion marker)."""
+    write_pseudo_labels(rdir, pl, corpus_paths, classes)
+    idx, xy = embedding_map(np.asarray(feats, dtype=np.float32), seed=seed)
+    _save_npz(
+        rdir / "map.npz",
+        idx=idx,
+        xy=xy,
+        label=np.asarray(pl.label)[idx],
+        kept=np.asarray(pl.kept)[idx],
+        features=np.array(features_from),
+    )
+    write_json(rdir / "source.json", dict(source))
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _build(cfg: TrainConfig, num_classes: int, shape: Sequence[int]) -> nn.Module:
+    _, height, width, channels = shape
+    return build_model(cfg.arch, num_classes, channels, cfg.width, input_size=max(height, width))
+
+
+def _load_init(path: Path, cfg: TrainConfig, classes: Sequence[str], shape: Sequence[int]) -> dict[str, Tensor]:
+    state, meta = load_weights(path)
+    _, height, width, channels = shape
+    expect = {
+        "arch": cfg.arch,
+        "width": cfg.width,
+        "classes": list(classes),
+        "in_channels": int(channels),
+        "input_size": [int(height), int(width)],
+    }
+    for key, value in expect.items():
+        if meta.get(key) != value:
+            raise ValueError(f"init_weights {path}: {key} is {meta.get(key)!r}, this run needs {value!r}")
+    return state
+
+
+# ------------------------------------------------------------------------- one round
+def _train_round(
+    model: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    ft: FinetuneConfig,
+    *,
+    num_classes: int,
+    pseudo: tuple[np.ndarray, np.ndarray, np.ndarray],
+    synthetic: tuple[np.ndarray, np.ndarray] | None,
+    device: torch.device,
+    seed: int,
+    fp: str,
+    resume_path: Path | None,
+    log_path: Path | None,
+    on_epoch_end: Any,
+) -> FitResult:
+    """Train one round on real + kept pseudo-labelled (+ synthetic) images (docstring)."""
+    xtr, ytr = train
+    setup = setup_training(model, cfg, ytr, num_classes=num_classes, device=device)
+    g_data, g_aug = seed_everything(seed)
+    pseudo_seed, syn_seed = np.random.SeedSequence([seed, 0x95E]).generate_state(2)
+    g_pseudo = torch.Generator().manual_seed(int(pseudo_seed))
+    g_syn = torch.Generator().manual_seed(int(syn_seed))
+    store_tr = ImageStore(xtr, device)
+    ytr_t = torch.from_numpy(ytr).to(device)
+    x_ps, y_ps, w_ps = pseudo
+    pseudo_set = CycledSet(x_ps, y_ps, w_ps if ft.confidence_weighting else None, device, g_pseudo)
+    syn_set = CycledSet(synthetic[0], synthetic[1], None, device, g_syn) if synthetic is not None else None
+    smoothing = cfg.label_smoothing
+
+    def step(idx: Tensor) -> StepOutput:
+        b = idx.numel()
+        n_ps = n_synthetic(b, ft.pseudo_ratio)
+        x_real = store_tr.batch(idx)  # B, C, H, W in [0, 1]
+        y_real = ytr_t[idx.to(device)]  # B
+        xp, yp, wp = pseudo_set.sample(n_ps)  # Np, C, H, W
+        parts, n_sy = [x_real, xp], 0
+        if syn_set is not None:
+            n_sy = n_synthetic(b, ft.synthetic_ratio)
+            xs, ys, _ = syn_set.sample(n_sy)  # Ns, C, H, W
+            parts.append(xs)
+        x = augment_batch(torch.cat(parts), cfg.augment, g_aug)  # B+Np(+Ns), C, H, W
+        x = model_input(x, setup.channels_last)
+        with amp_autocast(device, setup.amp_dtype):
+            logits = model(x)  # B+Np(+Ns), K
+        logits = logits.float()
+        cls_real = setup.criterion(logits[:b], y_real)
+        ce_ps = F.cross_entropy(logits[b : b + n_ps], yp, reduction="none", label_smoothing=smoothing)
+        cls_pseudo = (ce_ps * wp).mean()
+        loss = cls_real + ft.pseudo_weight * cls_pseudo
+        cls_syn = torch.zeros((), device=device)
+        if syn_set is not None:
+            cls_syn = F.cross_entropy(logits[b + n_ps :], ys, label_smoothing=smoothing)
+            loss = loss + ft.synthetic_weight * cls_syn
+        terms = {"train/cls_real": cls_real, "train/cls_pseudo": cls_pseudo, "train/cls_syn": cls_syn}
+        return StepOutput(loss=loss, logits=logits[:b], labels=y_real, terms=terms)
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        pseudo_set.start_epoch()
+        if syn_set is not None:
+            syn_set.start_epoch()
+        return train_epoch(model, setup, len(ytr), cfg.batch_size, g_data, step)
+
+    return train_with_selection(
+        model,
+        setup,
+        val,
+        cfg,
+        num_classes=num_classes,
+        fingerprint=fp,
+        rngs={"data": g_data, "aug": g_aug, "pseudo": g_pseudo, "syn": g_syn},
+        run_epoch=run_epoch,
+        resume_path=resume_path,
+        log_path=log_path,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------- one fold
+def run_corpus_finetune_fold(
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: Mapping[str, np.ndarray],
+    classes: list[str],
+    cfg: TrainConfig,
+    ft: FinetuneConfig,
+    clustering: ClusteringConfig,
+    *,
+    corpus_images: np.ndarray,
+    corpus_paths: Sequence[str],
+    pseudo0: PseudoLabels,
+    init_weights: Path | None,
+    synthetic: tuple[np.ndarray, np.ndarray] | None,
+    seed: int,
+    device: torch.device | str,
+    out_model: Path,
+    out_metrics: Path,
+    out_curve: Path,
+    out_dir: Path,
+    resume_dir: Path | None,
+    log_path: Path | None,
+    threads: int | None = None,
+    pseudo0_feats: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Corpus fine-tuning of the AC-CNN on one fold (module docstring); write its outputs.
+
+    The protocol is ``run_baseline_fold``'s (disjoint splits re-checked; train/val only
+    during training; test predicted once at the end, last-epoch accuracy for information).
+
+    Args:
+        images, labels, split, classes: the fold's labelled data, as in ``run_baseline_fold``.
+        cfg: the accnn recogniser's ``TrainConfig`` (``epochs`` and ``lr`` are replaced by
+            ``ft``'s; everything else is used as is).
+        ft: fine-tuning settings.
+        clustering: settings of the re-clustering rounds (r >= 1).
+        corpus_images: uint8 (N, H, W, C) corpus faces, same geometry as ``images``.
+        corpus_paths: N corpus file names (written into each round's labels.csv).
+        pseudo0: round-0 pseudo-labels of the corpus (``cluster_corpus_fold`` with the
+            fold's joint recogniser, which saw the fold's TRAIN split only).
+        init_weights: the fold's real-only AC-CNN (``save_weights`` file with the same
+            arch/width/classes/geometry), or None for a fresh seeded network.
+        synthetic: the fold's synthetic set (uint8 (M, H, W, C), labels (M,)); required
+            when ``ft.synthetic_weight > 0``, ignored otherwise.
+        seed: seeds everything (per-round streams are derived from it).
+        device: where to train, embed and predict.
+        out_model, out_metrics, out_curve: output files (atomic).
+        out_dir: per-round outputs (``round-R/``, see the module docstring).
+        resume_dir: per-round resume files (None: no resume files).
+        log_path: JSON-lines log of every round's epochs (each row with ``round``).
+        threads: faiss threads of the re-clustering.
+        pseudo0_feats: (N, D) corpus features ``pseudo0`` was made from (round 0's map);
+            None: the corpus is embedded with round 0's initial network for the map.
+    Returns:
+        The metrics dict written to ``out_metrics`` (keys ``CORPUS_METRIC_KEYS``).
+    """
+    labels, idx = check_fold_inputs(images, labels, split, classes)
+    num_classes = len(classes)
+    device = torch.device(device)
+    if not isinstance(corpus_images, np.ndarray) or corpus_images.ndim != 4 or corpus_images.dtype != np.uint8:
+        raise ValueError("corpus_images must be a uint8 (N, H, W, C) array")
+    if corpus_images.shape[1:] != images.shape[1:]:
+        raise ValueError(f"corpus images {corpus_images.shape[1:]} differ from the labelled images {images.shape[1:]}")
+    n_corpus = len(corpus_images)
+    if len(corpus_paths) != n_corpus:
+        raise ValueError(f"{len(corpus_paths)} corpus paths for {n_corpus} corpus images")
+    _check_pseudo(pseudo0, n_corpus, num_classes, "pseudo0")
+    if pseudo0_feats is not None and (np.ndim(pseudo0_feats) != 2 or len(pseudo0_feats) != n_corpus):
+        raise ValueError(f"pseudo0_feats must be (N, D) with N = {n_corpus}, got {np.shape(pseudo0_feats)}")
+    use_syn = ft.synthetic_weight > 0
+    if use_syn:
+        if synthetic is None:
+            raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=)")
+        xsy, ysy = check_arrays(synthetic, "synthetic", num_classes)
+        if xsy.shape[1:] != images.shape[1:]:
+            raise ValueError(f"synthetic images {xsy.shape[1:]} differ from the real ones {images.shape[1:]}")
+        syn: tuple[np.ndarray, np.ndarray] | None = (xsy, ysy)
+    else:
+        syn = None
+
+    cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs, lr=ft.lr)
+    train = (images[idx["train"]], labels[idx["train"]])
+    val = (images[idx["val"]], labels[idx["val"]])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    model = _build(cfg_ft, num_classes, images.shape)
+    state = _load_init(Path(init_weights), cfg, classes, images.shape) if init_weights is not None else None
+    if state is not None:
+        model.load_state_dict(state)
+    state = cpu_state_dict(model.state_dict())
+
+    common = {
+        "method": METHOD,
+        "finetune": ft.to_dict(),
+        "clustering": clustering.to_dict(),
+        "corpus": _digest(corpus_images, sample=True),
+        "synthetic": _digest(*syn, sample=True) if syn is not None else None,
+    }
+    pl = pseudo0
+    feats0 = pseudo0_feats
+    histories: list[list[dict[str, float]]] = []
+    result: FitResult | None = None
+    last_state: dict[str, Tensor] = state
+
+    def write_combined_log(upto: int) -> None:
+        if log_path is None:
+            return
+        rows = []
+        for r in range(upto + 1):
+            rows += [{**row, "round": r} for row in _read_jsonl(round_dir(out_dir, r) / "train_log.jsonl")]
+        write_text(log_path, "".join(json.dumps(row) + "\n" for row in rows))
+
+    for r in range(ft.rounds + 1):
+        rdir = round_dir(out_dir, r)
+        rdir.mkdir(parents=True, exist_ok=True)
+        seed_r = _round_seed(seed, r)
+        init_digest = _digest_state(state)
+        pseudo_digest = _digest_pseudo(pl)
+        if r == 0:
+            source = {"made_by": "pseudo0", "pseudo": pseudo_digest, "init": init_digest}
+            if _read_json_or_none(rdir / "source.json") != source:
+                if feats0 is None:
+                    model.load_state_dict(state)
+                    with tempfile.TemporaryDirectory(prefix=".embed-", dir=out_dir) as tmp:
+                        feats0 = np.array(embed_to_memmap(model, corpus_images, Path(tmp) / "corpus.npy", device))
+                    features_from = "round-0 initial network (pseudo0 features not given)"
+                else:
+                    features_from = "pseudo0 features"
+                _write_round_pseudo(rdir, pl, feats0, features_from, corpus_paths, classes, seed_r, source)
+        kept = np.flatnonzero(np.asarray(pl.kept))
+        if kept.size == 0:
+            raise ValueError(f"round {r}: no kept pseudo-labelled corpus image (all filtered out); nothing to fine-tune on")
+
+        model.load_state_dict(state)
+        extra = {**common, "round": r, "init": init_digest, "pseudo": pseudo_digest}
+        fp = fingerprint(cfg_ft, model, train, val, num_classes, seed_r, extra)
+        done = _read_json_or_none(rdir / "round.json")
+        if (
+            isinstance(done, dict)
+            and done.get("fingerprint") == fp
+            and (rdir / "model.pt").is_file()
+            and (rdir / "last.pt").is_file()
+        ):
+            log.info("round %d: complete in %s, reused", r, rdir)
+            best_state, _ = load_weights(rdir / "model.pt")
+            last_state, _ = load_weights(rdir / "last.pt")
+            result = FitResult(
+                best_state=best_state,
+                best_epoch=int(done["best_epoch"]),
+                best_metric=float(done["best_metric"]),
+                history=[dict(row) for row in done["history"]],
+            )
+        else:
+            log.info("round %d/%d: %d kept pseudo-labels", r, ft.rounds, kept.size)
+            resume_path = Path(resume_dir) / f"round-{r}.pt" if resume_dir is not None else None
+            result = _train_round(
+                model,
+                train,
+                val,
+                cfg_ft,
+                ft,
+                num_classes=num_classes,
+                pseudo=(
+                    corpus_images[kept],
+                    np.asarray(pl.label)[kept],
+                    np.asarray(pl.confidence, dtype=np.float32)[kept],
+                ),
+                synthetic=syn,
+                device=device,
+                seed=seed_r,
+                fp=fp,
+                resume_path=resume_path,
+                log_path=rdir / "train_log.jsonl",
+                on_epoch_end=lambda row, r=r: write_combined_log(r),
+            )
+            last_state = cpu_state_dict(model.state_dict())
+            meta = recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed)
+            meta.update({"round": r, "n_pseudo": int(kept.size)})
+            save_weights(rdir / "model.pt", result.best_state, meta)
+            save_weights(rdir / "last.pt", last_state, {**meta, "role": "last_epoch"})
+            write_json(
+                rdir / "round.json",
+                {
+                    "fingerprint": fp,
+                    "round": r,
+                    "best_epoch": int(result.best_epoch),
+                    "best_metric": float(result.best_metric),
+                    "n_pseudo": int(kept.size),
+                    "history": result.history,
+                },
+            )
+            clear_resume(resume_path)
+        write_combined_log(r)
+        histories.append(result.history)
+        state = result.best_state
+        n_pseudo = int(kept.size)
+
+        if r < ft.rounds:  # re-cluster with this round's selected network
+            nxt = round_dir(out_dir, r + 1)
+            source = {"made_by": f"round-{r}", "round_fingerprint": fp, "seed": seed_r}
+            if _read_json_or_none(nxt / "source.json") == source:
+                pl = read_pseudo_labels(nxt, classes, corpus_paths=corpus_paths)
+                log.info("round %d: pseudo-labels of round %d reused from %s", r, r + 1, nxt)
+            else:
+                model.load_state_dict(state)
+                with tempfile.TemporaryDirectory(prefix=".cluster-", dir=out_dir) as tmp:
+                    pl, feats = cluster_corpus_fold(
+                        model, train[0], train[1], corpus_images, num_classes, clustering,
+                        seed=seed_r, device=device, work_dir=Path(tmp), threads=threads,
+                    )
+                _check_pseudo(pl, n_corpus, num_classes, f"round {r + 1} pseudo-labels")
+                _write_round_pseudo(
+                    nxt, pl, feats, f"round-{r} selected network", corpus_paths, classes, _round_seed(seed, r + 1), source
+                )
+
+    assert result is not None
+    model.load_state_dict(last_state)
+    metrics = test_selected(model, result, images, labels, idx, cfg_ft, device, num_classes)
+    metrics["n_pseudo"] = n_pseudo
+    metrics["rounds"] = int(ft.rounds)
+    assert tuple(metrics) == CORPUS_METRIC_KEYS
+
+    meta = {
+        **recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed),
+        "finetune_config": ft.to_dict(),
+        "clustering_config": clustering.to_dict(),
+        "init_weights": str(init_weights) if init_weights is not None else None,
+        "n_pseudo": n_pseudo,
+        "rounds": int(ft.rounds),
+    }
+    save_weights(out_model, result.best_state, meta)
+    curve: list[dict[str, float]] = []
+    for r, hist in enumerate(histories):
+        for row in hist:
+            curve.append(
+                {**row, "epoch": r * ft.epochs + int(row["epoch"]), "round": r, "round_epoch": int(row["epoch"])}
+            )
+    write_curve(Path(out_curve), curve, CORPUS_CURVE_COLUMNS)
+    write_json(out_metrics, metrics)
+    return metrics

@@ -1,0 +1,110 @@
+"""AC-CNN (fer.models.accnn) and complexity counting (fer.models.complexity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fer.models import ARCHS, build_model
+from fer.models.accnn import ACCNN, ACModule, ChannelAffinity
+from fer.models.complexity import complexity_rows, count_macs, count_parameters
+from fer.training.loop import TrainConfig
+
+
+@pytest.mark.parametrize(("in_channels", "size"), [(1, 64), (3, 48), (1, 16)])
+def test_accnn_shapes_and_features(in_channels: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("accnn", 5, in_channels, 8, input_size=size, dropout=0.3)
+    assert isinstance(model, ACCNN) and model.feature_dim == 64
+    x = torch.randn(3, in_channels, size, size)
+    assert model(x).shape == (3, 5)
+    assert model.features(x).shape == (3, model.feature_dim)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.classify(model.features(x)), model(x))
+
+
+def test_accnn_registered_and_validated() -> None:
+    assert "accnn" in ARCHS
+    assert TrainConfig(arch="accnn").arch == "accnn"
+    with pytest.raises(ValueError, match="in_channels"):
+        ACCNN(5, in_channels=2)
+    with pytest.raises(ValueError, match="at least 8"):
+        ACCNN(5, input_size=4)
+    with pytest.raises(ValueError, match="stride"):
+        ACModule(4, 4, 3)
+
+
+@pytest.mark.parametrize(("stride", "in_ch", "out_ch", "residual"), [(1, 6, 6, True), (2, 6, 12, False), (1, 6, 12, False)])
+def test_acmodule_shape_stride_residual(stride: int, in_ch: int, out_ch: int, residual: bool) -> None:
+    torch.manual_seed(0)
+    mod = ACModule(in_ch, out_ch, stride)
+    x = torch.randn(2, in_ch, 15, 15)
+    side = 15 if stride == 1 else 8
+    assert mod(x).shape == (2, out_ch, side, side)
+    assert mod.residual is residual
+    # gamma starts at 0: the module is a depthwise-separable block (+ shortcut)
+    mod.eval()
+    with torch.no_grad():
+        plain = mod.relu(mod.bn2(mod.pointwise(mod.relu(mod.bn1(mod.depthwise(mod.pool(x)))))))
+        assert torch.allclose(mod(x), plain + x if residual else plain)
+
+
+def test_channel_affinity_hand_computed() -> None:
+    # three 2x2 channels: 0 and 1 have the same layout (1 scaled by 2), 2 another layout
+    f = torch.tensor(
+        [[[[1.0, 0.0], [0.0, 0.0]], [[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]]
+    )  # 1, 3, 2, 2
+    aff = ChannelAffinity(pool=2, tau=1.0, gamma=1.0)
+    # centred descriptors: corr(0, 1) = 1, corr(0, 2) = corr(1, 2) = -0.25 / 0.75 = -1/3
+    corr = np.array([[1, 1, -1 / 3], [1, 1, -1 / 3], [-1 / 3, -1 / 3, 1]])
+    a = np.exp(corr) / np.exp(corr).sum(1, keepdims=True)
+    a_t = aff.affinity(f)[0].detach().numpy()
+    np.testing.assert_allclose(a_t, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a_t.sum(1), 1.0, rtol=1e-6)
+    flat = f[0].reshape(3, 4).numpy()
+    expected = flat + a @ flat
+    np.testing.assert_allclose(aff(f)[0].reshape(3, 4).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    # gamma 0: identity
+    aff0 = ChannelAffinity(pool=2, tau=1.0, gamma=0.0)
+    assert torch.equal(aff0(f), f)
+    # the affinity does not depend on a channel's scale or offset, only on its layout
+    g = f.clone()
+    g[0, 2] = 5 * g[0, 2] + 3
+    np.testing.assert_allclose(aff.affinity(g)[0].detach().numpy(), a, rtol=1e-5, atol=1e-6)
+
+
+def test_counts_on_tiny_net_by_hand() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    # params: conv 1*2*9 + 2 bias, linear 32*3 + 3
+    assert count_parameters(net) == 18 + 2 + 96 + 3
+    # MACs: conv 2*4*4 outputs * 1*3*3, linear 3 outputs * 32 inputs
+    assert count_macs(net, (1, 4, 4)) == 32 * 9 + 3 * 32
+    assert count_macs(net, (5, 1, 4, 4)) == 5 * (32 * 9 + 3 * 32)
+    net.train()
+    count_macs(net, (1, 4, 4))
+    assert net.training  # mode restored
+    with pytest.raises(ValueError, match="input_shape"):
+        count_macs(net, (4, 4))
+
+
+def test_acmodule_macs_by_hand() -> None:
+    mod = ACModule(2, 4, 2, pool=8)
+    # depthwise: 2*4*4 outputs * 1*3*3; pointwise: 4*4*4 outputs * 2;
+    # affinity (C=4, 4x4 map, pooled grid min(8, 4)^2 = 16 cells): 4*4*16 + 4*4*16
+    assert count_macs(mod, (2, 8, 8)) == 32 * 9 + 64 * 2 + (4 * 4 * 16 + 4 * 4 * 16)
+    assert count_parameters(mod) == 2 * 9 + 2 * 2 + 2 * 4 + 2 * 4 + 1
+
+
+def test_accnn_is_smaller_than_references() -> None:
+    rows = {r["arch"]: r for r in complexity_rows(7, 1, 64)}
+    assert set(rows) == {"accnn", "vgg_small", "resnet18"}
+    assert rows["resnet18"]["width"] == 64 and rows["vgg_small"]["width"] == 16
+    for ref in ("vgg_small", "resnet18"):
+        assert rows["accnn"]["params"] < rows[ref]["params"]
+        assert rows["accnn"]["macs"] < rows[ref]["macs"]
+    assert rows["accnn"]["macs"] < 0.5 * rows["vgg_small"]["macs"]
+    with pytest.raises(ValueError):
+        complexity_rows(7, 2, 64)
