@@ -1,0 +1,349 @@
+"""FERSNet (M3): ConvFLU gate equations, conditional synthesis, the sharing layouts, the
+training pairs, and tiny end-to-end runs of the four ablation rows (outputs, determinism,
+exact resume). Tiny data: 16x16 gray faces, 8 subjects x 3 expressions x 2 images; a
+tiny frozen stand-in identity embedder (never the real identity network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fer.methods.fersnet as fm
+from fer.methods.fersnet import (
+    FERSNET_CURVE_COLUMNS,
+    FERSNET_METRIC_KEYS,
+    FERSNetConfig,
+    draw_targets,
+    load_fersnet,
+    pair_candidates,
+    run_fersnet_fold,
+)
+from fer.models.fersnet import ConvFLU, FERSNet, FERSNetRecognizer, PatchDiscriminator
+from fer.training.checkpoint import load_weights
+
+K = 3
+SIZE = 16
+CLASSES = ["anger", "happiness", "surprise"]
+
+
+def tiny_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """8 subjects x 3 classes x 2 images; class = bright quadrant; subject = offset."""
+    rng = np.random.default_rng(0)
+    xs, ys, ss = [], [], []
+    for s in range(8):
+        for c in range(K):
+            for _ in range(2):
+                x = rng.integers(0, 50, (SIZE, SIZE, 1)) + 10 * s
+                r, col = divmod(c, 2)
+                x[r * 8 : (r + 1) * 8, col * 8 : (col + 1) * 8] += 140
+                xs.append(x.clip(0, 255).astype(np.uint8))
+                ys.append(c)
+                ss.append(f"S{s:02d}")
+    subj = np.asarray(ss)
+    split = {
+        "train": np.flatnonzero(np.isin(subj, ["S00", "S01", "S02", "S03"])),
+        "val": np.flatnonzero(np.isin(subj, ["S04", "S05"])),
+        "test": np.flatnonzero(np.isin(subj, ["S06", "S07"])),
+    }
+    return np.stack(xs), np.asarray(ys, dtype=np.int64), subj, split
+
+
+X, Y, S, SPLIT = tiny_data()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions are slower with several threads (and the CI box is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TinyIdentity(nn.Module):
+    """Frozen stand-in identity embedder: (N, 1, 16, 16) in [-1, 1] -> unit (N, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(123)
+        self.conv = nn.Conv2d(1, 8, 4, stride=4)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.conv(x).mean(dim=(2, 3)), dim=1)  # N, 8
+
+
+def tiny_cfg(**kw: Any) -> FERSNetConfig:
+    base = {"width": 4, "stages": 2, "epochs": 1, "batch_size": 8, "disc_width": 4, "disc_layers": 2,
+            "synth_epochs": 1, "grid_rows": 2, "lr": 1e-3}
+    base.update(kw)
+    return FERSNetConfig.from_mapping(base)
+
+
+def run(tmp: Path, variant: str, cfg: FERSNetConfig, *, tag: str = "", init: Path | None = None,
+        resume: Path | None = None, identity: nn.Module | None = None) -> dict[str, Any]:
+    name = f"{variant}{tag}"
+    return run_fersnet_fold(
+        X, Y, S, SPLIT, CLASSES, cfg, variant=variant,
+        identity=identity if identity is not None else (None if variant in ("single", "synth") else TinyIdentity()),
+        init_weights=init, seed=7, device="cpu",
+        out_model=tmp / f"{name}.pt", out_metrics=tmp / f"{name}.json", out_curve=tmp / f"{name}.csv",
+        out_dir=tmp / name, resume_path=resume, log_path=tmp / f"{name}.jsonl",
+    )
+
+
+# ----------------------------------------------------------------------------- ConvFLU
+def _set(conv: nn.Conv2d, weights: list[float], bias: float | None = None) -> None:
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(weights).view_as(conv.weight))
+        if conv.bias is not None:
+            conv.bias.fill_(0.0 if bias is None else bias)
+
+
+def test_convflu_matches_hand_computation() -> None:
+    flu = ConvFLU(1, 1, kernel_size=1)
+    # x direction: r_x = s(0.5 fx - 1 fy), z_x = s(2 fx + 0.3 fy), F~x = tanh(1.5 (r_x fy) - 0.7 fx)
+    _set(flu.w_r_x, [0.5, -1.0]); _set(flu.w_z_x, [2.0, 0.3]); _set(flu.w_x, [1.5]); _set(flu.u_x, [-0.7])
+    # y direction: r_y = s(-0.2 fx + 0.4 fy), z_y = s(1 fx - 1 fy), F~y = tanh(0.9 (r_y fx) + 1.1 fy)
+    _set(flu.w_r_y, [-0.2, 0.4]); _set(flu.w_z_y, [1.0, -1.0]); _set(flu.w_y, [0.9]); _set(flu.u_y, [1.1])
+    fx = torch.tensor([[[[0.3, -1.2], [2.0, 0.0]]]])  # 1, 1, 2, 2
+    fy = torch.tensor([[[[1.0, 0.5], [-0.4, 3.0]]]])
+    out_x, out_y = flu(fx, fy)
+    sig, tanh = torch.sigmoid, torch.tanh
+    r_x, z_x = sig(0.5 * fx - fy), sig(2 * fx + 0.3 * fy)
+    exp_x = (1 - z_x) * fx + z_x * tanh(1.5 * (r_x * fy) - 0.7 * fx)
+    r_y, z_y = sig(-0.2 * fx + 0.4 * fy), sig(fx - fy)
+    exp_y = (1 - z_y) * fy + z_y * tanh(0.9 * (r_y * fx) + 1.1 * fy)
+    torch.testing.assert_close(out_x, exp_x, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out_y, exp_y, rtol=1e-6, atol=1e-6)
+    g = flu.gates(fx, fy)
+    torch.testing.assert_close(g.z_x, z_x)
+    torch.testing.assert_close(g.r_y, r_y)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_convflu_closed_and_open_gates(kernel: int) -> None:
+    torch.manual_seed(0)
+    flu = ConvFLU(3, 5, kernel_size=kernel)
+    fx, fy = torch.randn(2, 3, 6, 6), torch.randn(2, 5, 6, 6)
+    with torch.no_grad():
+        flu.w_z_x.weight.zero_(); flu.w_z_x.bias.fill_(-1e4)  # z_x = 0
+        flu.w_z_y.weight.zero_(); flu.w_z_y.bias.fill_(1e4)  # z_y = 1
+    out_x, out_y = flu(fx, fy)
+    assert torch.equal(out_x, fx)  # closed gate: own branch passes through unchanged
+    g = flu.gates(fx, fy)
+    assert torch.equal(g.z_x, torch.zeros_like(fx)) and torch.equal(g.z_y, torch.ones_like(fy))
+    assert torch.equal(out_y, g.cand_y)  # open gate: fully replaced by the candidate
+    assert not torch.allclose(out_y, fy)
+    with pytest.raises(ValueError, match="channels"):
+        flu(fy, fx)
+    with pytest.raises(ValueError, match="kernel_size"):
+        ConvFLU(2, 2, kernel_size=5)
+
+
+# ----------------------------------------------------------------------------- FERSNet
+def test_sharing_layouts() -> None:
+    single = FERSNet(K, 1, 4, input_size=16, sharing="single", stages=2)
+    hard = FERSNet(K, 1, 4, input_size=16, sharing="hard", stages=2)
+    gated = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2)
+    flus = lambda m: [x for x in m.modules() if isinstance(x, ConvFLU)]  # noqa: E731
+    assert single.decoder is None and single.syn_stages is None and not flus(single)
+    assert not any("decoder" in n or "syn" in n for n, _ in single.named_parameters())
+    assert hard.decoder is not None and not flus(hard) and hard.syn_stages is None
+    assert len(flus(gated)) == gated.stages == 2 and gated.syn_stages is not None
+    x, e = torch.randn(4, 1, 16, 16), torch.eye(K)[[0, 1, 2, 0]]
+    logits, syn = single(x, None)
+    assert logits.shape == (4, K) and syn is None
+    for m in (hard, gated):
+        logits, syn = m(x, e)
+        assert logits.shape == (4, K) and syn is not None and syn.shape == x.shape
+        assert syn.abs().max() <= 1
+        m.eval()
+        torch.testing.assert_close(m.classify(x), m(x, e)[0])
+        torch.testing.assert_close(FERSNetRecognizer(m)(x), m.classify(x))
+        assert m.features(x).shape == (4, m.feature_dim)
+    with pytest.raises(ValueError, match="one-hot"):
+        hard(x, None)
+    with pytest.raises(ValueError, match="multiple"):
+        FERSNet(K, 1, 4, input_size=18, stages=2)
+
+
+def test_conditional_synthesis_depends_on_target() -> None:
+    torch.manual_seed(0)
+    net = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2).eval()
+    x = torch.randn(2, 1, 16, 16)
+    e0, e1 = torch.eye(K)[[0, 0]], torch.eye(K)[[2, 2]]
+    with torch.no_grad():
+        a, b = net.synthesise(x, e0), net.synthesise(x, e1)
+    assert (a - b).abs().max() > 1e-4
+    for adain in net.decoder.adain_layers():
+        (s0, t0), (s1, t1) = adain.params(e0), adain.params(e1)
+        assert not torch.allclose(s0, s1) and not torch.allclose(t0, t1)
+
+
+def test_patch_discriminator_is_conditional() -> None:
+    torch.manual_seed(0)
+    d = PatchDiscriminator(1, K, width=4, n_layers=2)
+    x = torch.randn(2, 1, 16, 16)
+    out0, out1 = d(x, torch.eye(K)[[0, 0]]), d(x, torch.eye(K)[[1, 1]])
+    assert out0.shape == (2, 1, 4, 4)
+    assert not torch.allclose(out0, out1)
+
+
+# ------------------------------------------------------------------------------- pairs
+def test_pairs_same_subject_other_expression() -> None:
+    y = np.array([0, 1, 2, 0, 0, 1, 2])
+    s = np.array(["a", "a", "a", "b", "b", "c", "d"])
+    cand, counts = pair_candidates(y, s)
+    assert counts.tolist() == [2, 2, 2, 0, 0, 0, 0]
+    for i in range(len(y)):
+        c = cand[i, : counts[i]]
+        assert np.all(s[c] == s[i]) and np.all(y[c] != y[i])
+        assert np.all(cand[i, counts[i] :] == -1)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([0, 1, 3, 2, 6])
+    tgt, valid = draw_targets(torch.from_numpy(cand), torch.from_numpy(counts), idx, g)
+    assert valid.tolist() == [True, True, False, True, False]
+    assert tgt[2] == 3 and tgt[4] == 6  # no pair: maps to itself
+    for i, t in zip(idx.tolist(), tgt.tolist(), strict=True):
+        if counts[i]:
+            assert s[t] == s[i] and y[t] != y[i]
+
+
+def test_pairs_come_from_the_train_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    orig = fm.pair_candidates
+
+    def spy(labels: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append((np.asarray(labels).copy(), np.asarray(subjects).copy()))
+        return orig(labels, subjects)
+
+    monkeypatch.setattr(fm, "pair_candidates", spy)
+    run(tmp_path, "hard", tiny_cfg())
+    assert len(seen) == 1
+    labels, subjects = seen[0]
+    assert len(labels) == len(SPLIT["train"])
+    np.testing.assert_array_equal(subjects, S[SPLIT["train"]])
+    np.testing.assert_array_equal(labels, Y[SPLIT["train"]])
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_strict_and_milestones() -> None:
+    cfg = FERSNetConfig.from_mapping({"lr_milestones": [150, 400], "epochs": 500, "augment": {"hflip": False}})
+    assert cfg.lr_milestones == (150, 400) and cfg.augment.hflip is False
+    assert cfg.augment.rotate_deg == 0 and FERSNetConfig().augment == fm.DEMO_AUGMENT
+    assert cfg.to_dict()["lr_milestones"] == [150, 400]
+    with pytest.raises(ValueError, match="fersnet.*nope"):
+        FERSNetConfig.from_mapping({"nope": 1})
+    with pytest.raises(ValueError, match="augment.*nope"):
+        FERSNetConfig.from_mapping({"augment": {"nope": 1}})
+    with pytest.raises(ValueError, match="increasing"):
+        FERSNetConfig.from_mapping({"lr_milestones": [5, 3]})
+    with pytest.raises(ValueError, match="gate_kernel"):
+        FERSNetConfig(gate_kernel=2)
+    f = fm._milestone_factor
+    assert [f(s, steps_per_epoch=10, milestones=(2, 4)) for s in (0, 19, 20, 39, 40)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01]
+    )
+
+
+# ---------------------------------------------------------------------- end to end
+def _curve(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_four_rows_write_outputs(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    for variant in ("single", "hard", "gated"):
+        m = run(tmp_path, variant, cfg)
+        assert tuple(m) == FERSNET_METRIC_KEYS and m["variant"] == variant
+        assert tuple(json.loads((tmp_path / f"{variant}.json").read_text())) == FERSNET_METRIC_KEYS
+        rows = _curve(tmp_path / f"{variant}.csv")
+        assert tuple(rows[0]) == FERSNET_CURVE_COLUMNS and len(rows) == 1
+        report = json.loads((tmp_path / variant / "synthesis.json").read_text())
+        assert report["has_synthesis"] == (variant != "single")
+        assert (tmp_path / variant / "synthesis_grid.png").exists() == (variant != "single")
+        net, meta = load_fersnet(tmp_path / f"{variant}.pt")
+        assert meta["sharing"] == variant and net.sharing == variant
+        assert m["n_test"] == len(SPLIT["test"])
+    assert float(_curve(tmp_path / "hard.csv")[0]["syn/l1"]) > 0
+    assert float(_curve(tmp_path / "gated.csv")[0]["gate/z_rec"]) > 0
+    assert float(_curve(tmp_path / "single.csv")[0]["syn/l1"]) == 0
+    from PIL import Image
+
+    grid = np.asarray(Image.open(tmp_path / "gated" / "synthesis_grid.png"))
+    assert grid.shape == (2 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2)  # 2 rows, source + K
+
+    m = run(tmp_path, "synth", tiny_cfg(synth_per_image=0), init=tmp_path / "gated.pt")
+    assert tuple(m) == FERSNET_METRIC_KEYS
+    n_train = len(SPLIT["train"])
+    assert m["synth/n_images"] == n_train * (K - 1)  # every image into both other expressions
+    assert 0 <= m["synth/expr_acc"] <= 1
+    _, meta = load_weights(tmp_path / "synth.pt")
+    assert meta["variant"] == "synth" and meta["sharing"] == "gated"
+
+
+def test_synthetic_set_is_class_balanced() -> None:
+    torch.manual_seed(0)
+    net = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2)
+    tr = SPLIT["train"][:-2]  # unbalanced real labels
+    xs, ys, src = fm.synthesise_set(net, X[tr], Y[tr], num_classes=K, per_image=0, seed=0, device="cpu")
+    assert xs.dtype == np.uint8 and xs.shape[1:] == X.shape[1:]
+    assert np.all(ys != Y[tr][src])
+    total = np.bincount(Y[tr], minlength=K) + np.bincount(ys, minlength=K)
+    assert np.all(total == len(tr))
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    with pytest.raises(ValueError, match="variant"):
+        run(tmp_path, "gated2", cfg)
+    with pytest.raises(ValueError, match="identity"):
+        run_fersnet_fold(X, Y, S, SPLIT, CLASSES, cfg, variant="gated", identity=None, init_weights=None,
+                         seed=0, device="cpu", out_model=tmp_path / "a.pt", out_metrics=tmp_path / "a.json",
+                         out_curve=tmp_path / "a.csv", out_dir=tmp_path / "a", resume_path=None, log_path=None)
+    with pytest.raises(ValueError, match="init_weights"):
+        run(tmp_path, "synth", cfg)
+    run(tmp_path, "hard", cfg)
+    with pytest.raises(ValueError, match="gated FERSNet"):
+        run(tmp_path, "synth", cfg, init=tmp_path / "hard.pt")
+
+
+def test_same_seed_same_metrics_and_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_cfg(epochs=2)
+    a = run(tmp_path, "gated", cfg, tag="-a")
+    b = run(tmp_path, "gated", cfg, tag="-b")
+    assert a == b
+    state_a, _ = load_weights(tmp_path / "gated-a.pt")
+
+    resume = tmp_path / "gated-c.resume.pt"
+    calls = {"n": 0}
+    orig = fm.train_epoch
+
+    def killed_after_first_epoch(*args: Any, **kw: Any) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return orig(*args, **kw)
+
+    monkeypatch.setattr(fm, "train_epoch", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "gated", cfg, tag="-c", resume=resume)
+    assert resume.exists()
+    monkeypatch.setattr(fm, "train_epoch", orig)
+    c = run(tmp_path, "gated", cfg, tag="-c", resume=resume)
+    assert not resume.exists()
+    assert c == a
+    state_c, _ = load_weights(tmp_path / "gated-c.pt")
+    assert state_a.keys() == state_c.keys()
+    assert all(torch.equal(state_a[k], state_c[k]) for k in state_a)
+    assert _curve(tmp_path / "gated-c.csv") != [] and len(_curve(tmp_path / "gated-c.csv")) == 2
