@@ -59,6 +59,15 @@ def test_cross_field_checks(params):
     bad["data"]["root"] = "/datasets/ck"
     with pytest.raises(ParamsError, match="corpus.root"):
         validate_params(bad, SCHEMA)
+    bad["corpus"]["root"] = "/datasets/casia"
+    with pytest.raises(ParamsError, match="corpus.truth"):  # the demo's truth file with a real corpus
+        validate_params(bad, SCHEMA)
+    bad["corpus"]["truth"] = ""
+    validate_params(bad, SCHEMA)
+    bad = copy.deepcopy(params)
+    bad["corpus"]["truth"] = "elsewhere.csv"
+    with pytest.raises(ParamsError, match="corpus.truth"):
+        validate_params(bad, SCHEMA)
     bad = copy.deepcopy(params)
     bad["data"]["subject_regex"] = "^S\\d+_"
     with pytest.raises(ParamsError, match="capture group"):

@@ -23,6 +23,7 @@ from workflow_helpers import (
     build_repo,
     copy_repo,
     describe,
+    env as run_env,
     job_stats,
     log_tail,
     read_params,
@@ -39,9 +40,15 @@ pytestmark = pytest.mark.slow
 
 DATA_RULES = {"make_demo", "align", "make_folds", "align_corpus"}
 #: What a change of the recogniser's settings (params section baseline) must re-run.
-BASELINE_DEPENDENTS = {"train_baseline", "synthesize", "train_joint", "summarize", "report"}
-#: What it must not: data, the identity network, the GAN.
-BASELINE_INDEPENDENT = DATA_RULES | {"train_identity", "train_fesgan"}
+#: (The generative-contrastive rows use the recogniser's settings; the corpus is clustered
+#: with the joint recogniser, which uses them too.)
+BASELINE_DEPENDENTS = {"train_baseline", "synthesize", "train_joint", "summarize", "report", "train_dgcn",
+                       "cluster_corpus", "finetune_accnn", "pseudo_quality"}
+#: What it must not: data, the identity network, the GAN, the AC-CNN, FERSNet.
+BASELINE_INDEPENDENT = DATA_RULES | {"train_identity", "train_fesgan", "train_accnn", "train_fersnet"}
+#: What the rdbp.lambda change may re-run beyond the intra-class rows: the corpus is
+#: clustered with the full row's recogniser.
+RDBP_DOWNSTREAM = {"train_joint", "summarize", "report", "cluster_corpus", "finetune_accnn", "pseudo_quality"}
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +146,15 @@ def test_exp_run_rdbp_lambda_reruns_only_the_intra_class_rows(dvc_run, tmp_path)
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
     ran = running_stages(proc.stdout)
     ran_rules = {stage_rule(s) for s in ran}
-    assert {"train_joint", "report"} <= ran_rules <= {"train_joint", "summarize", "report"}, describe(proc, f"ran {ran}")
+    assert {"train_joint", "report"} <= ran_rules <= RDBP_DOWNSTREAM, describe(proc, f"ran {ran}")
     n_folds = read_params(repo)["folds"]["n_folds"]
     joint_ran = sorted(s for s in ran if stage_rule(s) == "train_joint")
     assert len(joint_ran) == 2 * n_folds, describe(proc)
     assert all("variant-full" in s or "variant-joint_intra" in s for s in joint_ran), joint_ran
     # a summary re-runs only where its fold metrics changed (with tiny settings they may not)
     summaries = {s for s in ran if stage_rule(s) == "summarize"}
-    assert summaries <= {"summarize__method-full", "summarize__method-joint_intra"}, summaries
+    assert summaries <= {"summarize__method-full", "summarize__method-joint_intra",
+                         "summarize__method-accnn_corpus"}, summaries
 
 
 # ----------------------------------------------------------------------------- 4
@@ -324,6 +332,7 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
 
     params = read_params(repo)
     set_key(params, "corpus.root", str(corpus))
+    set_key(params, "corpus.truth", "")  # a real corpus has no expression truth
     set_key(params, "data.format", "folders")
     set_key(params, "data.root", str(root))
     set_key(params, "data.subject_regex", r"^(S\d+)_")
@@ -366,3 +375,62 @@ def test_gan_and_synthetic_set_never_see_test_subjects(dvc_run):
                 assert r["subject"].startswith("prior-"), r
             else:
                 assert r["subject"] in fold["train"], (k, r)
+
+
+# ----------------------------------------------------------------------------- protocol: the corpus method
+def test_corpus_clustering_sees_only_training_subjects(dvc_run):
+    """For every fold k, every clustering round embedded the labelled images of fold k's
+    training subjects only (their class means guide the clusters), never a validation or
+    test subject's image or label."""
+    repo = dvc_run[0]
+    folds = json.loads((repo / "data" / "folds.json").read_text())["folds"]
+    for k, fold in enumerate(folds):
+        for d in (repo / "results" / "pseudo" / f"fold-{k}", repo / "results" / "accnn_corpus" / f"fold-{k}"):
+            used = json.loads((d / "labelled_subjects.json").read_text())
+            assert set(used["subjects"]) == set(fold["train"]), (d, used)
+            assert not set(used["subjects"]) & (set(fold["test"]) | set(fold["val"])), d
+
+
+_OPEN_HOOK = """
+import os, sys
+_log = os.environ["FER_OPEN_LOG"]
+_busy = []
+def _hook(event, args):
+    if event != "open" or _busy or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    _busy.append(1)  # the log's own open raises an audit event too: do not recurse
+    try:
+        name = args[0].decode(errors="replace") if isinstance(args[0], bytes) else os.fspath(args[0])
+        with open(_log, "a") as f:
+            f.write(name + "\\n")
+    finally:
+        _busy.pop()
+sys.addaudithook(_hook)
+"""
+
+
+def test_training_never_reads_the_corpus_truth(dvc_run, stages, tmp_path):
+    """The corpus's hidden expression labels are read by the pseudo-label evaluation only:
+    no other stage names them, and the stages that touch the corpus (alignment,
+    clustering, AC-CNN training and fine-tuning) never open the file (every `open` of
+    their processes is recorded through a Python audit hook)."""
+    truth = read_params(dvc_run[0])["corpus"]["truth"]
+    assert truth.endswith("corpus_truth.csv")
+    readers = {name for name, st in stages.items() if "corpus.truth" in str(st.get("params", []))
+               or "corpus_truth" in st["cmd"]}
+    assert {stage_rule(n) for n in readers} == {"pseudo_quality"}, readers
+    repo = copy_repo(dvc_run[0], tmp_path / "repo")
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(_OPEN_HOOK)
+    checked = [n for n in stages if stage_rule(n) in {"align_corpus", "cluster_corpus", "train_accnn", "finetune_accnn"}]
+    assert len(checked) >= 4, checked
+    for name in checked:
+        log = tmp_path / f"{name}.opens"
+        env = {"PYTHONPATH": str(hook_dir), "FER_OPEN_LOG": str(log)}
+        proc = subprocess.run(["bash", "-c", stages[name]["cmd"]], cwd=repo, env={**run_env(), **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{log_tail(repo)}"
+        opened = log.read_text().splitlines()
+        assert any("aligned" in o for o in opened), (name, opened[:20])  # the hook saw the stage's reads
+        assert not [o for o in opened if "corpus_truth" in o], name

@@ -41,6 +41,21 @@ TINY: dict[str, Any] = {
     "fesgan.batch_size": 8,
     "fesgan.grid_every": 2,
     "synthesis.per_class": 4,
+    "clustering.balance": False,  # 8 corpus faces for 7 classes: some class may get none
+    "clustering.niter": 4,
+    "accnn.epochs": 1,
+    "accnn.width": 4,
+    "accnn.batch_size": 16,
+    "finetune.epochs": 1,
+    "finetune.rounds": 1,
+    "dgcn.gen_epochs": 1,
+    "dgcn.cls_epochs": 1,
+    "dgcn.e2e_epochs": 1,
+    "dgcn.gen_width": 4,
+    "fersnet.epochs": 1,
+    "fersnet.synth_epochs": 1,
+    "fersnet.width": 4,
+    "fersnet.batch_size": 8,
 }
 
 #: What the temporary project holds (besides .dvc/config and .dvc/.gitignore).

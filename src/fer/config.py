@@ -69,11 +69,22 @@ def _check_cross_field(params: Mapping[str, Any], source: str) -> None:
             f"{source} is invalid: data.format is demo, so corpus.root must be data/demo/corpus "
             f"(got {corpus.get('root')!r})"
         )
+    demo_truth = "data/demo/corpus_truth.csv"
+    if data.get("format") == "demo" and corpus and corpus.get("truth") not in (demo_truth, ""):
+        raise ParamsError(
+            f"{source} is invalid: data.format is demo, so corpus.truth must be {demo_truth} or '' "
+            f"(got {corpus.get('truth')!r})"
+        )
     if data.get("format") not in (None, "demo") and str(corpus.get("root", "")).startswith("data/demo"):
         raise ParamsError(
             f"{source} is invalid: corpus.root {corpus.get('root')!r} is written by the demo generator, which "
             "runs only with data.format demo; point corpus.root at your face-recognition corpus (csv layout: "
             "labels.csv with columns image, subject)"
+        )
+    if data.get("format") not in (None, "demo") and str(corpus.get("truth", "")).startswith("data/demo"):
+        raise ParamsError(
+            f"{source} is invalid: corpus.truth {corpus.get('truth')!r} is written by the demo generator; set it "
+            "to your corpus's expression truth (csv with columns image, expression) or '' when there is none"
         )
     regex = data.get("subject_regex")
     if regex is not None:

@@ -6,7 +6,9 @@ from pathlib import Path
 from _common import declared, parser, setup_logging
 
 from fer.evaluation.stats import paired_test
+from fer.models.complexity import complexity_rows
 from fer.report.html import FesganSection, MethodResult, build_report, read_curve
+from fer.report.sections import corpus_section, grids_section
 from fer.utils.io import read_json
 
 DESCRIPTIONS = {
@@ -19,20 +21,36 @@ DESCRIPTIONS = {
                    "anchors, gradient flowing into both branches (stop-gradient off).",
     "full": "FESGAN + joint + RDBP (the full method): the intra-class loss with real data-guided back-propagation "
             "(real features are fixed anchors).",
+    "accnn": "AC-CNN without corpus: the project's reading of the affinity-convolution CNN (Fang et al., 2023) "
+             "trained on real data only (params section accnn).",
+    "accnn_corpus": "AC-CNN with corpus: the same network fine-tuned on real + expression-guided, FAISS-clustered "
+                    "pseudo-labelled corpus images (params sections clustering, finetune), with re-clustering rounds.",
+    "dgcn_generated": "Generative-contrastive network (Kim et al.): a generated reference face; the classifier sees "
+                      "the embedding difference E(query) - E(reference).",
+    "dgcn_real": "Generative-contrastive network with the subject's real neutral face as reference (oracle ablation: "
+                 "the neutral image of each subject, test subjects included, is known).",
+    "dgcn_none": "Generative-contrastive network without reference: the contrastive encoder on the query alone.",
+    "fersnet_single": "FERSNet ablation (Zhao et al., ICPR 2020): the recognition branch alone (single task).",
+    "fersnet_hard": "FERSNet ablation: recognition and synthesis share one encoder (hard sharing, no gates).",
+    "fersnet_gated": "FERSNet: recognition and synthesis branches exchanging features through ConvFLU gates.",
+    "fersnet_synth": "FERSNet + synthetic images: the gated model continues training on real images plus a "
+                     "class-balanced set from its own synthesis branch.",
 }
 STATUS = (
-    "Implemented: the real-data baseline and the FESGAN + joint training + RDBP method with its ablation "
-    "(Yan et al., TMM 2020). Not implemented yet, so absent here: expression-guided clustering of the corpus "
-    "with the AC-CNN (Fang et al., 2023) and the two comparison methods (generative-contrastive networks, "
-    "Kim et al.; FERSNet, Zhao et al.)."
+    "Methods: the real-data baseline; FESGAN + joint training + RDBP with its ablation (Yan et al., TMM 2020); "
+    "expression-guided clustering of a face-recognition corpus with the AC-CNN (Fang et al., 2023; the AC module "
+    "and the clustering details are the project's reading); generative-contrastive networks (Kim et al.) and "
+    "FERSNet (Zhao et al., ICPR 2020) as comparison methods. All under the same folds, seeds and metrics."
 )
 
 if __name__ == "__main__":
     ap = parser(__doc__)
     for name in ("folds", "images", "manifest", "qa", "meta", "identity", "out"):
         ap.add_argument(f"--{name}", required=True)
-    for name in ("summaries", "curves", "synthetic", "fesgan", "fesgan-results"):
+    for name in ("summaries", "curves", "synthetic", "fesgan", "fesgan-results", "pseudo", "corpus-rounds",
+                 "dgcn-results", "fersnet-results"):
         ap.add_argument(f"--{name}", nargs="+", required=True, help="one file per method / fold, in order")
+    ap.add_argument("--pseudo-quality", help="pseudo-label quality (only when the corpus has expression truth)")
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
@@ -43,6 +61,40 @@ if __name__ == "__main__":
     for s in summaries:
         paired = None if s is base else paired_test(s["metrics"]["test/acc"]["values"], base_acc)
         methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired))
+    by_name = {s["method"]: s for s in summaries}
+    ablation = []
+    without = by_name["accnn"]["metrics"]["test/acc"]
+    for name in ("accnn", "accnn_corpus"):
+        acc = by_name[name]["metrics"]["test/acc"]
+        pt = None if name == "accnn" else paired_test(acc["values"], without["values"])
+        ablation.append([name, f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"]
+                        + (["", "", ""] if pt is None else
+                           [f"{100 * pt['mean_diff']:+.2f}", f"{pt['t_p']:.3f}" if pt["t_p"] is not None else "n/a",
+                            f"{pt['wilcoxon_p']:.3f}" if pt["wilcoxon_p"] is not None else "n/a"]))
+    meta = read_json(args.meta)
+    classes = meta["classes"]
+    extra = [
+        corpus_section(
+            stats=[read_json(f) for f in args.pseudo],
+            quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,
+            rounds=[Path(d) for d in args.corpus_rounds],
+            classes=classes,
+            complexity=complexity_rows(len(classes), 3 if meta["channels"] == "rgb" else 1, meta["size"]),
+            ablation=ablation,
+        ),
+        grids_section(
+            "Generative-contrastive network: generated references",
+            "Validation faces of each fold (query), the reference the generator makes from them, and the real "
+            "reference target of the same subject.",
+            [Path(d) for d in args.dgcn_results],
+        ),
+        grids_section(
+            "FERSNet: expression synthesis by the gated model",
+            "Validation faces of each fold re-expressed by the gated model's synthesis branch, one column per "
+            "target expression.",
+            [Path(d) for d in args.fersnet_results],
+        ),
+    ]
     fesgan = FesganSection(
         grids=[{"real": Path(d) / "grids" / "final_real.png", "prior": Path(d) / "grids" / "final_prior.png"}
                for d in args.fesgan_results],
@@ -64,5 +116,6 @@ if __name__ == "__main__":
         out=args.out,
         status_note=STATUS,
         fesgan=fesgan,
+        extra_sections=extra,
     )
     logging.info("report written to %s", args.out)

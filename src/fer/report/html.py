@@ -103,8 +103,10 @@ def build_report(
     out: str | Path,
     status_note: str = "",
     fesgan: FesganSection | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> None:
-    """Render reports/index.html from the pipeline's artifacts."""
+    """Render reports/index.html from the pipeline's artifacts. ``extra_sections`` are
+    ready HTML fragments (``fer.report.sections``) placed after the FESGAN section."""
     data = load_aligned(images, manifest, meta)
     fold_doc = read_json(folds)
     classes = data.classes
@@ -157,6 +159,7 @@ def build_report(
 
     if fesgan is not None:
         parts.append(_fesgan_html(fesgan))
+    parts.extend(extra_sections)
 
     # Data
     parts.append("<h2>Aligned faces per class</h2>")

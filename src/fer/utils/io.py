@@ -55,3 +55,10 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Uncompressed ``np.savez`` to a temporary file, then rename (no pickled objects)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)

@@ -1,0 +1,125 @@
+"""Report sections of the corpus method (M4) and of the two comparison methods (M2, M3).
+
+Each function returns an HTML fragment for ``fer.report.html.build_report``'s
+``extra_sections``; figures are inlined (base64 PNG), nothing refers to a URL.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer.report.html import _file_img, _img, _num, _table
+
+#: Pseudo-label quality columns (keys of ``fer.clustering.quality.pseudo_label_quality``).
+QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("pseudo/acc_kept", "accuracy of kept pseudo-labels"),
+    ("pseudo/acc_all", "accuracy of all pseudo-labels"),
+    ("pseudo/coverage", "coverage (kept fraction)"),
+    ("cluster/nmi", "NMI"),
+    ("cluster/purity", "purity"),
+)
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    v = np.asarray([float(x) for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return "n/a"
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
+
+
+def round_dirs(rounds_dir: Path) -> list[Path]:
+    """The ``round-R`` folders of a fine-tuning run, in round order."""
+    dirs = [d for d in Path(rounds_dir).glob("round-*") if d.is_dir() and d.name[6:].isdigit()]
+    return sorted(dirs, key=lambda d: int(d.name[6:]))
+
+
+def quality_table(quality: Mapping[str, Any]) -> str:
+    """Pseudo-label quality per round: mean ± std over folds, then per fold and round."""
+    folds: list[list[dict[str, Any]]] = quality["folds"]
+    n_rounds = max(len(f) for f in folds)
+    rows = []
+    for r in range(n_rounds):
+        at_r = [f[r] for f in folds if len(f) > r]
+        rows.append([f"round {r}", len(at_r)] + [_mean_std([q.get(k) for q in at_r]) for k, _ in QUALITY_COLUMNS])
+    out = [_table(["round", "folds"] + [n for _, n in QUALITY_COLUMNS], rows)]
+    detail = []
+    for k, f in enumerate(folds):
+        for q in f:
+            kept = q.get("pseudo/kept_per_class")
+            detail.append([f"fold {k}", f"round {q['round']}"] + [_num(q.get(key)) for key, _ in QUALITY_COLUMNS]
+                          + [", ".join(str(x) for x in kept) if isinstance(kept, list) else "n/a"])
+    out.append("<details><summary>per fold and round</summary>"
+               + _table(["fold", "round"] + [n for _, n in QUALITY_COLUMNS] + ["kept per class"], detail, left=2)
+               + "</details>")
+    return "".join(out)
+
+
+def corpus_section(
+    *,
+    stats: Sequence[Mapping[str, Any]],
+    quality: Mapping[str, Any] | None,
+    rounds: Sequence[Path],
+    classes: Sequence[str],
+    complexity: Sequence[Mapping[str, Any]],
+    ablation: Sequence[Sequence[Any]],
+) -> str:
+    """M4: round-0 clustering, pseudo-label quality per round, a 2-D map of the corpus
+    embeddings coloured by pseudo-label, the corpus ablation and the AC-CNN's size."""
+    from fer.clustering.guided import read_pseudo_labels
+    from fer.clustering.map2d import map_png
+
+    parts = ["<h2>Expression-guided clustering of the corpus and the AC-CNN (Fang et al., 2023)</h2>"]
+    parts.append("<p>Per fold, the fold's recogniser embeds the unlabelled face-recognition corpus and the fold's "
+                 "labelled training images (never its validation or test images); FAISS k-means under expression "
+                 "guidance turns clusters into expression pseudo-labels; the most confident, class-balanced ones "
+                 "join the AC-CNN's fine-tuning. Later rounds re-embed and re-cluster with the fine-tuned AC-CNN.</p>")
+    parts.append("<h3>Without corpus / with corpus</h3>")
+    parts.append(_table(["row", "accuracy", "Δ vs without corpus", "paired t p", "Wilcoxon p"], ablation))
+    parts.append("<h3>Pseudo-label quality per round</h3>")
+    if quality is None:
+        parts.append("<p>The corpus has no expression truth (params corpus.truth is empty), so the pseudo-labels "
+                     "cannot be scored; this is the normal case for a real face-recognition corpus.</p>")
+    else:
+        parts.append(quality_table(quality))
+        parts.append("<p>Scored against the corpus's hidden expression truth, which only this evaluation reads "
+                     "(no training or clustering step has it as an input). Coverage: share of the corpus whose "
+                     "pseudo-label is kept. NMI and purity: of the clusters against the truth.</p>")
+    keys = ("guidance", "k", "n", "n_kept", "n_train", "subsampled", "used_gpu", "objective")
+    parts.append("<details><summary>round-0 clustering per fold</summary>"
+                 + _table(["fold"] + list(keys), [[f"fold {i}"] + [_num(s.get(k)) for k in keys]
+                                                  for i, s in enumerate(stats)])
+                 + "</details>")
+    if rounds:
+        dirs = round_dirs(rounds[0])
+        if dirs:
+            last = dirs[-1]
+            pl = read_pseudo_labels(last, classes)
+            with np.load(last / "map.npz") as m:
+                idx, xy = m["idx"], m["xy"]
+            title = f"fold 0, {last.name}: corpus embeddings (t-SNE) coloured by pseudo-label (grey: not kept)"
+            parts.append("<h3>Map of the corpus embeddings</h3>")
+            parts.append(_img(map_png(xy, pl.label[idx], classes, title, kept=pl.kept[idx]), "corpus embedding map"))
+    parts.append("<h3>Model size</h3>")
+    parts.append(_table(["architecture", "width", "parameters", "multiply-accumulates per image"],
+                        [[r["arch"], r["width"], f"{r['params']:,}", f"{r['macs']:,}"] for r in complexity]))
+    parts.append("<p>The AC module is the project's reading of the paper's affinity convolution (its exact "
+                 "definition is not public): see <code>fer.models.accnn</code>. Counts are for one aligned input "
+                 "image at the pipeline's resolution; ResNet-18 at its standard widths for reference.</p>")
+    return "".join(parts)
+
+
+def grids_section(title: str, text: str, dirs: Sequence[Path]) -> str:
+    """A method's sample grids: every PNG of fold 0's results folder, the other folds folded."""
+    parts = [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>"]
+    for k, d in enumerate(dirs):
+        pngs = sorted(Path(d).glob("*.png"))
+        if not pngs:
+            continue
+        imgs = "".join(_file_img(p, f"fold {k} {p.stem}") for p in pngs)
+        parts.append(imgs if k == 0 else f"<details><summary>fold {k}</summary>{imgs}</details>")
+    return "".join(parts)

@@ -1,0 +1,168 @@
+# Expression-guided clustering of the face-recognition corpus into pseudo-labels, the
+# AC-CNN, and fine-tuning on real + pseudo-labelled data (Fang et al., Sensors 2023).
+# Per fold, everything learns from the fold's training part only.
+
+CORPUS_METHODS = ["accnn", "accnn_corpus"]
+
+
+def clustering_embedder(wildcards):
+    """Round 0 embeds the corpus with the fold's joint recogniser (clustering.embedder:
+    full) or its baseline."""
+    return f"models/{config['clustering']['embedder']}/fold-{wildcards.fold}.pt"
+
+
+def finetune_synthetic(wildcards):
+    """The fold's FESGAN synthetic set joins the fine-tuning when its weight is > 0."""
+    if config["finetune"]["synthetic_weight"] > 0:
+        return {"synthetic": f"data/synthetic/fold-{wildcards.fold}/images.npy"}
+    return {}
+
+
+def finetune_synthetic_arg(wildcards):
+    if config["finetune"]["synthetic_weight"] > 0:
+        return f"--synthetic-dir data/synthetic/fold-{wildcards.fold}"
+    return ""
+
+
+def corpus_truth_input():
+    """The corpus's hidden expression truth (corpus.truth), read only by the pseudo-label
+    evaluation: for the demo it lies inside the generator's output folder."""
+    if config["data"]["format"] == "demo":
+        return "data/demo"
+    return config["corpus"]["truth"]
+
+
+# Real corpora usually have no expression truth (corpus.truth: ''): no pseudo-label
+# quality then, the report says so.
+HAS_CORPUS_TRUTH = bool(config["corpus"]["truth"])
+
+
+rule train_accnn:
+    """The AC-CNN on real data only (the 'without corpus' row; initialises the
+    fine-tuning). Same protocol as the baseline."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        code=code("train_accnn", "methods/baseline.py", "models", "training", "evaluation", "utils"),
+    output:
+        model="models/accnn/fold-{fold}.pt",
+        metrics="metrics/accnn/fold-{fold}.json",
+        plots="plots/accnn/fold-{fold}.csv",
+    params:
+        **declare("seed", "accnn", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/train_accnn/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/train_accnn && python workflow/scripts/train_accnn.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
+        "--resume-dir state/resume/accnn "
+        "--train-log logs/train_accnn/fold-{wildcards.fold}.jsonl "
+        + TO_LOG
+
+
+rule cluster_corpus:
+    """Round 0: embed the corpus and the fold's labelled training images with the fold's
+    recogniser, cluster with FAISS k-means under expression guidance, keep confident,
+    class-balanced pseudo-labels. Never reads validation/test images or the corpus's
+    hidden expression truth."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        corpus_images="data/aligned_corpus/images.npy",
+        corpus_manifest="data/aligned_corpus/manifest.csv",
+        corpus_meta="data/aligned_corpus/meta.json",
+        recogniser=clustering_embedder,
+        code=code("cluster_corpus", "clustering", "methods/corpus.py", "methods/baseline.py", "models", "training",
+                  "utils"),
+    output:
+        pseudo=directory("results/pseudo/fold-{fold}"),
+        metrics="metrics/pseudo/fold-{fold}.json",
+    params:
+        **declare("seed", "clustering", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/cluster_corpus/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/cluster_corpus && python workflow/scripts/cluster_corpus.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
+        "--corpus-meta {input.corpus_meta} --recogniser {input.recogniser} "
+        "--out-dir {output.pseudo} --metrics {output.metrics} --work-dir state/work/cluster_corpus/fold-{wildcards.fold} "
+        + TO_LOG
+
+
+rule finetune_accnn:
+    """The 'with corpus' row: the fold's AC-CNN fine-tuned on real + pseudo-labelled
+    corpus images (+ the fold's synthetic set when finetune.synthetic_weight > 0), with
+    optional re-clustering rounds (cluster -> train -> re-cluster)."""
+    input:
+        unpack(finetune_synthetic),
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        corpus_images="data/aligned_corpus/images.npy",
+        corpus_manifest="data/aligned_corpus/manifest.csv",
+        corpus_meta="data/aligned_corpus/meta.json",
+        pseudo="results/pseudo/fold-{fold}",
+        init="models/accnn/fold-{fold}.pt",
+        code=code("finetune_accnn", "clustering", "methods/corpus.py", "methods/baseline.py", "models", "training",
+                  "evaluation", "utils"),
+    output:
+        model="models/accnn_corpus/fold-{fold}.pt",
+        metrics="metrics/accnn_corpus/fold-{fold}.json",
+        plots="plots/accnn_corpus/fold-{fold}.csv",
+        rounds=directory("results/accnn_corpus/fold-{fold}"),
+    params:
+        **declare("seed", "accnn", "finetune", "clustering", "compute"),
+        synthetic=finetune_synthetic_arg,
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/finetune_accnn/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/finetune_accnn && python workflow/scripts/finetune_accnn.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
+        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} --init {input.init} {params.synthetic} "
+        "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
+        "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
+        "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "
+        + TO_LOG
+
+
+rule pseudo_quality:
+    """Pseudo-label quality per fold and round against the corpus's hidden expression
+    truth (evaluation only: no training rule reads the truth)."""
+    input:
+        truth=corpus_truth_input(),
+        corpus_manifest="data/aligned_corpus/manifest.csv",
+        meta="data/aligned/meta.json",
+        pseudo=expand("results/pseudo/fold-{fold}", fold=FOLDS),
+        rounds=expand("results/accnn_corpus/fold-{fold}", fold=FOLDS),
+        code=code("pseudo_quality", "clustering"),
+    output:
+        metrics="metrics/pseudo_quality.json",
+    params:
+        **declare("corpus.truth"),
+    log:
+        "logs/pseudo_quality.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/pseudo_quality.py --keys {params.declared} "
+        "--corpus-manifest {input.corpus_manifest} --meta {input.meta} "
+        "--pseudo {input.pseudo} --rounds {input.rounds} --out {output.metrics} "
+        + TO_LOG
