@@ -391,3 +391,17 @@ def test_run_baseline_fold_rejects_overlapping_splits(tmp_path: Path) -> None:
         baseline.run_baseline_fold(x, y, {"train": split["train"], "val": split["val"]},
                                    ["a", "b", "c"], small_cfg(), **kw)
     assert not any(tmp_path.iterdir())
+
+
+def test_check_fold_subjects_rejects_shared_subjects_and_bad_shapes():
+    from fer.methods.baseline import check_fold_subjects
+
+    idx = {"train": np.array([0, 1]), "val": np.array([2]), "test": np.array([3])}
+    ok = check_fold_subjects(np.array(["a", "a", "b", "c"]), idx, 4)
+    assert ok.tolist() == ["a", "a", "b", "c"]
+    with pytest.raises(ValueError, match="'train' and 'test' share subjects"):
+        check_fold_subjects(np.array(["a", "b", "c", "a"]), idx, 4)
+    with pytest.raises(ValueError, match="'val' and 'test' share subjects"):
+        check_fold_subjects(np.array(["a", "a", "c", "c"]), idx, 4)
+    with pytest.raises(ValueError, match="does not match 4 images"):
+        check_fold_subjects(np.array(["a", "b"]), idx, 4)

@@ -130,6 +130,19 @@ def check_fold_inputs(
     return labels, check_split(split, len(images))
 
 
+def check_fold_subjects(subjects: np.ndarray, idx: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """Validate the per-image subject ids of a fold (methods that pair images of one
+    subject): one id per image, and no subject in two of train / val / test. Returns the
+    ids as an array."""
+    subjects = np.asarray(subjects)
+    if subjects.shape != (n,):
+        raise ValueError(f"subjects shape {subjects.shape} does not match {n} images")
+    for a, b in itertools.combinations(SPLITS, 2):
+        if np.intersect1d(subjects[idx[a]], subjects[idx[b]]).size:
+            raise ValueError(f"splits {a!r} and {b!r} share subjects (not subject-independent)")
+    return subjects
+
+
 def test_selected(
     model: nn.Module,
     result: FitResult,

@@ -92,6 +92,7 @@ from fer.methods.baseline import (
     CURVE_COLUMNS,
     METRIC_KEYS,
     check_fold_inputs,
+    check_fold_subjects,
     test_selected,
     write_curve,
 )
@@ -636,13 +637,7 @@ def run_dgcn_fold(
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     labels, idx = check_fold_inputs(images, labels, split, classes)
-    subjects = np.asarray(subjects)
-    if subjects.shape != (len(images),):
-        raise ValueError(f"subjects shape {subjects.shape} does not match {len(images)} images")
-    for a in ("train", "val"):
-        for b in ("val", "test"):
-            if a != b and np.intersect1d(subjects[idx[a]], subjects[idx[b]]).size:
-                raise ValueError(f"splits {a!r} and {b!r} share subjects (not subject-independent)")
+    subjects = check_fold_subjects(subjects, idx, len(images))
     num_classes = len(classes)
     device = torch.device(device)
     _, height, width, channels = images.shape

@@ -91,7 +91,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from fer.methods.baseline import CURVE_COLUMNS, METRIC_KEYS, check_fold_inputs, test_selected, write_curve
+from fer.methods.baseline import CURVE_COLUMNS, METRIC_KEYS, check_fold_inputs, check_fold_subjects, test_selected, write_curve
 from fer.models.fersnet import FERSNet, FERSNetRecognizer, PatchDiscriminator
 from fer.training.augment import AugmentConfig, augment_batch
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
@@ -569,9 +569,7 @@ def run_fersnet_fold(
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     labels, idx = check_fold_inputs(images, labels, split, classes)
-    subjects = np.asarray(subjects)
-    if subjects.shape != (len(images),):
-        raise ValueError(f"subjects shape {subjects.shape} does not match {len(images)} images")
+    subjects = check_fold_subjects(subjects, idx, len(images))
     num_classes = len(classes)
     device = torch.device(device)
     _, height, width, channels = images.shape
