@@ -62,7 +62,7 @@ TINY: dict[str, Any] = {
 PROJECT_FILES = ("Snakefile", "workflow", "params.yaml", ".dvcignore", ".gitignore", "src")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".snakemake")
 
-DEFAULT_TIMEOUT = 300
+DEFAULT_TIMEOUT = 900  # a hang guard, not a speed limit: the tiny pipeline is ~50 jobs, slow on a busy 2-core CI machine
 
 
 def env() -> dict[str, str]:
