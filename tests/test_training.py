@@ -4,6 +4,7 @@ baseline method, on tiny learnable data: 16x16 gray images, class = bright quadr
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -308,6 +309,17 @@ def test_save_and_load_weights_safely(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="meta.bad"):
         save_weights(path, model.state_dict(), {"bad": torch.zeros(1)})
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_same_weights_same_file_bytes(tmp_path: Path) -> None:
+    """The temporary file name must not end up inside the archive: saving the same
+    weights twice (each time under a new random temporary name) gives the same bytes."""
+    model = build_model("vgg_small", 3, 1, 4, input_size=16)
+    digests = []
+    for name in ("a.pt", "a.pt", "b.pt"):
+        save_weights(tmp_path / name, model.state_dict(), {"arch": "vgg_small"})
+        digests.append(hashlib.md5((tmp_path / name).read_bytes()).hexdigest())
+    assert digests[0] == digests[1] == digests[2]
 
 
 # ---------------------------------------------------------------------------- baseline

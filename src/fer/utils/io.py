@@ -50,11 +50,16 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """torch.save to a temporary file, then rename (import torch lazily)."""
+    """torch.save to a temporary file, then rename (import torch lazily).
+
+    torch.save is given an open file, not the temporary path: given a path it names the
+    archive's root folder after the file, so the random temporary name would end up
+    inside every model file and identical weights would give different bytes."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
