@@ -196,11 +196,11 @@ def test_variant_writes_baseline_outputs(tmp_path: Path, variant: str) -> None:
     gen_file = generator_path(out["out_model"])
     assert gen_file.name == "fold-0.generator.pt"
     if variant == "static":
-        assert not gen_file.exists() and meta["generator_file"] is None
+        assert not gen_file.exists() and meta["generator"] is None
     else:
         torch.load(gen_file, weights_only=True)
         state, gmeta = load_weights(gen_file)
-        assert meta["generator_file"] == gen_file.name
+        assert meta["generator"]["file"] == gen_file.name
         assert gmeta["z_dim"] == Z_DIM and gmeta["epoch"] == metrics["best_epoch"]
         TinyGenerator().load_state_dict(state)
 

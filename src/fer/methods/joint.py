@@ -570,12 +570,21 @@ def run_joint_fold(
     assert tuple(metrics) == JOINT_METRIC_KEYS
 
     gen_file = generator_path(Path(out_model)) if res.generator is not None else None
+    gen_training = (
+        {"lr": joint_cfg.gen_lr, "anchor_weight": joint_cfg.gen_anchor_weight}
+        if generator is not None and joint_cfg.update_generator else None
+    )
+    rdbp = (
+        {"lambda": joint_cfg.intra_lambda, "stop_gradient": joint_cfg.stop_gradient, "anchor": joint_cfg.anchor}
+        if joint_cfg.intra_lambda > 0 else None
+    )
     meta = {
         **recognizer_meta("joint", train_cfg, classes, images.shape, result, seed),
-        "joint_config": joint_cfg.to_dict(),
+        "synth_ratio": joint_cfg.synth_ratio,
         "synthetic_source": "generator" if generator is not None else "static",
         "n_synthetic_set": int(len(synthetic[0])) if synthetic is not None else None,
-        "generator_file": gen_file.name if gen_file is not None else None,
+        "generator": None if gen_file is None else {"file": gen_file.name, "training": gen_training},
+        "rdbp": rdbp,
     }
     if gen_file is not None:
         assert res.generator_best_state is not None and generator is not None
@@ -590,9 +599,8 @@ def run_joint_fold(
                 "classes": list(classes),
                 "image_shape": [int(channels), int(height), int(width)],
                 "epoch": int(result.best_epoch),
-                "updated": bool(joint_cfg.update_generator),
                 "seed": int(seed),
-                "joint_config": joint_cfg.to_dict(),
+                "training": gen_training,
             },
         )
     save_weights(out_model, result.best_state, meta)
