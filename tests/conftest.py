@@ -1,11 +1,90 @@
+"""Shared test set-up: paths, and the builders several test files use (tiny learnable
+image data, recogniser parameters, prepared folds and their output paths)."""
+
+from __future__ import annotations
+
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 PARAMS = ROOT / "params.yaml"
 
-# Let tests import the thin scripts' shared helper (workflow/scripts/_common.py).
+# Let tests import the scripts' helpers (workflow/scripts/_common.py, dvcgen.py, ...).
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
+
+from fer.params import RecognizerParams, build  # noqa: E402
+from fer.training.protocol import Fold, FoldOutputs, prepare_fold  # noqa: E402
+
+
+def quadrant_data(n: int, seed: int, num_classes: int = 3, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, size, size, 1) noise with the quadrant of the label bright (0 top left,
+    1 top right, 2 bottom left, 3 bottom right): a task a tiny CNN learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, num_classes, n)
+    x = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
+    half = size // 2
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, r * half : (r + 1) * half, col * half : (col + 1) * half] += 150
+    return x, y
+
+
+def random_split(n: int, n_train: int, n_val: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Image-level train / val / test indices of ``range(n)`` (for data without subjects)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
+
+
+def recognizer(**overrides: Any) -> RecognizerParams:
+    """Small recogniser parameters (vgg_small at width 4, 2 epochs, no flip: it would swap
+    the left/right quadrant classes); ``overrides`` replace keys."""
+    base: dict[str, Any] = {
+        "arch": "vgg_small",
+        "width": 4,
+        "epochs": 2,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "lr": 0.003,
+        "warmup_epochs": 1,
+        "augment": {"hflip": False, "rotate_deg": 5.0},
+    }
+    base.update(overrides)
+    return build(RecognizerParams, base)
+
+
+def make_fold(
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: dict[str, np.ndarray],
+    classes: list[str],
+    *,
+    seed: int = 0,
+    subjects: np.ndarray | None = None,
+) -> Fold:
+    """A prepared fold on the CPU."""
+    return prepare_fold(images, labels, split, classes, device="cpu", seed=seed, subjects=subjects)
+
+
+def outputs(tmp_path: Path, stem: str = "fold-0", *, resume: bool = True, log: bool = True) -> FoldOutputs:
+    """The fold's output files in ``tmp_path``."""
+    return FoldOutputs(
+        model=tmp_path / f"{stem}.pt",
+        metrics=tmp_path / f"{stem}.json",
+        curve=tmp_path / f"{stem}.csv",
+        resume=tmp_path / f"{stem}.resume.pt" if resume else None,
+        log=tmp_path / f"{stem}.jsonl" if log else None,
+    )
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Two state dicts hold bit-identical tensors."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

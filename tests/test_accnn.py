@@ -10,7 +10,7 @@ import torch.nn as nn
 from fer.models import ARCHS, build_model
 from fer.models.accnn import ACCNN, ACModule, ChannelAffinity
 from fer.models.complexity import complexity_rows, count_macs, count_parameters
-from fer.training.loop import TrainConfig
+from fer.params import RecognizerParams
 
 
 @pytest.mark.parametrize(("in_channels", "size"), [(1, 64), (3, 48), (1, 16)])
@@ -28,7 +28,7 @@ def test_accnn_shapes_and_features(in_channels: int, size: int) -> None:
 
 def test_accnn_registered_and_validated() -> None:
     assert "accnn" in ARCHS
-    assert TrainConfig(arch="accnn").arch == "accnn"
+    assert RecognizerParams(arch="accnn").arch == "accnn"
     with pytest.raises(ValueError, match="in_channels"):
         ACCNN(5, in_channels=2)
     with pytest.raises(ValueError, match="at least 8"):

@@ -21,7 +21,6 @@ from fer.align.detect import Detection, Dlib68Detector, reduce_68_to_5, shape_pr
 from fer.align.pipeline import (
     MANIFEST_COLUMNS,
     QA_COLUMNS,
-    AlignConfig,
     AlignmentFailedError,
     AlignRecord,
     align_records,
@@ -33,6 +32,7 @@ from fer.align.pipeline import (
 )
 from fer.align.similarity import alignment_residual, apply_affine, estimate_similarity, similarity_scale
 from fer.align.template import ARCFACE_112, template_points
+from fer.params import AlignParams
 from fer.data.landmarks import write_landmarks
 from fer.utils.images import ImageReadError, read_image
 
@@ -325,7 +325,7 @@ def test_detector_rejects_bad_input(detector):
 def test_align_astronaut_detector_mode(tmp_path, astronaut, detector):
     path = save_png(tmp_path / "astronaut.png", astronaut)
     rec = [AlignRecord(path=path, subject="s1", label="happiness")]
-    cfg = AlignConfig(landmarks="detector")
+    cfg = AlignParams(landmarks="detector")
     out = align_records(rec, cfg)
     assert out.images.shape == (1, 64, 64, 1) and out.images.dtype == np.uint8
     assert out.kept == [0]
@@ -335,7 +335,7 @@ def test_align_astronaut_detector_mode(tmp_path, astronaut, detector):
     assert set(row) == set(QA_COLUMNS)
 
     # Aligned at 160 px RGB, the re-detected eyes land on the template eyes.
-    big = AlignConfig(landmarks="detector", size=160, channels="rgb")
+    big = AlignParams(landmarks="detector", size=160, channels="rgb")
     out = align_records(rec, big)
     img = out.images[0]
     assert img.shape == (160, 160, 3)
@@ -356,13 +356,13 @@ def test_multiple_faces_fail_and_largest(tmp_path, astronaut):
     path = save_png(tmp_path / "astronaut.png", astronaut)
     rec = [AlignRecord(path=path, subject="s1", label=None)]
     # upsample=1 gives the face and the mission-patch false positive (see above)
-    out = align_records(rec, AlignConfig(landmarks="detector", multiple_faces="fail"))
+    out = align_records(rec, AlignParams(landmarks="detector", multiple_faces="fail"))
     assert out.qa[0]["n_faces"] == 2 and out.qa[0]["status"] == "failed"
     assert failure_kind(out.qa[0]["reason"]) == "several faces"
     assert "multiple_faces" in out.qa[0]["reason"]
-    out = align_records(rec, AlignConfig(landmarks="detector", multiple_faces="largest"))
+    out = align_records(rec, AlignParams(landmarks="detector", multiple_faces="largest"))
     assert out.qa[0]["n_faces"] == 2 and out.qa[0]["status"] == "ok"
-    out = align_records(rec, AlignConfig(landmarks="detector", detector_upsample=0, multiple_faces="fail"))
+    out = align_records(rec, AlignParams(landmarks="detector", detector_upsample=0, multiple_faces="fail"))
     assert out.qa[0]["status"] == "ok" and out.qa[0]["n_faces"] == 1
 
 
@@ -409,7 +409,7 @@ def test_annotation_mode_puts_landmarks_on_template(tmp_path, scale):
     lm = tmp_path / "face.landmarks.txt"
     write_landmarks(lm, pts)
     rec = [AlignRecord(path=path, subject="s", label="anger", landmarks_path=str(lm))]
-    cfg = AlignConfig(landmarks="annotation", size=size, face_scale=fs)
+    cfg = AlignParams(landmarks="annotation", size=size, face_scale=fs)
     out = align_records(rec, cfg)
     assert out.qa[0]["status"] == "ok" and out.qa[0]["landmark_source"] == "annotation"
     assert out.qa[0]["residual"] < 1e-3
@@ -434,12 +434,12 @@ def test_none_mode_only_resizes(tmp_path):
     rng = np.random.default_rng(8)
     img = rng.integers(0, 256, size=(100, 100, 3), dtype=np.uint8)
     path = save_png(tmp_path / "crop.png", img)
-    cfg = AlignConfig(landmarks="none", size=50, channels="rgb")
+    cfg = AlignParams(landmarks="none", size=50, channels="rgb")
     out = align_records([AlignRecord(path, "s", "neutral")], cfg)
     assert out.qa[0]["status"] == "ok" and out.qa[0]["landmark_source"] == "none"
     assert out.qa[0]["residual"] is None and out.qa[0]["n_faces"] is None
     np.testing.assert_array_equal(out.images[0], cv2.resize(img, (50, 50), interpolation=cv2.INTER_AREA))
-    gray = align_records([AlignRecord(path, "s", "neutral")], AlignConfig(landmarks="none", size=50))
+    gray = align_records([AlignRecord(path, "s", "neutral")], AlignParams(landmarks="none", size=50))
     expected = cv2.cvtColor(cv2.resize(img, (50, 50), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     np.testing.assert_array_equal(gray.images[0, ..., 0], expected)
 
@@ -457,7 +457,7 @@ def _failure_records(tmp_path, astronaut):
 
 def test_failures_are_reported_not_dropped(tmp_path, astronaut):
     recs = _failure_records(tmp_path, astronaut)
-    out = align_records(recs, AlignConfig(landmarks="detector"))
+    out = align_records(recs, AlignParams(landmarks="detector"))
     assert len(out.qa) == 3 and out.kept == [0] and len(out.images) == 1
     assert [r["status"] for r in out.qa] == ["ok", "failed", "failed"]
     assert failure_kind(out.qa[1]["reason"]) == "unreadable image" and "x.png" in out.qa[1]["reason"]
@@ -465,11 +465,11 @@ def test_failures_are_reported_not_dropped(tmp_path, astronaut):
     assert all(r["reason"] == "" for r in out.qa if r["status"] == "ok")
 
     with pytest.raises(AlignmentFailedError) as ei:
-        cfg = AlignConfig(landmarks="detector", max_failure_fraction=0.5)
+        cfg = AlignParams(landmarks="detector", max_failure_fraction=0.5)
         check_failures(out, cfg, qa_path=tmp_path / "qa.csv")
     msg = str(ei.value)
     assert "2 of 3" in msg and "0.5" in msg and "x.png" in msg and "noise.png" in msg and "qa.csv" in msg
-    check_failures(out, AlignConfig(landmarks="detector", max_failure_fraction=0.7))  # below: no error
+    check_failures(out, AlignParams(landmarks="detector", max_failure_fraction=0.7))  # below: no error
 
 
 def test_annotation_mode_landmark_problems(tmp_path, astronaut):
@@ -491,7 +491,7 @@ def test_annotation_mode_landmark_problems(tmp_path, astronaut):
         AlignRecord(img_path, "s", "anger", str(mirrored)),
         AlignRecord(img_path, "s", "anger", str(far)),
     ]
-    out = align_records(recs, AlignConfig(landmarks="annotation"))
+    out = align_records(recs, AlignParams(landmarks="annotation"))
     kinds = [failure_kind(r["reason"]) if r["status"] != "ok" else "ok" for r in out.qa]
     assert kinds == [
         "ok",
@@ -506,18 +506,18 @@ def test_annotation_mode_landmark_problems(tmp_path, astronaut):
     assert all(r["landmark_source"] == "annotation" for r in out.qa)
 
     # auto: annotation where there is a file, the detector elsewhere
-    out = align_records(recs[:2], AlignConfig(landmarks="auto"))
+    out = align_records(recs[:2], AlignParams(landmarks="auto"))
     assert [r["landmark_source"] for r in out.qa] == ["annotation", "detector"]
     assert [r["status"] for r in out.qa] == ["ok", "ok"]
     # detector mode ignores even a broken annotation
-    out = align_records(recs[3:4], AlignConfig(landmarks="detector"))
+    out = align_records(recs[3:4], AlignParams(landmarks="detector"))
     assert out.qa[0]["status"] == "ok" and out.qa[0]["landmark_source"] == "detector"
 
 
 def test_write_aligned_and_run_alignment(tmp_path, astronaut):
     recs = _failure_records(tmp_path, astronaut)
     recs.append(AlignRecord(recs[0].path, "s4", "neutral"))
-    cfg = AlignConfig(landmarks="detector", max_failure_fraction=0.25)
+    cfg = AlignParams(landmarks="detector", max_failure_fraction=0.25)
     out_dir = tmp_path / "aligned"
     with pytest.raises(AlignmentFailedError, match="qa.csv"):
         run_alignment(recs, out_dir, cfg, classes=["anger", "happiness", "neutral"])
@@ -546,7 +546,7 @@ def test_write_aligned_and_run_alignment(tmp_path, astronaut):
     assert not list(out_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
 
     # an rgb run with a tolerant threshold passes
-    rgb_cfg = AlignConfig(landmarks="detector", channels="rgb", max_failure_fraction=0.5)
+    rgb_cfg = AlignParams(landmarks="detector", channels="rgb", max_failure_fraction=0.5)
     ok = run_alignment(recs, tmp_path / "rgb", rgb_cfg, ["anger", "happiness", "neutral"])
     assert np.load(tmp_path / "rgb" / "images.npy").shape == (2, 64, 64, 3) and ok.kept == [0, 3]
     # a label outside the class list is an error, not a silent row
@@ -565,4 +565,4 @@ def test_config_validation():
         dict(detector_upsample=-1),
     ):
         with pytest.raises(ValueError):
-            AlignConfig(**bad)
+            AlignParams(**bad)

@@ -11,7 +11,6 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from fer.clustering.guided import (
-    ClusteringConfig,
     PseudoLabels,
     guided_pseudo_labels,
     read_pseudo_labels,
@@ -20,6 +19,7 @@ from fer.clustering.guided import (
 )
 from fer.clustering.kmeans import assign_batched, faiss_kmeans
 from fer.clustering.quality import pseudo_label_quality, purity, read_corpus_truth
+from fer.params import ClusteringParams, build
 
 
 def blobs(n_per: int, k: int, d: int, seed: int, spread: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +148,7 @@ def test_guided_pseudo_labels_match_planted_classes(kw, caplog):
     x, y = blobs(130, 4, 10, seed=6)
     corpus, cy = x[:400], y[:400]
     train, ty = x[400:], y[400:]  # labelled points drawn from the same blobs
-    cfg = ClusteringConfig(niter=10, keep_fraction=0.5, use_gpu="never", **kw)
+    cfg = ClusteringParams(niter=10, keep_fraction=0.5, use_gpu="never", **kw)
     pl = guided_pseudo_labels(corpus, train, ty, 4, cfg, seed=0, threads=1)
     np.testing.assert_array_equal(pl.label, cy)
     assert pl.confidence.dtype == np.float32 and (pl.confidence >= 0).all() and (pl.confidence <= 1).all()
@@ -167,7 +167,7 @@ def test_guided_reports_empty_class_and_validates(caplog):
     # class 3 has labelled points (far away) but no corpus point comes near it
     train = np.concatenate([x[:60], np.full((5, 5), 1e3, np.float32)])
     ty = np.concatenate([y[:60], np.full(5, 3)])
-    cfg = ClusteringConfig(guidance="anchored", anchor_weight=1.0, normalize=False, use_gpu="never")
+    cfg = ClusteringParams(guidance="anchored", anchor_weight=1.0, normalize=False, use_gpu="never")
     with caplog.at_level(logging.WARNING, logger="fer.clustering.guided"):
         pl = guided_pseudo_labels(x[60:], train, ty, 4, cfg, seed=0)
     assert pl.stats["empty_classes"] == [3] and pl.stats["kept_per_class"][3] == 0
@@ -177,19 +177,19 @@ def test_guided_reports_empty_class_and_validates(caplog):
     with pytest.raises(ValueError, match="train_feats"):
         guided_pseudo_labels(x[60:], x[:60, :3], y[:60], 3, cfg, seed=0)
     with pytest.raises(ValueError, match="neighbours"):
-        guided_pseudo_labels(x, x[:5], y[:5], 3, ClusteringConfig(guidance="overcluster", neighbours=10,
+        guided_pseudo_labels(x, x[:5], y[:5], 3, ClusteringParams(guidance="overcluster", neighbours=10,
                                                                     clusters_per_class=2, use_gpu="never"), seed=0)
 
 
 def test_clustering_config_from_mapping():
-    cfg = ClusteringConfig.from_mapping({"guidance": "overcluster", "niter": 5.0, "keep_fraction": 1})
+    cfg = build(ClusteringParams, {"guidance": "overcluster", "niter": 5.0, "keep_fraction": 1})
     assert cfg.niter == 5 and cfg.keep_fraction == 1.0 and cfg.guidance == "overcluster"
-    with pytest.raises(ValueError, match="unknown option"):
-        ClusteringConfig.from_mapping({"k": 3})
+    with pytest.raises(ValueError, match="unknown key"):
+        build(ClusteringParams, {"k": 3})
     with pytest.raises(ValueError, match="embedder"):
-        ClusteringConfig.from_mapping({"embedder": "joint"})
+        build(ClusteringParams, {"embedder": "joint"})
     with pytest.raises(ValueError, match="keep_fraction"):
-        ClusteringConfig(keep_fraction=0.0)
+        ClusteringParams(keep_fraction=0.0)
 
 
 # ----------------------------------------------------------------------------- quality
@@ -245,7 +245,7 @@ def test_read_corpus_truth(tmp_path):
 
 def test_pseudo_labels_round_trip_and_errors(tmp_path):
     x, y = blobs(40, 3, 4, seed=8)
-    cfg = ClusteringConfig(guidance="anchored", use_gpu="never")
+    cfg = ClusteringParams(guidance="anchored", use_gpu="never")
     pl = guided_pseudo_labels(x[:90], x[90:], y[90:], 3, cfg, seed=0)
     classes = ["anger", "fear", "joy"]
     paths = [f"images/{i:03d}.png" for i in range(90)]
@@ -271,7 +271,7 @@ def test_pseudo_labels_round_trip_and_errors(tmp_path):
 def test_embed_to_memmap_equals_embed(tmp_path):
     from fer.clustering.embed import embed_to_memmap
     from fer.models import build_model
-    from fer.training.loop import embed
+    from fer.training.inference import embed
 
     torch.manual_seed(0)
     model = build_model("vgg_small", 3, 1, 4, input_size=16, dropout=0.0).train()

@@ -16,45 +16,33 @@ import torch
 import torch.nn as nn
 
 import fer.methods.corpus as corpus
-from fer.clustering.guided import ClusteringConfig, PseudoLabels
-from fer.methods.baseline import model_from_weights, run_baseline_fold
+from conftest import make_fold, quadrant_data, random_split
+from fer.clustering.guided import PseudoLabels
+from fer.methods.baseline import run_baseline_fold
 from fer.methods.corpus import (
     CORPUS_CURVE_COLUMNS,
     CORPUS_METRIC_KEYS,
-    FinetuneConfig,
     cluster_corpus_fold,
     run_corpus_finetune_fold,
 )
 from fer.models import build_model
+from fer.params import ClusteringParams, FinetuneParams, RecognizerParams, build
 from fer.training.checkpoint import load_weights
-from fer.training.loop import TrainConfig
+from fer.training.protocol import FoldOutputs, model_from_weights
 
 K = 3
 SIZE = 16
 CLASSES = ["anger", "happiness", "surprise"]
 
 
-def quadrant_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 16, 16, 1) noise with the quadrant ``label`` (0 TL, 1 TR, 2 BL) bright."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, K, n)
-    x = rng.integers(0, 60, (n, SIZE, SIZE, 1)).astype(np.uint8)
-    half = SIZE // 2
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * half : (r + 1) * half, col * half : (col + 1) * half] += 150
-    return x, y
-
-
-X, Y = quadrant_data(48, 3)
-_perm = np.random.default_rng(0).permutation(48)
-SPLIT = {"train": _perm[:24], "val": _perm[24:36], "test": _perm[36:]}
-CORPUS, _ = quadrant_data(30, 5)  # its labels are thrown away
+X, Y = quadrant_data(48, 3, K)
+SPLIT = random_split(48, 24, 12)
+CORPUS, _ = quadrant_data(30, 5, K)  # its labels are thrown away
 CORPUS_PATHS = [f"c/{i:03d}.png" for i in range(len(CORPUS))]
-CLUSTER = ClusteringConfig(keep_fraction=0.6, niter=5, use_gpu="never")
+CLUSTER = ClusteringParams(keep_fraction=0.6, niter=5, use_gpu="never")
 
 
-def train_cfg(**overrides: Any) -> TrainConfig:
+def train_cfg(**overrides: Any) -> RecognizerParams:
     base: dict[str, Any] = {
         "arch": "accnn", "width": 4, "epochs": 2, "batch_size": 8, "optimizer": "adamw",
         "lr": 0.01, "weight_decay": 0.0, "warmup_epochs": 0, "amp": False, "channels_last": False,
@@ -62,7 +50,7 @@ def train_cfg(**overrides: Any) -> TrainConfig:
                     "brightness": 0.1, "contrast": 0.0, "erasing": 0.0},
     }
     base.update(overrides)
-    return TrainConfig.from_mapping(base)
+    return build(RecognizerParams, base)
 
 
 def fresh_model() -> nn.Module:
@@ -79,31 +67,31 @@ def make_pseudo0(tmp_path: Path) -> tuple[PseudoLabels, np.ndarray]:
 
 def run(tmp_path: Path, name: str, pseudo0: PseudoLabels, feats0: np.ndarray | None, **kw: Any) -> dict[str, Any]:
     out = tmp_path / name
+    log = kw.pop("log_path", out / "log.jsonl")
+    outputs = FoldOutputs(model=out / "model.pt", metrics=out / "metrics.json", curve=out / "curve.csv", log=log)
     args: dict[str, Any] = {
         "corpus_images": CORPUS, "corpus_paths": CORPUS_PATHS, "pseudo0": pseudo0,
-        "init_weights": None, "synthetic": None, "seed": 0, "device": "cpu",
-        "out_model": out / "model.pt", "out_metrics": out / "metrics.json",
-        "out_curve": out / "curve.csv", "out_dir": out / "rounds",
-        "resume_dir": out / "resume", "log_path": out / "log.jsonl", "pseudo0_feats": feats0,
+        "init_weights": None, "synthetic": None, "out_dir": out / "rounds",
+        "resume_dir": out / "resume", "pseudo0_feats": feats0,
     }
     args.update(kw)
-    ft = args.pop("ft", FinetuneConfig(epochs=1, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5))
+    ft = args.pop("ft", FinetuneParams(epochs=1, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5))
     cfg = args.pop("cfg", train_cfg())
-    return run_corpus_finetune_fold(X, Y, SPLIT, CLASSES, cfg, ft, CLUSTER, **args)
+    return run_corpus_finetune_fold(make_fold(X, Y, SPLIT, CLASSES), cfg, ft, CLUSTER, outputs, **args)
 
 
 # --------------------------------------------------------------------------- config
 def test_finetune_config_strict() -> None:
-    ft = FinetuneConfig.from_mapping({"epochs": 3, "lr": 1e-3, "rounds": 0, "pseudo_ratio": 1})
+    ft = build(FinetuneParams, {"epochs": 3, "lr": 1e-3, "rounds": 0, "pseudo_ratio": 1})
     assert ft.pseudo_ratio == 1.0 and ft.rounds == 0
     with pytest.raises(ValueError, match="bogus"):
-        FinetuneConfig.from_mapping({"bogus": 1})
+        build(FinetuneParams, {"bogus": 1})
     with pytest.raises(ValueError, match="integer"):
-        FinetuneConfig.from_mapping({"epochs": 1.5})
+        build(FinetuneParams, {"epochs": 1.5})
     for bad in ({"epochs": 0}, {"lr": 0.0}, {"rounds": -1}, {"pseudo_ratio": 0.0}, {"pseudo_weight": -1.0},
                 {"synthetic_weight": -0.1}, {"synthetic_ratio": 0.0}):
         with pytest.raises(ValueError, match="finetune"):
-            FinetuneConfig(**bad)  # type: ignore[arg-type]
+            FinetuneParams(**bad)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------- clustering
@@ -176,9 +164,8 @@ def test_same_seed_same_result_and_init_weights(tmp_path: Path) -> None:
     pseudo0, feats0 = make_pseudo0(tmp_path)
     cfg = train_cfg()
     init = tmp_path / "init"
-    run_baseline_fold(X, Y, SPLIT, CLASSES, cfg, seed=0, device="cpu", out_model=init / "m.pt",
-                      out_metrics=init / "m.json", out_curve=init / "c.csv", resume_path=None,
-                      log_path=None, method="accnn")
+    run_baseline_fold(make_fold(X, Y, SPLIT, CLASSES), cfg,
+                      FoldOutputs(model=init / "m.pt", metrics=init / "m.json", curve=init / "c.csv"), method="accnn")
     assert load_weights(init / "m.pt")[1]["method"] == "accnn"
     m1 = run(tmp_path, "a", pseudo0, feats0, init_weights=init / "m.pt")
     m2 = run(tmp_path, "b", pseudo0, feats0, init_weights=init / "m.pt", resume_dir=None, log_path=None)
@@ -197,10 +184,10 @@ class Killed(Exception):
 
 def test_resume_after_kill_is_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pseudo0, feats0 = make_pseudo0(tmp_path)
-    ft = FinetuneConfig(epochs=2, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5)
+    ft = FinetuneParams(epochs=2, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5)
     ref = run(tmp_path, "ref", pseudo0, feats0, ft=ft)
 
-    orig = corpus.train_with_selection
+    orig = corpus.train_epochs
     calls: list[str] = []
 
     def killing(*args: Any, **kw: Any) -> Any:
@@ -216,11 +203,11 @@ def test_resume_after_kill_is_identical(tmp_path: Path, monkeypatch: pytest.Monk
         kw["on_epoch_end"] = on_end
         return orig(*args, **kw)
 
-    monkeypatch.setattr(corpus, "train_with_selection", killing)
+    monkeypatch.setattr(corpus, "train_epochs", killing)
     with pytest.raises(Killed):
         run(tmp_path, "k", pseudo0, feats0, ft=ft)
     assert (tmp_path / "k" / "resume" / "round-1.pt").is_file()
-    monkeypatch.setattr(corpus, "train_with_selection", orig)
+    monkeypatch.setattr(corpus, "train_epochs", orig)
 
     def no_recluster(*a: Any, **k: Any) -> Any:
         raise AssertionError("round-1 pseudo-labels should be reused")
@@ -244,7 +231,7 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no kept pseudo-labelled"):
         run(tmp_path, "e", empty, feats0)
     with pytest.raises(ValueError, match="synthetic"):
-        run(tmp_path, "s", pseudo0, feats0, ft=FinetuneConfig(epochs=1, synthetic_weight=1.0))
+        run(tmp_path, "s", pseudo0, feats0, ft=FinetuneParams(epochs=1, synthetic_weight=1.0))
     with pytest.raises(ValueError, match="corpus paths"):
         run(tmp_path, "p", pseudo0, feats0, corpus_paths=CORPUS_PATHS[:-1])
     short = PseudoLabels(label=pseudo0.label[:-1], confidence=pseudo0.confidence[:-1],
@@ -255,8 +242,8 @@ def test_errors(tmp_path: Path) -> None:
 
 def test_synthetic_term_and_no_feats(tmp_path: Path) -> None:
     pseudo0, _ = make_pseudo0(tmp_path)
-    syn = quadrant_data(12, 9)
-    ft = FinetuneConfig(epochs=1, lr=0.01, rounds=0, synthetic_weight=0.5, synthetic_ratio=0.25)
+    syn = quadrant_data(12, 9, K)
+    ft = FinetuneParams(epochs=1, lr=0.01, rounds=0, synthetic_weight=0.5, synthetic_ratio=0.25)
     m = run(tmp_path, "syn", pseudo0, None, ft=ft, synthetic=syn)
     assert m["rounds"] == 0
     curve = read_curve(tmp_path / "syn" / "curve.csv")

@@ -21,9 +21,7 @@ from fer.data.demo import (
     ACTIONS,
     EXPRESSION_PROFILES,
     GENERATOR_VERSION,
-    DemoConfig,
     Nuisance,
-    config_from_mapping,
     generate_demo,
     render_face,
     sample_identity,
@@ -32,9 +30,10 @@ from fer.data.demo import (
 from fer.data.landmarks import landmark_path, read_landmarks
 from fer.data.manifest import read_csv_dataset
 from fer.labels import BASIC7
+from fer.params import DemoParams, build
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = DemoConfig(
+TINY = DemoParams(
     n_subjects=3,
     images_per_expression=1,
     corpus_subjects=2,
@@ -328,13 +327,13 @@ def test_scale_and_shift_move_the_landmarks() -> None:
 
 
 def test_sampled_nuisance_respects_the_config() -> None:
-    cfg = DemoConfig(max_rotation_deg=5.0, scale_jitter=0.05, shift_frac=0.02, noise_std=3.0)
+    cfg = DemoParams(max_rotation_deg=5.0, scale_jitter=0.05, shift_frac=0.02, noise_std=3.0)
     for k in range(50):
         nz = sample_nuisance(np.random.default_rng(k), cfg)
         assert abs(nz.rotation_deg) <= 5.0 and abs(nz.scale - 1) <= 0.05
         assert max(abs(s) for s in nz.shift) <= 0.02 * cfg.image_size
         assert nz.noise_std == 3.0
-    flat = DemoConfig(max_rotation_deg=0.0, scale_jitter=0.0, shift_frac=0.0, lighting=0.0, noise_std=0.0)
+    flat = DemoParams(max_rotation_deg=0.0, scale_jitter=0.0, shift_frac=0.0, lighting=0.0, noise_std=0.0)
     nz = sample_nuisance(np.random.default_rng(0), flat)
     assert nz.matrix(64) == pytest.approx(np.array([[1, 0, 0], [0, 1, 0]]))
     assert nz.light_gradient == 0 and nz.brightness == 0 and nz.contrast == 1
@@ -369,13 +368,13 @@ def test_noise_and_lighting_change_pixels_not_landmarks() -> None:
 )
 def test_bad_config_raises(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
-        DemoConfig(**changes)
+        DemoParams(**changes)
 
 
 def test_config_from_mapping_and_seed_checks(tmp_path: Path) -> None:
-    assert config_from_mapping({"n_subjects": 5}).n_subjects == 5
-    with pytest.raises(ValueError, match="unknown demo config keys"):
-        config_from_mapping({"n_subject": 5})
+    assert build(DemoParams, {"n_subjects": 5}, "demo").n_subjects == 5
+    with pytest.raises(ValueError, match="unknown key demo.'n_subject'"):
+        build(DemoParams, {"n_subject": 5}, "demo")
     with pytest.raises(ValueError, match="seed"):
         generate_demo(tmp_path / "x", TINY, seed=-1)
 
@@ -384,7 +383,7 @@ def test_params_yaml_demo_section_is_a_valid_config() -> None:
     import yaml
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cfg = config_from_mapping(params["demo"])
+    cfg = build(DemoParams, params["demo"], "demo")
     assert dataclasses.asdict(cfg).keys() == params["demo"].keys()
 
 
@@ -426,7 +425,7 @@ def test_cli_writes_the_dataset(tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=120,
     )
-    assert bad.returncode != 0 and "unknown demo config keys" in bad.stderr
+    assert bad.returncode != 0 and "unknown key demo." in bad.stderr
 
 
 def test_cli_reads_declared_params(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_fold
 from fer.methods.dgcn import (
     DGCN_CURVE_COLUMNS,
     DGCN_METRIC_KEYS,
     REFERENCES,
-    DGCNConfig,
     build_dgcn,
     load_dgcn,
     reference_targets,
@@ -22,12 +22,13 @@ from fer.methods.dgcn import (
     train_dgcn,
 )
 from fer.models.dgcn import ContrastiveNet, ReferenceGenerator
-from fer.training.loop import TrainConfig
+from fer.params import DgcnParams, RecognizerParams, build
+from fer.training.protocol import FoldOutputs
 
 CLASSES = ["happiness", "surprise", "neutral"]
-CFG = TrainConfig.from_mapping({"arch": "vgg_small", "width": 2, "epochs": 99, "batch_size": 8,
+CFG = build(RecognizerParams, {"arch": "vgg_small", "width": 2, "epochs": 99, "batch_size": 8,
                                 "optimizer": "adamw", "lr": 0.003, "amp": False})
-DG = DGCNConfig(gen_width=2, latent_dim=8, gen_epochs=1, cls_epochs=1, e2e_epochs=1)
+DG = DgcnParams(gen_width=2, latent_dim=8, gen_epochs=1, cls_epochs=1, e2e_epochs=1)
 
 
 @pytest.fixture(autouse=True)
@@ -59,16 +60,16 @@ def tiny_data(n_subjects: int = 6, per_class: int = 2, size: int = 16):
     return x, np.asarray(labels), subj, split
 
 
-def outputs(tmp: Path, name: str = "r") -> dict[str, Path]:
-    return {"out_model": tmp / f"{name}.pt", "out_metrics": tmp / f"{name}.json",
-            "out_curve": tmp / f"{name}.csv", "out_dir": tmp / f"{name}_dir"}
+def outputs(tmp: Path, name: str = "r", resume: bool = True) -> FoldOutputs:
+    return FoldOutputs(model=tmp / f"{name}.pt", metrics=tmp / f"{name}.json", curve=tmp / f"{name}.csv",
+                       resume=tmp / f"{name}.resume" if resume else None,
+                       log=tmp / f"{name}.jsonl" if resume else None)
 
 
-def run(tmp: Path, reference: str, dg: DGCNConfig = DG, name: str = "r", **kw):
+def run(tmp: Path, reference: str, dg: DgcnParams = DG, name: str = "r", **kw):
     x, y, s, split = tiny_data()
-    return run_dgcn_fold(x, y, s, split, CLASSES, CFG, dg, reference=reference, seed=3,
-                         device="cpu", resume_path=tmp / f"{name}.resume",
-                         log_path=tmp / f"{name}.jsonl", **outputs(tmp, name), **kw)
+    fold = make_fold(x, y, split, CLASSES, seed=3, subjects=s)
+    return run_dgcn_fold(fold, CFG, dg, outputs(tmp, name), reference=reference, out_dir=tmp / f"{name}_dir", **kw)
 
 
 # --------------------------------------------------------------------- networks
@@ -136,22 +137,21 @@ def test_missing_neutral_in_training_is_an_error(tmp_path: Path) -> None:
     x, y, s, split = tiny_data()
     y = y.copy()
     y[(s == "S1") & (y == 2)] = 0  # S1 (a training subject) loses its neutral images
+    fold = make_fold(x, y, split, CLASSES, subjects=s)
     with pytest.raises(ValueError, match="subject 'S1' has no neutral image in the train"):
-        run_dgcn_fold(x, y, s, split, CLASSES, CFG, DG, reference="generated", seed=0,
-                      device="cpu", resume_path=None, log_path=None, **outputs(tmp_path))
+        run_dgcn_fold(fold, CFG, DG, outputs(tmp_path, resume=False), reference="generated", out_dir=tmp_path / "d")
     with pytest.raises(ValueError, match="reference must be one of"):
-        run_dgcn_fold(x, y, s, split, CLASSES, CFG, DG, reference="oracle", seed=0,
-                      device="cpu", resume_path=None, log_path=None, **outputs(tmp_path))
+        run_dgcn_fold(fold, CFG, DG, outputs(tmp_path, resume=False), reference="oracle", out_dir=tmp_path / "d")
 
 
 def test_config_is_strict() -> None:
-    assert DGCNConfig.from_mapping({"gen_epochs": 3.0}).gen_epochs == 3
-    with pytest.raises(ValueError, match="unknown option dgcn.'epochs'"):
-        DGCNConfig.from_mapping({"epochs": 3})
+    assert build(DgcnParams, {"gen_epochs": 3.0}).gen_epochs == 3
+    with pytest.raises(ValueError, match="unknown key dgcn.'epochs'"):
+        build(DgcnParams, {"epochs": 3}, "dgcn")
     with pytest.raises(ValueError, match="contrast"):
-        DGCNConfig(contrast="ratio")
+        DgcnParams(contrast="ratio")
     with pytest.raises(ValueError, match="reference_target"):
-        DGCNConfig(reference_target="mean")
+        DgcnParams(reference_target="mean")
 
 
 # --------------------------------------------------------------------- one fold

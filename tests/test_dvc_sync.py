@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fer.workflow import dvcgen
+import dvcgen
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -17,17 +17,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fer.methods.fersnet as fm
+import fer.training.driver as driver
+from conftest import make_fold
 from fer.methods.fersnet import (
     FERSNET_CURVE_COLUMNS,
     FERSNET_METRIC_KEYS,
-    FERSNetConfig,
     draw_targets,
     load_fersnet,
     pair_candidates,
     run_fersnet_fold,
 )
 from fer.models.fersnet import ConvFLU, FERSNet, FERSNetRecognizer, PatchDiscriminator
+from fer.params import FLIP_ONLY, FersnetParams, build, to_dict
 from fer.training.checkpoint import load_weights
+from fer.training.protocol import FoldOutputs
 
 K = 3
 SIZE = 16
@@ -81,22 +84,22 @@ class TinyIdentity(nn.Module):
         return F.normalize(self.conv(x).mean(dim=(2, 3)), dim=1)  # N, 8
 
 
-def tiny_cfg(**kw: Any) -> FERSNetConfig:
+def tiny_cfg(**kw: Any) -> FersnetParams:
     base = {"width": 4, "stages": 2, "epochs": 1, "batch_size": 8, "disc_width": 4, "disc_layers": 2,
             "synth_epochs": 1, "grid_rows": 2, "lr": 1e-3}
     base.update(kw)
-    return FERSNetConfig.from_mapping(base)
+    return build(FersnetParams, base)
 
 
-def run(tmp: Path, variant: str, cfg: FERSNetConfig, *, tag: str = "", init: Path | None = None,
+def run(tmp: Path, variant: str, cfg: FersnetParams, *, tag: str = "", init: Path | None = None,
         resume: Path | None = None, identity: nn.Module | None = None) -> dict[str, Any]:
     name = f"{variant}{tag}"
+    out = FoldOutputs(model=tmp / f"{name}.pt", metrics=tmp / f"{name}.json", curve=tmp / f"{name}.csv",
+                      resume=resume, log=tmp / f"{name}.jsonl")
     return run_fersnet_fold(
-        X, Y, S, SPLIT, CLASSES, cfg, variant=variant,
+        make_fold(X, Y, SPLIT, CLASSES, seed=7, subjects=S), cfg, out, variant=variant,
         identity=identity if identity is not None else (None if variant in ("single", "synth") else TinyIdentity()),
-        init_weights=init, seed=7, device="cpu",
-        out_model=tmp / f"{name}.pt", out_metrics=tmp / f"{name}.json", out_curve=tmp / f"{name}.csv",
-        out_dir=tmp / name, resume_path=resume, log_path=tmp / f"{name}.jsonl",
+        init_weights=init, out_dir=tmp / name,
     )
 
 
@@ -237,18 +240,18 @@ def test_pairs_come_from_the_train_split_only(tmp_path: Path, monkeypatch: pytes
 
 # ----------------------------------------------------------------------------- config
 def test_config_strict_and_milestones() -> None:
-    cfg = FERSNetConfig.from_mapping({"lr_milestones": [150, 400], "epochs": 500, "augment": {"hflip": False}})
+    cfg = build(FersnetParams, {"lr_milestones": [150, 400], "epochs": 500, "augment": {"hflip": False}})
     assert cfg.lr_milestones == (150, 400) and cfg.augment.hflip is False
-    assert cfg.augment.rotate_deg == 0 and FERSNetConfig().augment == fm.DEMO_AUGMENT
-    assert cfg.to_dict()["lr_milestones"] == [150, 400]
+    assert cfg.augment.rotate_deg == 0 and FersnetParams().augment == FLIP_ONLY
+    assert to_dict(cfg)["lr_milestones"] == [150, 400]
     with pytest.raises(ValueError, match="fersnet.*nope"):
-        FERSNetConfig.from_mapping({"nope": 1})
+        build(FersnetParams, {"nope": 1}, "fersnet")
     with pytest.raises(ValueError, match="augment.*nope"):
-        FERSNetConfig.from_mapping({"augment": {"nope": 1}})
+        build(FersnetParams, {"augment": {"nope": 1}}, "fersnet")
     with pytest.raises(ValueError, match="increasing"):
-        FERSNetConfig.from_mapping({"lr_milestones": [5, 3]})
+        build(FersnetParams, {"lr_milestones": [5, 3]})
     with pytest.raises(ValueError, match="gate_kernel"):
-        FERSNetConfig(gate_kernel=2)
+        FersnetParams(gate_kernel=2)
     f = fm._milestone_factor
     assert [f(s, steps_per_epoch=10, milestones=(2, 4)) for s in (0, 19, 20, 39, 40)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01]
@@ -275,9 +278,9 @@ def test_four_rows_write_outputs(tmp_path: Path) -> None:
         net, meta = load_fersnet(tmp_path / f"{variant}.pt")
         assert meta["sharing"] == variant and net.sharing == variant
         assert m["n_test"] == len(SPLIT["test"])
-    assert float(_curve(tmp_path / "hard.csv")[0]["syn/l1"]) > 0
+    assert float(_curve(tmp_path / "hard.csv")[0]["G/l1"]) > 0
     assert float(_curve(tmp_path / "gated.csv")[0]["gate/z_rec"]) > 0
-    assert float(_curve(tmp_path / "single.csv")[0]["syn/l1"]) == 0
+    assert float(_curve(tmp_path / "single.csv")[0]["G/l1"]) == 0
     from PIL import Image
 
     grid = np.asarray(Image.open(tmp_path / "gated" / "synthesis_grid.png"))
@@ -308,9 +311,9 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="variant"):
         run(tmp_path, "gated2", cfg)
     with pytest.raises(ValueError, match="identity"):
-        run_fersnet_fold(X, Y, S, SPLIT, CLASSES, cfg, variant="gated", identity=None, init_weights=None,
-                         seed=0, device="cpu", out_model=tmp_path / "a.pt", out_metrics=tmp_path / "a.json",
-                         out_curve=tmp_path / "a.csv", out_dir=tmp_path / "a", resume_path=None, log_path=None)
+        run_fersnet_fold(make_fold(X, Y, SPLIT, CLASSES, subjects=S), cfg,
+                         FoldOutputs(model=tmp_path / "a.pt", metrics=tmp_path / "a.json", curve=tmp_path / "a.csv"),
+                         variant="gated", identity=None, init_weights=None, out_dir=tmp_path / "a")
     with pytest.raises(ValueError, match="init_weights"):
         run(tmp_path, "synth", cfg)
     run(tmp_path, "hard", cfg)
@@ -327,7 +330,7 @@ def test_same_seed_same_metrics_and_exact_resume(tmp_path: Path, monkeypatch: py
 
     resume = tmp_path / "gated-c.resume.pt"
     calls = {"n": 0}
-    orig = fm.train_epoch
+    orig = driver.train_epoch
 
     def killed_after_first_epoch(*args: Any, **kw: Any) -> dict[str, float]:
         calls["n"] += 1
@@ -335,11 +338,11 @@ def test_same_seed_same_metrics_and_exact_resume(tmp_path: Path, monkeypatch: py
             raise KeyboardInterrupt("simulated kill")
         return orig(*args, **kw)
 
-    monkeypatch.setattr(fm, "train_epoch", killed_after_first_epoch)
+    monkeypatch.setattr(driver, "train_epoch", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "gated", cfg, tag="-c", resume=resume)
     assert resume.exists()
-    monkeypatch.setattr(fm, "train_epoch", orig)
+    monkeypatch.setattr(driver, "train_epoch", orig)
     c = run(tmp_path, "gated", cfg, tag="-c", resume=resume)
     assert not resume.exists()
     assert c == a

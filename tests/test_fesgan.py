@@ -15,14 +15,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from fer.losses.fesgan import discriminator_loss, r1_penalty
 from fer.methods.fesgan import (
     LOSS_TERMS,
-    FesganConfig,
-    discriminator_loss,
     load_fesgan,
     load_fesgan_discriminator,
     make_fake_batch,
-    r1_penalty,
     sample_grid,
     sample_prior,
     train_fesgan,
@@ -34,6 +32,7 @@ from fer.models.fesgan import (
     LatentDiscriminator,
     one_hot,
 )
+from fer.params import FesganParams, build
 
 K = 3
 SIZE = 32
@@ -68,11 +67,11 @@ def one_thread() -> Any:
     torch.set_num_threads(n)
 
 
-def tiny_cfg(**kw: Any) -> FesganConfig:
+def tiny_cfg(**kw: Any) -> FesganParams:
     base: dict[str, Any] = {"z_dim": 8, "width": 8, "iterations": 6, "batch_size": 8,
                             "grid_every": 3, "r1_every": 2}
     base.update(kw)
-    return FesganConfig.from_mapping(base)
+    return build(FesganParams, base)
 
 
 class TinyIdentity(nn.Module):
@@ -88,7 +87,7 @@ class TinyIdentity(nn.Module):
         return self.net(x)
 
 
-def run(tmp: Path, cfg: FesganConfig | None = None, *, seed: int = 0, identity: bool = True,
+def run(tmp: Path, cfg: FesganParams | None = None, *, seed: int = 0, identity: bool = True,
         resume: Path | None = None, **kw: Any) -> dict[str, Any]:
     return train_fesgan(
         X, Y, K, cfg or tiny_cfg(), identity_net=TinyIdentity() if identity else None,
@@ -348,14 +347,14 @@ def test_identity_network_state_is_restored(tmp_path: Path) -> None:
 
 
 def test_config_from_mapping() -> None:
-    cfg = FesganConfig.from_mapping({"iterations": 10.0, "lr": 1, "hflip": False})
+    cfg = build(FesganParams, {"iterations": 10.0, "lr": 1, "hflip": False})
     assert cfg.iterations == 10 and isinstance(cfg.lr, float) and not cfg.hflip
     with pytest.raises(ValueError, match="w_idd"):
-        FesganConfig.from_mapping({"w_idd": 1.0})
+        build(FesganParams, {"w_idd": 1.0})
     with pytest.raises(ValueError):
-        FesganConfig.from_mapping({"ema_decay": 1.0})
+        build(FesganParams, {"ema_decay": 1.0})
     with pytest.raises(ValueError):
-        FesganConfig.from_mapping({"hflip": 1})
+        build(FesganParams, {"hflip": 1})
 
 
 def test_bad_inputs_are_rejected(tmp_path: Path) -> None:
@@ -372,7 +371,9 @@ def test_bad_inputs_are_rejected(tmp_path: Path) -> None:
 def test_mixed_precision_path_runs_on_cpu_bf16() -> None:
     """The CUDA code path (autocast + channels_last) exercised with CPU bf16 autocast:
     dtypes mix correctly (codes, prior codes, one-hots, fp32 R1) and terms are finite."""
-    from fer.methods.fesgan import Precision, _derived_generator, _Models, _train_step
+    from fer.methods.fesgan import _Models, _train_step
+    from fer.training.rng import derived_generator as _derived_generator
+    from fer.utils.precision import Precision
 
     cfg = tiny_cfg(r1_every=1)
     prec = Precision("cpu", torch.bfloat16, channels_last=True)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from fer.methods.identity import identity_split, load_identity_net, train_identity_net
-from fer.training.loop import TrainConfig
+from fer.params import RecognizerParams, build
 
 
 def test_identity_split_holds_out_images_of_every_identity():
@@ -23,7 +23,7 @@ def test_identity_net_learns_identities_and_embeds(tmp_path):
     for i in range(n_id):
         r, c = divmod(i, 2)
         images[i * per:(i + 1) * per, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 200
-    cfg = TrainConfig.from_mapping({"arch": "vgg_small", "width": 4, "epochs": 6, "batch_size": 8,
+    cfg = build(RecognizerParams, {"arch": "vgg_small", "width": 4, "epochs": 6, "batch_size": 8,
                                     "optimizer": "adamw", "lr": 0.01, "select_metric": "val/acc",
                                     "augment": {"hflip": False, "rotate_deg": 0.0, "scale": 0.0, "shift": 0.0,
                                                 "brightness": 0.0, "contrast": 0.0, "erasing": 0.0}})

@@ -16,14 +16,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-import fer.methods.baseline as baseline_module
+import fer.losses.rdbp as rdbp_module
 import fer.methods.joint as joint
-from fer.methods.baseline import CURVE_COLUMNS, METRIC_KEYS, model_from_weights
-from fer.methods.joint import JointConfig, generator_path, run_joint_fold, train_joint
+import fer.training.protocol as protocol
+from conftest import assert_same_state, make_fold, outputs, quadrant_data, random_split, recognizer
+from fer.methods.joint import GeneratorTraining, generator_path, run_joint_fold, train_joint
 from fer.models import build_model
+from fer.params import RdbpParams, RecognizerParams
 from fer.training.checkpoint import load_weights
-from fer.training.loop import TrainConfig
-from fer.training.loop import predict as loop_predict
+from fer.training.inference import predict
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, model_from_weights
+from fer.training.samplers import CycledSet, n_per_batch
 
 K = 3
 SIZE = 16
@@ -31,25 +34,11 @@ Z_DIM = 8
 CLASSES = ["anger", "happiness", "surprise"]
 
 
-# ----------------------------------------------------------------------------- data
-def quadrant_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 16, 16, 1) noise with the quadrant ``label`` (0 TL, 1 TR, 2 BL) bright."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, K, n)
-    x = rng.integers(0, 60, (n, SIZE, SIZE, 1)).astype(np.uint8)
-    half = SIZE // 2
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * half : (r + 1) * half, col * half : (col + 1) * half] += 150
-    return x, y
-
-
-X, Y = quadrant_data(120, 3)
-_perm = np.random.default_rng(0).permutation(120)
-SPLIT = {"train": _perm[:72], "val": _perm[72:96], "test": _perm[96:]}
+X, Y = quadrant_data(120, 3, K)
+SPLIT = random_split(120, 72, 24)
 TRAIN = (X[SPLIT["train"]], Y[SPLIT["train"]])
 VAL = (X[SPLIT["val"]], Y[SPLIT["val"]])
-STATIC = quadrant_data(30, 11)  # stands in for a pre-generated class-balanced set
+STATIC = quadrant_data(30, 11, K)  # stands in for a pre-generated class-balanced set
 
 
 class TinyGenerator(nn.Module):
@@ -73,94 +62,64 @@ def tiny_generator(record: Callable[[torch.Tensor, torch.Tensor], None] | None =
     return TinyGenerator(record)
 
 
-def train_cfg(**overrides: Any) -> TrainConfig:
-    base: dict[str, Any] = {
-        "arch": "vgg_small",
-        "width": 4,
-        "epochs": 2,
-        "batch_size": 16,
-        "optimizer": "adamw",
-        "lr": 0.003,
-        "warmup_epochs": 1,
-        "augment": {"hflip": False, "rotate_deg": 5.0},
-    }
-    base.update(overrides)
-    return TrainConfig.from_mapping(base)
+def train_cfg(**overrides: Any) -> RecognizerParams:
+    return recognizer(**overrides)
 
 
-#: The ablation variants the pipeline runs: (uses a generator, joint config).
-VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
-    "static": (False, {"update_generator": False}),
-    "joint": (True, {}),
-    "joint_intra": (True, {"intra_lambda": 0.5, "stop_gradient": False}),
-    "full": (True, {"intra_lambda": 0.5, "stop_gradient": True}),
+TRAINING = GeneratorTraining(lr=1e-4, anchor_weight=1.0)
+#: The ablation rows the pipeline runs: (uses a generator, the rdbp section or None).
+VARIANTS: dict[str, tuple[bool, RdbpParams | None]] = {
+    "static": (False, None),
+    "joint": (True, None),
+    "joint_intra": (True, RdbpParams(lambda_=0.5, stop_gradient=False)),
+    "full": (True, RdbpParams(lambda_=0.5, stop_gradient=True)),
 }
 
 
-def variant_args(name: str, **joint_overrides: Any) -> dict[str, Any]:
-    uses_gen, jc = VARIANTS[name]
+def variant_args(name: str) -> dict[str, Any]:
+    uses_gen, rdbp = VARIANTS[name]
     return {
-        "joint_cfg": JointConfig.from_mapping({**jc, **joint_overrides}),
+        "synth_ratio": 0.5,
+        "rdbp": rdbp,
         "generator": tiny_generator() if uses_gen else None,
+        "training": TRAINING if uses_gen else None,
         "synthetic": None if uses_gen else STATIC,
     }
 
 
-def new_recogniser(cfg: TrainConfig, seed: int = 0) -> nn.Module:
+def new_recogniser(cfg: RecognizerParams, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(cfg.arch, K, 1, cfg.width, input_size=SIZE)
 
 
-def run_train_joint(cfg: TrainConfig, variant: str, resume: Path | None = None, seed: int = 0,
+def run_train_joint(cfg: RecognizerParams, variant: str, resume: Path | None = None, seed: int = 0,
                     **kw: Any) -> tuple[nn.Module, joint.JointResult]:
-    args = variant_args(variant)
     model = new_recogniser(cfg, seed)
-    res = train_joint(model, TRAIN, VAL, cfg, args["joint_cfg"], num_classes=K,
-                      generator=args["generator"], synthetic=args["synthetic"], device="cpu",
-                      seed=seed, resume_path=resume, **kw)
+    res = train_joint(model, TRAIN, VAL, cfg, num_classes=K, device="cpu", seed=seed, resume_path=resume,
+                      **variant_args(variant), **kw)
     return model, res
 
 
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
-def fold_outputs(tmp_path: Path) -> dict[str, Path]:
-    return {"out_model": tmp_path / "fold-0.pt", "out_metrics": tmp_path / "fold-0.json",
-            "out_curve": tmp_path / "fold-0.csv"}
+def fold() -> protocol.Fold:
+    return make_fold(X, Y, SPLIT, CLASSES)
 
 
 # ----------------------------------------------------------------------------- config
-def test_joint_config_from_mapping() -> None:
-    cfg = JointConfig.from_mapping({"synth_ratio": 1, "intra_lambda": 0.1, "anchor": "per_sample"})
-    assert cfg.synth_ratio == 1.0 and isinstance(cfg.synth_ratio, float)
-    assert cfg.anchor == "per_sample" and cfg.stop_gradient and cfg.update_generator
-    assert JointConfig.from_mapping({}) == JointConfig()
-    assert JointConfig.from_mapping(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="prior_fraction"):
-        JointConfig.from_mapping({"prior_fraction": 0.5})
-    with pytest.raises(ValueError, match="anchor"):
-        JointConfig.from_mapping({"anchor": "nearest"})
+def test_synthetic_batch_size() -> None:
+    assert n_per_batch(32, 0.5) == 16 and n_per_batch(3, 0.1) == 1
+    assert n_per_batch(5, 0.5) == 3  # round half up
     with pytest.raises(ValueError, match="synth_ratio"):
-        JointConfig(synth_ratio=0.0)
-    with pytest.raises(ValueError):
-        JointConfig.from_mapping({"stop_gradient": 1})
-    assert joint.n_synthetic(32, 0.5) == 16 and joint.n_synthetic(3, 0.1) == 1
-    assert joint.n_synthetic(5, 0.5) == 3  # round half up
+        train_joint(new_recogniser(train_cfg()), TRAIN, VAL, train_cfg(), num_classes=K, device="cpu", seed=0,
+                    resume_path=None, **{**variant_args("joint"), "synth_ratio": 0.0})
 
 
 # ------------------------------------------------------------------------- variants
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_writes_baseline_outputs(tmp_path: Path, variant: str) -> None:
-    out = fold_outputs(tmp_path)
-    resume = tmp_path / "resume.pt"
-    metrics = run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(), seed=0, device="cpu",
-                             resume_path=resume, log_path=tmp_path / "train.jsonl",
-                             **variant_args(variant), **out)
-    assert not resume.exists()
-    on_disk = json.loads(out["out_metrics"].read_text())
+    out = outputs(tmp_path)
+    metrics = run_joint_fold(fold(), train_cfg(), out, **variant_args(variant))
+    assert not out.resume.exists()
+    on_disk = json.loads(out.metrics.read_text())
     assert on_disk == metrics
     assert list(metrics) == [*METRIC_KEYS, "n_synthetic_per_step"]
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (72, 24, 24)
@@ -169,31 +128,31 @@ def test_variant_writes_baseline_outputs(tmp_path: Path, variant: str) -> None:
     for key in ("test/acc", "test/mean_class_acc", "test/macro_f1", "test/last_epoch_acc"):
         assert 0.0 <= metrics[key] <= 1.0
 
-    with open(out["out_curve"], newline="") as f:
+    with open(out.curve, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [*CURVE_COLUMNS, *joint.JOINT_TERMS]
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     intra = [float(r["train/intra"]) for r in rows]
-    if VARIANTS[variant][1].get("intra_lambda", 0) > 0:
+    if VARIANTS[variant][1] is not None:
         assert all(v > 0 for v in intra)
     else:
         assert all(v == 0 for v in intra)
     assert all(float(r["train/cls_syn"]) > 0 and float(r["train/cls_real"]) > 0 for r in rows)
-    anchor = [float(r["gen/anchor"]) for r in rows]
+    anchor = [float(r["G/anchor"]) for r in rows]
     assert all(v > 0 for v in anchor) if variant != "static" else all(v == 0 for v in anchor)
-    log_rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    log_rows = [json.loads(line) for line in out.log.read_text().splitlines()]
     assert [r["epoch"] for r in log_rows] == [1, 2]
 
-    raw = torch.load(out["out_model"], weights_only=True)
+    raw = torch.load(out.model, weights_only=True)
     assert set(raw) == {"state_dict", "meta"}
     meta = raw["meta"]
     assert meta["arch"] == "vgg_small" and meta["classes"] == CLASSES
     assert meta["best_epoch"] == metrics["best_epoch"] and meta["seed"] == 0
-    model, _ = model_from_weights(out["out_model"])  # the baseline's loader works as is
-    pred = loop_predict(model, X[SPLIT["test"]], "cpu").argmax(1)
+    model, _ = model_from_weights(out.model)  # the baseline's loader works as is
+    pred = predict(model, X[SPLIT["test"]], "cpu").argmax(1)
     assert float((pred == Y[SPLIT["test"]]).mean()) == pytest.approx(metrics["test/acc"])
 
-    gen_file = generator_path(out["out_model"])
+    gen_file = generator_path(out.model)
     assert gen_file.name == "fold-0.generator.pt"
     if variant == "static":
         assert not gen_file.exists() and meta["generator"] is None
@@ -202,12 +161,16 @@ def test_variant_writes_baseline_outputs(tmp_path: Path, variant: str) -> None:
         state, gmeta = load_weights(gen_file)
         assert meta["generator"]["file"] == gen_file.name
         assert gmeta["z_dim"] == Z_DIM and gmeta["epoch"] == metrics["best_epoch"]
+        assert gmeta["training"] == {"lr": TRAINING.lr, "anchor_weight": TRAINING.anchor_weight}
         TinyGenerator().load_state_dict(state)
+    rdbp = VARIANTS[variant][1]
+    assert meta["rdbp"] == (None if rdbp is None else {"lambda": 0.5, "stop_gradient": rdbp.stop_gradient,
+                                                         "anchor": "class_mean"})
 
 
 def test_test_split_is_used_only_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
-    real_train, real_predict = joint.train_joint, baseline_module.predict
+    real_train, real_forward = joint.train_joint, protocol.forward_store
 
     def spy_train(model, train, val, *args, **kw):  # type: ignore[no-untyped-def]
         assert np.array_equal(train[0], X[SPLIT["train"]])
@@ -215,40 +178,31 @@ def test_test_split_is_used_only_at_the_end(tmp_path: Path, monkeypatch: pytest.
         events.append("train")
         return real_train(model, train, val, *args, **kw)
 
-    def spy_predict(model, x_uint8, *args, **kw):  # type: ignore[no-untyped-def]
-        assert np.array_equal(x_uint8, X[SPLIT["test"]])
+    def spy_forward(model, store, *args, **kw):  # type: ignore[no-untyped-def]
+        assert torch.equal(store.images, torch.from_numpy(X[SPLIT["test"]]).permute(0, 3, 1, 2))
         events.append("predict-test")
-        return real_predict(model, x_uint8, *args, **kw)
+        return real_forward(model, store, *args, **kw)
 
     monkeypatch.setattr(joint, "train_joint", spy_train)
-    monkeypatch.setattr(baseline_module, "predict", spy_predict)  # the shared test step
-    run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(epochs=1), seed=0, device="cpu",
-                   resume_path=None, log_path=None, **variant_args("static"),
-                   **fold_outputs(tmp_path))
+    monkeypatch.setattr(protocol, "forward_store", spy_forward)  # the shared test step
+    run_joint_fold(fold(), train_cfg(epochs=1), outputs(tmp_path), **variant_args("static"))
     assert events == ["train", "predict-test", "predict-test"]
 
 
 def test_rejects_bad_inputs(tmp_path: Path) -> None:
-    kw: dict[str, Any] = dict(seed=0, device="cpu", resume_path=None, log_path=None,
-                              **fold_outputs(tmp_path))
+    out = outputs(tmp_path, log=False)
     args = variant_args("joint")
-    bad = dict(SPLIT, test=np.concatenate([SPLIT["test"], SPLIT["train"][:1]]))
-    with pytest.raises(ValueError, match="not disjoint"):
-        run_joint_fold(X, Y, bad, CLASSES, train_cfg(), **args, **kw)
     with pytest.raises(ValueError, match="exactly one"):
-        run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(), args["joint_cfg"], generator=None,
-                       synthetic=None, **kw)
+        run_joint_fold(fold(), train_cfg(), out, **{**args, "generator": None})
     with pytest.raises(ValueError, match="exactly one"):
-        run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(), args["joint_cfg"],
-                       generator=tiny_generator(), synthetic=STATIC, **kw)
+        run_joint_fold(fold(), train_cfg(), out, **{**args, "synthetic": STATIC})
     with pytest.raises(ValueError, match="synthetic images"):
-        run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(), args["joint_cfg"], generator=None,
-                       synthetic=(STATIC[0][:, :8], STATIC[1]), **kw)
+        run_joint_fold(fold(), train_cfg(), out,
+                       **{**args, "generator": None, "synthetic": (STATIC[0][:, :8], STATIC[1])})
     big = TinyGenerator()
     big.forward = lambda z, e: torch.zeros(len(z), 1, 8, 8)  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="generator output"):
-        run_joint_fold(X, Y, SPLIT, CLASSES, train_cfg(), args["joint_cfg"], generator=big,
-                       synthetic=None, **kw)
+        run_joint_fold(fold(), train_cfg(), out, **{**args, "generator": big})
     assert not any(tmp_path.iterdir())
 
 
@@ -257,9 +211,8 @@ def test_joint_updates_a_copy_of_the_generator() -> None:
     cfg = train_cfg()
     args = variant_args("joint")
     original = {k: v.clone() for k, v in args["generator"].state_dict().items()}
-    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, args["joint_cfg"], num_classes=K,
-                      generator=args["generator"], synthetic=None, device="cpu", seed=0,
-                      resume_path=None)
+    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, num_classes=K, device="cpu", seed=0,
+                      resume_path=None, **args)
     assert_same_state(args["generator"].state_dict(), original)  # the caller's is untouched
     assert res.generator is not None and res.generator_best_state is not None
     trained = res.generator.state_dict()
@@ -269,14 +222,13 @@ def test_joint_updates_a_copy_of_the_generator() -> None:
 
 def test_frozen_generator_is_not_updated() -> None:
     cfg = train_cfg()
-    args = variant_args("joint", update_generator=False, intra_lambda=0.5)
+    args = {**variant_args("full"), "training": None}
     original = {k: v.clone() for k, v in args["generator"].state_dict().items()}
-    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, args["joint_cfg"], num_classes=K,
-                      generator=args["generator"], synthetic=None, device="cpu", seed=0,
-                      resume_path=None)
+    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, num_classes=K, device="cpu", seed=0,
+                      resume_path=None, **args)
     assert res.generator is not None
     assert_same_state(res.generator.state_dict(), original)
-    assert all(r["gen/anchor"] == 0 and r["train/intra"] > 0 for r in res.fit.history)
+    assert all(r["G/anchor"] == 0 and r["train/intra"] > 0 for r in res.fit.history)
 
 
 def test_generated_labels_are_the_target_expressions() -> None:
@@ -309,18 +261,17 @@ def test_training_uses_the_target_expressions_as_labels(monkeypatch: pytest.Monk
     def record(z: torch.Tensor, expr: torch.Tensor) -> None:
         generated.append(expr.argmax(1).clone())
 
-    real_intra = joint.intra_class_loss
+    real_intra = rdbp_module.intra_class_loss
 
     def spy_intra(feat_syn, y_syn, feat_real, y_real, **kw):  # type: ignore[no-untyped-def]
         used.append(y_syn.clone())
         return real_intra(feat_syn, y_syn, feat_real, y_real, **kw)
 
-    monkeypatch.setattr(joint, "intra_class_loss", spy_intra)
+    monkeypatch.setattr(rdbp_module, "intra_class_loss", spy_intra)
     cfg = train_cfg(epochs=1)
-    jc = JointConfig(intra_lambda=0.5, gen_anchor_weight=0.0)  # no reference-generator calls
-    train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, jc, num_classes=K,
-                generator=tiny_generator(record), synthetic=None, device="cpu", seed=0,
-                resume_path=None)
+    train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, num_classes=K, synth_ratio=0.5,
+                generator=tiny_generator(record), training=GeneratorTraining(1e-4, 0.0),  # no reference calls
+                rdbp=RdbpParams(lambda_=0.5), device="cpu", seed=0, resume_path=None)
     assert len(used) == len(generated) == 72 // 16 + 1  # one per real batch
     for g, u in zip(generated, used):
         assert torch.equal(g, u)
@@ -328,7 +279,7 @@ def test_training_uses_the_target_expressions_as_labels(monkeypatch: pytest.Monk
 
 def test_static_set_is_cycled_without_replacement() -> None:
     x, y = STATIC
-    source = joint.StaticSynthetic(x, y, torch.device("cpu"), torch.Generator().manual_seed(0))
+    source = CycledSet(x, y, torch.device("cpu"), torch.Generator().manual_seed(0))
     source.start_epoch()
     images, labels, _ = source.sample(len(x))
     # one full pass: every synthetic image exactly once, with its own label
@@ -380,10 +331,9 @@ def test_resume_with_other_joint_config_starts_fresh(tmp_path: Path) -> None:
     cfg = train_cfg(epochs=1)
     resume = tmp_path / "r.pt"
     run_train_joint(cfg, "joint", resume)
-    args = variant_args("full")  # same TrainConfig, other JointConfig
-    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, args["joint_cfg"], num_classes=K,
-                      generator=args["generator"], synthetic=None, device="cpu", seed=0,
-                      resume_path=resume)
+    # same recogniser parameters, with the intra-class loss
+    res = train_joint(new_recogniser(cfg), TRAIN, VAL, cfg, num_classes=K, device="cpu", seed=0,
+                      resume_path=resume, **variant_args("full"))
     assert res.fit.resumed_epochs == 0
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fer.evaluation.metrics import classification_metrics, summarize_folds
+from fer.metrics.classification import classification_metrics, summarize_folds
 
 
 def test_classification_metrics_hand_example() -> None:

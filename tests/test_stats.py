@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fer.evaluation.stats import paired_test
+from fer.metrics.stats import paired_test
 
 
 def test_paired_test_matches_scipy():

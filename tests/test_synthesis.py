@@ -19,13 +19,12 @@ from fer.evaluation.synthetic_quality import (
     identity_diversity,
     quality_report,
 )
+from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.methods.synthesis import (
     MANIFEST_COLUMNS,
     SyntheticSet,
-    from_unit_range,
     split_counts,
     synthesize_set,
-    to_unit_range,
     write_synthetic,
 )
 
@@ -35,6 +34,11 @@ H = W = 8
 C = 1
 Z_DIM = 4
 STEP = 30  # label c is written as pixel value c * STEP in row 0
+
+
+def to_unit_range(x_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> network input in [-1, 1] (N, C, H, W), on the CPU."""
+    return normalize(ImageStore(x_uint8, torch.device("cpu")).batch(torch.arange(len(x_uint8))))
 
 
 class StandInGenerator(nn.Module):
@@ -121,9 +125,9 @@ def test_split_counts() -> None:
 
 def test_uint8_mapping_round_trips() -> None:
     x = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1)
-    assert np.array_equal(from_unit_range(to_unit_range(x, torch.device("cpu"))), x)
+    assert np.array_equal(to_uint8(to_unit_range(x)), x)
     y = torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0]).reshape(1, 1, 1, 5)
-    assert from_unit_range(y).ravel().tolist() == [0, 0, 128, 255, 255]
+    assert to_uint8(y).ravel().tolist() == [0, 0, 128, 255, 255]
 
 
 def test_class_balance_and_source_counts() -> None:
@@ -165,7 +169,7 @@ def test_reexpressed_rows_come_from_training_subjects() -> None:
     assert len(counts) == 5 and counts.min() >= 1 and counts.max() - counts.min() <= 1
     # the rendered code is the encoder's code of the source image
     with torch.no_grad():
-        codes = StandInEncoder()(to_unit_range(images[idx], torch.device("cpu"))).numpy()
+        codes = StandInEncoder()(to_unit_range(images[idx])).numpy()
     np.testing.assert_allclose(s.codes[re], codes, atol=1e-6)
     # prior codes are in [-1, 1]
     assert np.abs(s.codes[~re]).max() <= 1.0

@@ -14,35 +14,29 @@ import numpy as np
 import pytest
 import torch
 
-import fer.methods.baseline as baseline
-from fer.evaluation.metrics import classification_metrics
+import fer.training.protocol as protocol
+from conftest import assert_same_state, make_fold, outputs, quadrant_data
+from fer.methods.baseline import run_baseline_fold
+from fer.metrics.classification import classification_metrics
 from fer.models import build_model
-from fer.training.augment import AugmentConfig, affine_matrices, augment_batch, warp
+from fer.params import AugmentParams, RecognizerParams, build, to_dict
+from fer.training.augment import affine_matrices, augment_batch, warp
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
-from fer.training.loop import HISTORY_KEYS, TrainConfig, embed, fit, lr_factor, predict
+from fer.training.driver import HISTORY_KEYS, fit
+from fer.training.inference import embed, predict
+from fer.training.optim import lr_factor
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, model_from_weights, prepare_fold
 
 NUM_CLASSES = 3
 SIZE = 16
 
 
 # ----------------------------------------------------------------------------- data
-def quadrant_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 16, 16, 1) noise with the quadrant ``label`` (0 TL, 1 TR, 2 BL) bright."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, NUM_CLASSES, n)
-    x = rng.integers(0, 60, (n, SIZE, SIZE, 1)).astype(np.uint8)
-    half = SIZE // 2
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, r * half : (r + 1) * half, col * half : (col + 1) * half] += 150
-    return x, y
-
-
 TRAIN = quadrant_data(192, 0)
 VAL = quadrant_data(48, 1)
 
 
-def small_cfg(**overrides: Any) -> TrainConfig:
+def small_cfg(**overrides: Any) -> RecognizerParams:
     base: dict[str, Any] = {
         "arch": "resnet18",
         "width": 8,
@@ -54,31 +48,25 @@ def small_cfg(**overrides: Any) -> TrainConfig:
         "augment": {"hflip": False, "rotate_deg": 5.0, "erasing": 0.25},
     }
     base.update(overrides)
-    return TrainConfig.from_mapping(base)
+    return build(RecognizerParams, base)
 
 
-def new_model(cfg: TrainConfig, seed: int = 0) -> torch.nn.Module:
+def new_model(cfg: RecognizerParams, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(cfg.arch, NUM_CLASSES, 1, cfg.width, input_size=SIZE)
 
 
-def run_fit(cfg: TrainConfig, resume: Path | None = None, **kw: Any):
+def run_fit(cfg: RecognizerParams, resume: Path | None = None, **kw: Any):
     model = new_model(cfg)
     res = fit(model, TRAIN, VAL, cfg, num_classes=NUM_CLASSES, device=torch.device("cpu"),
               seed=0, resume_path=resume, **kw)
     return model, res
 
 
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 # ----------------------------------------------------------------------- augmentation
 def test_augment_identity_when_disabled() -> None:
     x = torch.rand(4, 3, 20, 24)
-    cfg = AugmentConfig(hflip=False, rotate_deg=0, scale=0, shift=0, brightness=0,
+    cfg = AugmentParams(hflip=False, rotate_deg=0, scale=0, shift=0, brightness=0,
                         contrast=0, erasing=0)
     out = augment_batch(x, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(out, x)
@@ -87,14 +75,14 @@ def test_augment_identity_when_disabled() -> None:
 def test_warp_with_identity_matrix_is_identity() -> None:
     x = torch.rand(3, 1, 16, 24)
     u = torch.full((3, 5), 0.5)  # no flip, angle 0, scale 1, shift 0
-    theta = affine_matrices(u, AugmentConfig(), 16, 24)
+    theta = affine_matrices(u, AugmentParams(), 16, 24)
     assert torch.allclose(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3))
     assert torch.allclose(warp(x, theta), x, atol=1e-5)
 
 
 def test_hflip_only_flips() -> None:
     x = torch.rand(8, 3, 16, 16)
-    cfg = AugmentConfig(hflip=True, rotate_deg=0, scale=0, shift=0, brightness=0,
+    cfg = AugmentParams(hflip=True, rotate_deg=0, scale=0, shift=0, brightness=0,
                         contrast=0)
     forced = augment_batch(x, cfg, torch.Generator().manual_seed(0), hflip_p=1.0)
     assert torch.allclose(forced, torch.flip(x, dims=[3]), atol=1e-5)
@@ -109,7 +97,7 @@ def test_hflip_only_flips() -> None:
 
 def test_augment_deterministic_and_in_range() -> None:
     x = torch.rand(16, 1, 32, 32)
-    cfg = AugmentConfig(erasing=0.5, brightness=0.4, contrast=0.4)
+    cfg = AugmentParams(erasing=0.5, brightness=0.4, contrast=0.4)
     a = augment_batch(x, cfg, torch.Generator().manual_seed(123))
     b = augment_batch(x, cfg, torch.Generator().manual_seed(123))
     c = augment_batch(x, cfg, torch.Generator().manual_seed(124))
@@ -122,7 +110,7 @@ def test_augment_deterministic_and_in_range() -> None:
 
 def test_random_erasing_fills_rectangle_with_half() -> None:
     x = torch.zeros(8, 1, 20, 20)
-    cfg = AugmentConfig(hflip=False, rotate_deg=0, scale=0, shift=0, brightness=0,
+    cfg = AugmentParams(hflip=False, rotate_deg=0, scale=0, shift=0, brightness=0,
                         contrast=0, erasing=1.0)
     out = augment_batch(x, cfg, torch.Generator().manual_seed(0))
     for i in range(8):
@@ -136,29 +124,29 @@ def test_random_erasing_fills_rectangle_with_half() -> None:
 
 def test_augment_config_validation() -> None:
     with pytest.raises(ValueError):
-        AugmentConfig(scale=-0.1)
+        AugmentParams(scale=-0.1)
     with pytest.raises(ValueError):
-        AugmentConfig(erasing=1.5)
+        AugmentParams(erasing=1.5)
 
 
 # ----------------------------------------------------------------------------- config
 def test_train_config_from_mapping() -> None:
-    cfg = TrainConfig.from_mapping({"epochs": 5.0, "lr": 1, "augment": {"rotate_deg": 15}})
+    cfg = build(RecognizerParams, {"epochs": 5.0, "lr": 1, "augment": {"rotate_deg": 15}})
     assert cfg.epochs == 5 and isinstance(cfg.epochs, int)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
-    assert cfg.augment == AugmentConfig(rotate_deg=15.0)
-    assert TrainConfig.from_mapping({}) == TrainConfig()
+    assert cfg.augment == AugmentParams(rotate_deg=15.0)
+    assert build(RecognizerParams, {}) == RecognizerParams()
     with pytest.raises(ValueError, match="learning_rate"):
-        TrainConfig.from_mapping({"learning_rate": 0.1})
+        build(RecognizerParams, {"learning_rate": 0.1})
     with pytest.raises(ValueError, match="rotation"):
-        TrainConfig.from_mapping({"augment": {"rotation": 3}})
+        build(RecognizerParams, {"augment": {"rotation": 3}})
     with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig.from_mapping({"optimizer": "lbfgs"})
+        build(RecognizerParams, {"optimizer": "lbfgs"})
     with pytest.raises(ValueError, match="select_metric"):
-        TrainConfig.from_mapping({"select_metric": "test/acc"})
+        build(RecognizerParams, {"select_metric": "test/acc"})
     with pytest.raises(ValueError):
-        TrainConfig.from_mapping({"epochs": 2.5})
-    assert json.loads(json.dumps(cfg.to_dict()))["augment"]["rotate_deg"] == 15.0
+        build(RecognizerParams, {"epochs": 2.5})
+    assert json.loads(json.dumps(to_dict(cfg)))["augment"]["rotate_deg"] == 15.0
 
 
 def test_lr_schedules() -> None:
@@ -177,7 +165,7 @@ def test_lr_schedules() -> None:
 # ------------------------------------------------------------------------------- loop
 def test_fit_learns_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = small_cfg(epochs=5)
-    with caplog.at_level(logging.INFO, logger="fer.training.loop"):
+    with caplog.at_level(logging.INFO, logger="fer.training.driver"):
         model, res = run_fit(cfg, log_path=tmp_path / "log.jsonl")
     losses = [r["train/loss"] for r in res.history]
     assert losses[-1] < losses[0]
@@ -253,7 +241,7 @@ def test_resume_with_other_config_starts_fresh(
     resume = tmp_path / "r.pt"
     run_fit(small_cfg(epochs=1), resume)
     assert resume.exists()
-    with caplog.at_level(logging.WARNING, logger="fer.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="fer.training.driver"):
         _, res = run_fit(small_cfg(epochs=2), resume)
     assert res.resumed_epochs == 0
     assert any("does not match" in m for m in caplog.messages)
@@ -332,7 +320,7 @@ def baseline_data() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 def test_run_baseline_fold_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x, y, split = baseline_data()
     events: list[str] = []
-    real_fit, real_predict = baseline.fit, baseline.predict
+    real_fit, real_forward = fit, protocol.forward_store
 
     def spy_fit(model, train, val, cfg, **kw):  # type: ignore[no-untyped-def]
         # only the train and val images reach fit
@@ -342,78 +330,73 @@ def test_run_baseline_fold_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         events.append("fit")
         return real_fit(model, train, val, cfg, **kw)
 
-    def spy_predict(model, x_uint8, *args, **kw):  # type: ignore[no-untyped-def]
-        assert np.array_equal(x_uint8, x[split["test"]])
+    def spy_forward(model, store, *args, **kw):  # type: ignore[no-untyped-def]
+        assert torch.equal(store.images, torch.from_numpy(x[split["test"]]).permute(0, 3, 1, 2))
         events.append("predict-test")
-        return real_predict(model, x_uint8, *args, **kw)
+        return real_forward(model, store, *args, **kw)
+
+    import fer.methods.baseline as baseline
 
     monkeypatch.setattr(baseline, "fit", spy_fit)
-    monkeypatch.setattr(baseline, "predict", spy_predict)
+    monkeypatch.setattr(protocol, "forward_store", spy_forward)
 
     cfg = small_cfg(epochs=3)
-    out = {k: tmp_path / name for k, name in
-           [("out_model", "model.pt"), ("out_metrics", "metrics.json"), ("out_curve", "curve.csv")]}
-    resume = tmp_path / "resume.pt"
-    metrics = baseline.run_baseline_fold(
-        x, y, split, ["a", "b", "c"], cfg, seed=0, device="cpu", resume_path=resume,
-        log_path=tmp_path / "train.jsonl", **out,
-    )
+    out = outputs(tmp_path)
+    metrics = run_baseline_fold(make_fold(x, y, split, ["a", "b", "c"]), cfg, out)
     assert events == ["fit", "predict-test", "predict-test"]  # test only after training
-    assert not resume.exists()
+    assert not out.resume.exists()
 
-    on_disk = json.loads(out["out_metrics"].read_text())
+    on_disk = json.loads(out.metrics.read_text())
     assert on_disk == metrics
-    assert list(metrics) == list(baseline.METRIC_KEYS)
+    assert list(metrics) == list(METRIC_KEYS)
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (160, 40, 40)
     assert 1 <= metrics["best_epoch"] <= 3
     assert np.array(metrics["test/confusion"]).sum() == 40
     for key in ("test/acc", "test/mean_class_acc", "test/macro_f1", "test/last_epoch_acc"):
         assert 0.0 <= metrics[key] <= 1.0
 
-    with open(out["out_curve"], newline="") as f:
+    with open(out.curve, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(baseline.CURVE_COLUMNS)
+    assert rows[0] == list(CURVE_COLUMNS)
     assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
 
-    raw = torch.load(out["out_model"], weights_only=True)
+    raw = torch.load(out.model, weights_only=True)
     meta = raw["meta"]
     assert meta["arch"] == "resnet18" and meta["width"] == 8
     assert meta["classes"] == ["a", "b", "c"] and meta["in_channels"] == 1
     assert meta["input_size"] == [16, 16] and meta["seed"] == 0
     assert meta["best_epoch"] == metrics["best_epoch"]
     assert meta["select_metric"] == "val/mean_class_acc"
+    assert meta["train_config"] == to_dict(cfg)
     # the saved (selected) model reproduces the reported test accuracy
-    model, _ = baseline.model_from_weights(out["out_model"])
-    pred = real_predict(model, x[split["test"]], "cpu").argmax(1)
+    model, _ = model_from_weights(out.model)
+    pred = predict(model, x[split["test"]], "cpu").argmax(1)
     assert float((pred == y[split["test"]]).mean()) == pytest.approx(metrics["test/acc"])
 
 
-def test_run_baseline_fold_rejects_overlapping_splits(tmp_path: Path) -> None:
+def test_prepare_fold_rejects_overlapping_splits() -> None:
     x, y, split = baseline_data()
-    kw: dict[str, Any] = dict(seed=0, device="cpu", out_model=tmp_path / "m.pt",
-                              out_metrics=tmp_path / "m.json", out_curve=tmp_path / "c.csv",
-                              resume_path=None, log_path=None)
     bad = dict(split, test=np.concatenate([split["test"], split["train"][:1]]))
     with pytest.raises(ValueError, match="not disjoint"):
-        baseline.run_baseline_fold(x, y, bad, ["a", "b", "c"], small_cfg(), **kw)
+        make_fold(x, y, bad, ["a", "b", "c"])
     bad = dict(split, val=np.concatenate([split["val"], split["val"][:1]]))
     with pytest.raises(ValueError, match="repeats"):
-        baseline.run_baseline_fold(x, y, bad, ["a", "b", "c"], small_cfg(), **kw)
+        make_fold(x, y, bad, ["a", "b", "c"])
     with pytest.raises(ValueError, match="lacks"):
-        baseline.run_baseline_fold(x, y, {"train": split["train"], "val": split["val"]},
-                                   ["a", "b", "c"], small_cfg(), **kw)
-    assert not any(tmp_path.iterdir())
+        make_fold(x, y, {"train": split["train"], "val": split["val"]}, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="labels outside"):
+        make_fold(x, y + 3, split, ["a", "b", "c"])
 
 
-def test_check_fold_subjects_rejects_shared_subjects_and_bad_shapes():
-    from fer.methods.baseline import check_fold_subjects
-
+def test_prepare_fold_rejects_shared_subjects_and_bad_shapes() -> None:
+    x = np.zeros((4, 8, 8, 1), np.uint8)
+    y = np.zeros(4, np.int64)
     idx = {"train": np.array([0, 1]), "val": np.array([2]), "test": np.array([3])}
-    ok = check_fold_subjects(np.array(["a", "a", "b", "c"]), idx, 4)
-    assert ok.tolist() == ["a", "a", "b", "c"]
+    fold = prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "a", "b", "c"]))
+    assert fold.subjects.tolist() == ["a", "a", "b", "c"]
     with pytest.raises(ValueError, match="'train' and 'test' share subjects"):
-        check_fold_subjects(np.array(["a", "b", "c", "a"]), idx, 4)
+        prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "b", "c", "a"]))
     with pytest.raises(ValueError, match="'val' and 'test' share subjects"):
-        check_fold_subjects(np.array(["a", "a", "c", "c"]), idx, 4)
+        prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "a", "c", "c"]))
     with pytest.raises(ValueError, match="does not match 4 images"):
-        check_fold_subjects(np.array(["a", "b"]), idx, 4)
+        prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "b"]))

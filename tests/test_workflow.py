@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fer.workflow import dvcgen
+import dvcgen
 from workflow_helpers import (
     build_repo,
     copy_repo,
@@ -308,10 +308,11 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     runs end to end after editing params.yaml: nothing else changes."""
     repo = copy_repo(base_repo, tmp_path / "repo")
     # Make a dataset outside the repo from the demo generator's images, re-laid out.
-    from fer.data.demo import DemoConfig, generate_demo
+    from fer.data.demo import generate_demo
+    from fer.params import DemoParams
 
     raw = tmp_path / "raw"
-    generate_demo(raw, DemoConfig(n_subjects=6, images_per_expression=1, corpus_subjects=4,
+    generate_demo(raw, DemoParams(n_subjects=6, images_per_expression=1, corpus_subjects=4,
                                   corpus_images_per_subject=2, image_size=64), seed=5)
     spelling = {"anger": "angry", "disgust": "disgusted", "fear": "fearful", "happiness": "happy",
                 "sadness": "sad", "surprise": "surprised", "neutral": "neutral"}

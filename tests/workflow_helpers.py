@@ -146,7 +146,7 @@ def write_params(repo: Path, params: Mapping[str, Any]) -> None:
 def build_repo(dest: Path, src_root: Path = ROOT) -> Path:
     """A committed git + DVC repo at ``dest`` with the project files, tiny params and a
     dvc.yaml rendered for them. Nothing is run."""
-    from fer.workflow import dvcgen
+    import dvcgen
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:

@@ -9,7 +9,7 @@ rule train_baseline:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("train_baseline", "methods/baseline.py", "models", "training", "evaluation", "utils"),
+        code=code("train_recognizer"),
     output:
         model="models/baseline/fold-{fold}.pt",
         metrics="metrics/baseline/fold-{fold}.json",
@@ -22,7 +22,7 @@ rule train_baseline:
     log:
         "logs/train_baseline/fold-{fold}.log",
     shell:
-        "mkdir -p logs/train_baseline && python workflow/scripts/train_baseline.py "
+        "mkdir -p logs/train_baseline && python workflow/scripts/train_recognizer.py --section baseline "
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "

@@ -1,8 +1,12 @@
 # Helpers shared by the rules: parameter validation, declared keys, code dependencies.
-import glob
-from pathlib import Path
+import os
+import sys
 
-from fer.config import ParamsError, load_yaml, subset, validate_params
+sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps)
+
+from _common import check_pipeline_params
+from codedeps import code_files
+from fer.params import ParamsError, load_yaml, subset, validate_params
 
 PARAMS_FILE = "params.yaml"
 SCHEMA_FILE = "workflow/schemas/params.schema.yaml"
@@ -15,6 +19,7 @@ if config != load_yaml(PARAMS_FILE):
         "(or use `dvc exp run -S key=value`), the one parameter file"
     )
 validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
+check_pipeline_params(config, PARAMS_FILE)
 
 FOLDS = list(range(config["folds"]["n_folds"]))
 
@@ -36,17 +41,12 @@ def declare(*keys):
     return {"declared": ",".join(keys), "cfg": subset(config, keys)}
 
 
-def code(script, *modules):
-    """Code files a rule depends on: its script, the shared CLI helper, the config module
-    and the listed fer modules (a package name means all its .py files). Listed file by
-    file, because Snakemake judges a directory input by the directory's own mtime."""
-    files = [f"workflow/scripts/{script}.py", "workflow/scripts/_common.py", "src/fer/config.py"]
-    for m in modules:
-        if m.endswith(".py"):
-            files.append(f"src/fer/{m}")
-        else:
-            files += sorted(glob.glob(f"src/fer/{m}/*.py"))
-    return files
+def code(script):
+    """Code files a rule depends on, derived from its script's import closure inside the
+    project (workflow/scripts/codedeps.py): the script, its helpers, every fer module it
+    can import. Listed file by file, because Snakemake judges a directory input by the
+    directory's own mtime."""
+    return code_files(f"workflow/scripts/{script}.py")
 
 
 def corpus_input():

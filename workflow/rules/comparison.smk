@@ -5,8 +5,8 @@
 # Ablation rows. dgcn: the reference the contrastive representation compares the query
 # with. fersnet: the authors' rows (single task, hard sharing, gated sharing, gated +
 # synthetic images).
-DGCN_REFERENCES = ["generated", "real", "none"]
-FERSNET_VARIANTS = ["single", "hard", "gated", "synth"]
+from fer.params import DGCN_REFERENCES, FERSNET_VARIANTS
+
 COMPARISON_METHODS = [f"dgcn_{r}" for r in DGCN_REFERENCES] + [f"fersnet_{v}" for v in FERSNET_VARIANTS]
 
 
@@ -43,7 +43,7 @@ rule train_dgcn:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("train_dgcn", "methods/dgcn.py", "models", "methods/baseline.py", "training", "evaluation", "utils"),
+        code=code("train_dgcn"),
     output:
         model="models/dgcn_{reference}/fold-{fold}.pt",
         metrics="metrics/dgcn_{reference}/fold-{fold}.json",
@@ -76,8 +76,7 @@ rule train_fersnet:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("train_fersnet", "methods/fersnet.py", "models", "methods/identity.py", "methods/baseline.py",
-                  "training", "evaluation", "utils"),
+        code=code("train_fersnet"),
     output:
         model="models/fersnet_{fersnet_variant}/fold-{fold}.pt",
         metrics="metrics/fersnet_{fersnet_variant}/fold-{fold}.json",

@@ -45,7 +45,7 @@ rule train_accnn:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("train_accnn", "methods/baseline.py", "models", "training", "evaluation", "utils"),
+        code=code("train_recognizer"),
     output:
         model="models/accnn/fold-{fold}.pt",
         metrics="metrics/accnn/fold-{fold}.json",
@@ -58,7 +58,7 @@ rule train_accnn:
     log:
         "logs/train_accnn/fold-{fold}.log",
     shell:
-        "mkdir -p logs/train_accnn && python workflow/scripts/train_accnn.py "
+        "mkdir -p logs/train_accnn && python workflow/scripts/train_recognizer.py --section accnn "
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
@@ -81,8 +81,7 @@ rule cluster_corpus:
         corpus_manifest="data/aligned_corpus/manifest.csv",
         corpus_meta="data/aligned_corpus/meta.json",
         recogniser=clustering_embedder,
-        code=code("cluster_corpus", "clustering", "methods/corpus.py", "methods/baseline.py", "models", "training",
-                  "utils"),
+        code=code("cluster_corpus"),
     output:
         pseudo=directory("results/pseudo/fold-{fold}"),
         metrics="metrics/pseudo/fold-{fold}.json",
@@ -118,8 +117,7 @@ rule finetune_accnn:
         corpus_meta="data/aligned_corpus/meta.json",
         pseudo="results/pseudo/fold-{fold}",
         init="models/accnn/fold-{fold}.pt",
-        code=code("finetune_accnn", "clustering", "methods/corpus.py", "methods/baseline.py", "models", "training",
-                  "evaluation", "utils"),
+        code=code("finetune_accnn"),
     output:
         model="models/accnn_corpus/fold-{fold}.pt",
         metrics="metrics/accnn_corpus/fold-{fold}.json",
@@ -154,7 +152,7 @@ rule pseudo_quality:
         meta="data/aligned/meta.json",
         pseudo=expand("results/pseudo/fold-{fold}", fold=FOLDS),
         rounds=expand("results/accnn_corpus/fold-{fold}", fold=FOLDS),
-        code=code("pseudo_quality", "clustering"),
+        code=code("pseudo_quality"),
     output:
         metrics="metrics/pseudo_quality.json",
     params:

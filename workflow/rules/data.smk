@@ -5,7 +5,7 @@ rule make_demo:
     """Generate the demo data: a labelled expression set and an unlabelled corpus,
     written in the csv dataset layout (no download)."""
     input:
-        code=code("make_demo", "data/demo.py", "data/landmarks.py", "labels.py"),
+        code=code("make_demo"),
     output:
         directory("data/demo"),
     params:
@@ -23,7 +23,7 @@ rule align:
     template and write one uint8 array, the manifest, and a per-image QA table."""
     input:
         dataset=dataset_input(),
-        code=code("align", "align", "data/manifest.py", "data/landmarks.py", "labels.py", "utils"),
+        code=code("align"),
     output:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
@@ -46,7 +46,7 @@ rule make_folds:
     input:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        code=code("make_folds", "data/folds.py"),
+        code=code("make_folds"),
     output:
         folds="data/folds.json",
     params:

@@ -1,15 +1,11 @@
 # FESGAN + joint training with the RDBP intra-class loss (Yan et al., TMM 2020), and the
 # identity network its identity-preservation loss needs (trained on the corpus).
 
-# Ablation rows trained by train_joint, and the params keys each one reads. The
-# intra-class rows read rdbp; "joint_intra" forces the stop-gradient off, so it does not
-# read rdbp.stop_gradient.
-JOINT_VARIANTS = {
-    "static": ("seed", "baseline", "joint.synth_ratio", "compute"),
-    "joint": ("seed", "baseline", "joint", "compute"),
-    "joint_intra": ("seed", "baseline", "joint", "rdbp.lambda", "rdbp.anchor", "compute"),
-    "full": ("seed", "baseline", "joint", "rdbp", "compute"),
-}
+from fer.params import JOINT_ROWS
+
+# Ablation rows trained by train_joint, the params keys each one reads and its fixed
+# choices: one table (fer/params/rows.py) that the script reads too.
+JOINT_VARIANTS = list(JOINT_ROWS)
 
 
 wildcard_constraints:
@@ -18,22 +14,22 @@ wildcard_constraints:
 
 
 def joint_declared(wildcards):
-    return declare(*JOINT_VARIANTS[wildcards.variant])["declared"]
+    return declare(*JOINT_ROWS[wildcards.variant].keys)["declared"]
 
 
 def joint_cfg(wildcards):
-    return declare(*JOINT_VARIANTS[wildcards.variant])["cfg"]
+    return declare(*JOINT_ROWS[wildcards.variant].keys)["cfg"]
 
 
 def joint_source(wildcards):
     """static trains on the fold's fixed synthetic set; the joint rows on its generator."""
-    if wildcards.variant == "static":
+    if JOINT_ROWS[wildcards.variant].source == "synthetic_set":
         return f"data/synthetic/fold-{wildcards.fold}/images.npy"
     return f"models/fesgan/fold-{wildcards.fold}.pt"
 
 
 def joint_source_arg(wildcards):
-    if wildcards.variant == "static":
+    if JOINT_ROWS[wildcards.variant].source == "synthetic_set":
         return f"--synthetic-dir data/synthetic/fold-{wildcards.fold}"
     return f"--generator models/fesgan/fold-{wildcards.fold}.pt"
 
@@ -43,7 +39,7 @@ rule align_corpus:
     set (its hidden expression truth is never read)."""
     input:
         dataset=corpus_input(),
-        code=code("align_corpus", "align", "data/manifest.py", "data/landmarks.py", "utils"),
+        code=code("align"),
     output:
         images="data/aligned_corpus/images.npy",
         manifest="data/aligned_corpus/manifest.csv",
@@ -55,7 +51,7 @@ rule align_corpus:
     log:
         "logs/align_corpus.log",
     shell:
-        "mkdir -p logs && python workflow/scripts/align_corpus.py --keys {params.declared} "
+        "mkdir -p logs && python workflow/scripts/align.py --corpus --keys {params.declared} "
         "--out-dir data/aligned_corpus --metrics {output.metrics} "
         + TO_LOG
 
@@ -67,7 +63,7 @@ rule train_identity:
         images="data/aligned_corpus/images.npy",
         manifest="data/aligned_corpus/manifest.csv",
         meta="data/aligned_corpus/meta.json",
-        code=code("train_identity", "methods/identity.py", "methods/baseline.py", "models", "training", "utils"),
+        code=code("train_identity"),
     output:
         model="models/identity/identity.pt",
         metrics="metrics/identity/identity.json",
@@ -96,7 +92,7 @@ rule train_fesgan:
         meta="data/aligned/meta.json",
         folds="data/folds.json",
         identity="models/identity/identity.pt",
-        code=code("train_fesgan", "methods/fesgan.py", "models", "methods/identity.py", "training", "utils"),
+        code=code("train_fesgan"),
     output:
         model="models/fesgan/fold-{fold}.pt",
         metrics="metrics/fesgan/fold-{fold}.json",
@@ -129,8 +125,7 @@ rule synthesize:
         generator="models/fesgan/fold-{fold}.pt",
         classifier="models/baseline/fold-{fold}.pt",
         identity="models/identity/identity.pt",
-        code=code("synthesize", "methods/synthesis.py", "evaluation/synthetic_quality.py", "methods/fesgan.py",
-                  "models", "methods/identity.py", "utils"),
+        code=code("synthesize"),
     output:
         images="data/synthetic/fold-{fold}/images.npy",
         manifest="data/synthetic/fold-{fold}/manifest.csv",
@@ -162,8 +157,7 @@ rule train_joint:
         meta="data/aligned/meta.json",
         folds="data/folds.json",
         source=joint_source,
-        code=code("train_joint", "methods/joint.py", "losses", "methods/fesgan.py", "methods/baseline.py",
-                  "models", "training", "evaluation", "utils"),
+        code=code("train_joint"),
     output:
         model="models/{variant}/fold-{fold}.pt",
         metrics="metrics/{variant}/fold-{fold}.json",

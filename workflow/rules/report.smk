@@ -22,7 +22,7 @@ rule summarize:
     input:
         fold_metrics=method_fold_metrics,
         meta="data/aligned/meta.json",
-        code=code("summarize", "evaluation", "report/figures.py"),
+        code=code("summarize"),
     output:
         metrics="metrics/{method}/summary.json",
         figure=report(
@@ -61,7 +61,7 @@ rule report:
         qa="data/aligned/qa.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        code=code("report", "report", "evaluation/stats.py", "clustering", "models"),
+        code=code("report"),
     output:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:

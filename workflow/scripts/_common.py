@@ -1,16 +1,69 @@
-"""Shared plumbing of the thin command-line scripts: argument parsing, logging, and the
-declared-params view (a script may read only the params.yaml keys its rule declares)."""
+"""Shared plumbing of the thin command-line scripts: argument parsing, logging, the
+declared-params view (a script may read only the params.yaml keys its rule declares), and
+the pipeline's own rules about params.yaml (where the demo generator writes).
+
+This is the workflow side: it knows the pipeline's paths; ``fer`` does not.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from fer.config import DeclaredParams, load_params
+from fer.params import DeclaredParams, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
+
+#: Where make_demo writes the demo data (the Snakefile's make_demo output).
+DEMO_DIR = "data/demo"
+DEMO_ROOT = f"{DEMO_DIR}/expr"
+DEMO_CORPUS = f"{DEMO_DIR}/corpus"
+DEMO_TRUTH = f"{DEMO_DIR}/corpus_truth.csv"
+
+
+def check_pipeline_params(params: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """The pipeline's rules about params.yaml that the schema cannot express: with
+    ``data.format: demo`` the dataset and corpus are the demo generator's output; with
+    your own data they must not point into it."""
+    data, corpus = params.get("data", {}), params.get("corpus", {})
+    demo = data.get("format") == "demo"
+    if demo and data.get("root") != DEMO_ROOT:
+        raise ParamsError(
+            f"{source} is invalid: data.format is demo, so data.root must be {DEMO_ROOT} "
+            f"(got {data.get('root')!r}); use format csv or folders for your own data"
+        )
+    if demo and corpus and corpus.get("root") != DEMO_CORPUS:
+        raise ParamsError(
+            f"{source} is invalid: data.format is demo, so corpus.root must be {DEMO_CORPUS} "
+            f"(got {corpus.get('root')!r})"
+        )
+    if demo and corpus and corpus.get("truth") not in (DEMO_TRUTH, ""):
+        raise ParamsError(
+            f"{source} is invalid: data.format is demo, so corpus.truth must be {DEMO_TRUTH} or '' "
+            f"(got {corpus.get('truth')!r})"
+        )
+    if not demo and str(corpus.get("root", "")).startswith(DEMO_DIR):
+        raise ParamsError(
+            f"{source} is invalid: corpus.root {corpus.get('root')!r} is written by the demo generator, which "
+            "runs only with data.format demo; point corpus.root at your face-recognition corpus (csv layout: "
+            "labels.csv with columns image, subject)"
+        )
+    if not demo and str(corpus.get("truth", "")).startswith(DEMO_DIR):
+        raise ParamsError(
+            f"{source} is invalid: corpus.truth {corpus.get('truth')!r} is written by the demo generator; set it "
+            "to your corpus's expression truth (csv with columns image, expression) or '' when there is none"
+        )
+
+
+def load_pipeline_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml validated against the schema, its sections' types and the pipeline's rules."""
+    params = load_params(path, SCHEMA)
+    check_pipeline_params(params, str(path))
+    return params
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -28,24 +81,4 @@ def setup_logging() -> None:
 
 def declared(args: argparse.Namespace) -> DeclaredParams:
     """Validate the whole parameter file, then expose only the declared keys."""
-    params = load_params(args.params, SCHEMA)
-    return DeclaredParams(params, [k for k in args.keys.split(",") if k])
-
-
-def fold_context(args: argparse.Namespace, p: DeclaredParams):
-    """The set-up every per-fold training script shares: claim the device, seed with the
-    fold's seed (``seed + fold``: every method of a fold starts from the same seed), load
-    the aligned set and the fold's split. Returns (device, seed, data, split)."""
-    from fer.data.aligned import load_aligned
-    from fer.data.folds import split_indices
-    from fer.utils.device import select_device
-    from fer.utils.io import read_json
-    from fer.utils.seed import seed_everything
-
-    compute = p.get("compute")
-    device = select_device(compute["device"], compute["threads"])
-    seed = p.get("seed") + args.fold
-    seed_everything(seed)
-    data = load_aligned(args.images, args.manifest, args.meta)
-    split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
-    return device, seed, data, split
+    return DeclaredParams(load_pipeline_params(args.params), [k for k in args.keys.split(",") if k])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from _common import SCHEMA
 
-from fer.config import ParamsError, apply_preset
+from fer.params import ParamsError, apply_preset
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -5,7 +5,8 @@ Two ways to give the settings:
 * pipeline: ``make_demo.py --keys seed,demo --out data/demo`` reads the declared ``seed``
   and ``demo`` keys of ``--params`` (params.yaml, validated against the schema);
 * by hand: ``make_demo.py --out data/demo --config-json '{"n_subjects": 4}' --seed 0``
-  where the JSON object holds DemoConfig fields (fer.data.demo); unknown keys are an error.
+  where the JSON object holds ``demo`` section keys (fer.params.DemoParams); unknown keys are an
+  error.
 
 ``--seed`` overrides the params file's seed in either mode.
 """
@@ -17,7 +18,8 @@ import logging
 
 from _common import declared, parser, setup_logging
 
-from fer.data.demo import DemoConfig, config_from_mapping, generate_demo
+from fer.data.demo import generate_demo
+from fer.params import DemoParams, build
 
 log = logging.getLogger("make_demo")
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output directory (a previous demo there is replaced)")
     ap.add_argument(
-        "--config-json", default=None, help="JSON object of DemoConfig fields (instead of --keys)"
+        "--config-json", default=None, help="JSON object of demo section keys (instead of --keys)"
     )
     ap.add_argument(
         "--seed", type=int, default=None, help="non-negative integer seed (default: params seed, or 0)"
@@ -39,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         values = json.loads(args.config_json)
         if not isinstance(values, dict):
             ap.error(f"--config-json must be a JSON object, got {type(values).__name__}")
-        cfg: DemoConfig = config_from_mapping(values)
+        cfg: DemoParams = build(DemoParams, values, "demo")
         seed = 0 if args.seed is None else args.seed
     else:
         if not args.keys:
             ap.error("give --config-json, or --keys naming the params keys to read (seed,demo)")
         p = declared(args)
-        cfg = config_from_mapping(p.get("demo"))
+        cfg = p.section("demo")
         seed = p.get("seed") if args.seed is None else args.seed
     summary = generate_demo(args.out, cfg, seed)
     log.info("summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))

@@ -14,6 +14,6 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    f = p.get("folds")
-    summary = write_folds(args.manifest, args.meta, args.out, f["n_folds"], f["val_fraction"], p.get("seed"))
+    f = p.section("folds")
+    summary = write_folds(args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"))
     logging.info("folds: %s", summary)

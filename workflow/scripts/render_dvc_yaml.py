@@ -3,12 +3,12 @@
     python workflow/scripts/render_dvc_yaml.py --out dvc.yaml     # write (atomic)
     python workflow/scripts/render_dvc_yaml.py --check dvc.yaml   # exit 1 + unified diff if stale
 
-The work is done by fer.workflow.dvcgen (one DVC stage per Snakemake job).
+The work is done by dvcgen.py beside this script (one DVC stage per Snakemake job).
 """
 
 import sys
 
-from fer.workflow.dvcgen import main
+from dvcgen import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

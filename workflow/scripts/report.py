@@ -5,7 +5,7 @@ from pathlib import Path
 
 from _common import declared, parser, setup_logging
 
-from fer.evaluation.stats import paired_test
+from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
 from fer.report.html import FesganSection, MethodResult, build_report, read_curve
 from fer.report.sections import corpus_section, grids_section

@@ -4,7 +4,7 @@ import logging
 
 from _common import parser, setup_logging
 
-from fer.evaluation.summary import summarize_method
+from fer.metrics.summary import summarize_method
 from fer.report.figures import confusion_figure
 from fer.utils.io import read_json, write_json
 

@@ -3,40 +3,38 @@
 import logging
 from pathlib import Path
 
-from _common import declared, fold_context, parser, setup_logging
+from _common import declared, setup_logging
+from _fold import fold_context, fold_parser
 
 from fer.evaluation.synthetic_quality import quality_report
-from fer.methods.baseline import model_from_weights
 from fer.methods.fesgan import load_fesgan
 from fer.methods.identity import load_identity_net
 from fer.methods.synthesis import synthesize_set, write_synthetic
-from fer.training.loop import predict
+from fer.training.inference import predict
+from fer.training.protocol import model_from_weights
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
-    ap = parser(__doc__)
-    for name in ("images", "manifest", "meta", "folds", "generator", "classifier", "identity", "out-dir", "metrics"):
-        ap.add_argument(f"--{name}", required=True)
-    ap.add_argument("--fold", type=int, required=True)
+    ap = fold_parser(__doc__, "generator", "classifier", "identity", "out-dir", "metrics")
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    device, seed, data, split = fold_context(args, p)
-    train = split["train"]  # synthesis sees training subjects only
-    generator, encoder, gan_meta = load_fesgan(args.generator, device)
-    cfg = p.get("synthesis")
+    fold, data = fold_context(args, p)
+    train = fold.idx["train"]  # synthesis sees training subjects only
+    x, y, subjects = fold.images[train], fold.labels[train], data.subjects[train]
+    generator, encoder, gan_meta = load_fesgan(args.generator, fold.device)
+    cfg = p.section("synthesis")
     synthetic = synthesize_set(
-        generator, encoder, data.images[train], data.labels[train], data.subjects[train], data.classes,
-        per_class=cfg["per_class"], prior_fraction=cfg["prior_fraction"], seed=seed, device=device,
+        generator, encoder, x, y, subjects, fold.classes,
+        per_class=cfg.per_class, prior_fraction=cfg.prior_fraction, seed=fold.seed, device=fold.device,
     )
-    write_synthetic(Path(args.out_dir), synthetic, data.classes, {"fold": args.fold, "generator": args.generator})
-    classifier, _ = model_from_weights(args.classifier, device)  # trained on this fold's real training part only
-    identity = load_identity_net(args.identity, device)
+    write_synthetic(Path(args.out_dir), synthetic, fold.classes, {"fold": args.fold, "generator": args.generator})
+    classifier, _ = model_from_weights(args.classifier, fold.device)  # trained on this fold's real training part only
+    identity = load_identity_net(args.identity, fold.device)
 
     def identity_embed(images_uint8):  # L2-normalised identity features, batched like any recogniser
-        return predict(identity, images_uint8, device, 256)
+        return predict(identity, images_uint8, fold.device, 256)
 
-    quality = quality_report(classifier, identity_embed, data.images[train], data.labels[train],
-                             data.subjects[train], synthetic, device)
+    quality = quality_report(classifier, identity_embed, x, y, subjects, synthetic, fold.device)
     write_json(args.metrics, quality)
     logging.info("fold %d synthetic set: %s", args.fold, quality)

@@ -7,7 +7,6 @@ from _common import declared, parser, setup_logging
 
 from fer.data.aligned import load_aligned
 from fer.methods.identity import train_identity_net
-from fer.training.loop import TrainConfig
 from fer.utils.device import select_device
 from fer.utils.seed import seed_everything
 
@@ -18,15 +17,15 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    compute = p.get("compute")
-    device = select_device(compute["device"], compute["threads"])
+    compute = p.section("compute")
+    device = select_device(compute.device, compute.threads)
     seed = p.get("seed")
     seed_everything(seed)
     corpus = load_aligned(args.images, args.manifest, args.meta, labelled=False)
     metrics = train_identity_net(
         corpus.images,
         corpus.subjects,
-        TrainConfig.from_mapping(p.get("identity")),
+        p.section("identity"),
         seed=seed,
         device=device,
         out_model=Path(args.model),

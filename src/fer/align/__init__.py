@@ -7,7 +7,6 @@ detector + 68-point shape predictor (:mod:`fer.align.detect`); see
 
 from fer.align.detect import Detection, DetectorUnavailableError, Dlib68Detector
 from fer.align.pipeline import (
-    AlignConfig,
     AlignmentFailedError,
     AlignOutput,
     AlignRecord,
@@ -23,7 +22,6 @@ from fer.align.template import ARCFACE_112, template_points
 
 __all__ = [
     "ARCFACE_112",
-    "AlignConfig",
     "AlignOutput",
     "AlignRecord",
     "AlignResult",

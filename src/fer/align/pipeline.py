@@ -5,7 +5,7 @@ Every input image ends up either as one aligned ``size`` x ``size`` crop or as a
 fails as a whole (:class:`AlignmentFailedError`, raised by :func:`check_failures` *after*
 the QA table is written) when more than ``max_failure_fraction`` of the images fail.
 
-Landmark sources (``AlignConfig.landmarks``):
+Landmark sources (``AlignParams.landmarks``):
 
 ``auto``        the record's landmark file when it has one, otherwise the dlib detector;
 ``annotation``  the landmark file is required — an image without one fails;
@@ -26,7 +26,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,12 @@ from fer.align.detect import Detection, Dlib68Detector
 from fer.align.similarity import alignment_residual, apply_affine, estimate_similarity, similarity_scale
 from fer.align.template import template_points
 from fer.data.landmarks import LandmarkFileError, read_landmarks
+from fer.params import AlignParams, to_dict
 from fer.utils.images import ImageReadError, read_image
 from fer.utils.io import save_npy, write_json, write_text
 
 __all__ = [
-    "AlignConfig",
+    "make_detector",
     "AlignRecord",
     "AlignResult",
     "AlignOutput",
@@ -56,9 +57,6 @@ __all__ = [
     "MANIFEST_COLUMNS",
 ]
 
-LANDMARK_MODES = ("auto", "annotation", "detector", "none")
-CHANNEL_MODES = ("gray", "rgb")
-MULTIPLE_FACE_MODES = ("largest", "fail")
 QA_COLUMNS = ("path", "subject", "label", "status", "reason", "landmark_source", "n_faces", "residual")
 MANIFEST_COLUMNS = ("index", "path", "subject", "label")
 
@@ -73,52 +71,9 @@ class AlignmentFailedError(RuntimeError):
     """Too many images failed to align (see qa.csv for every image's reason)."""
 
 
-@dataclass(frozen=True)
-class AlignConfig:
-    landmarks: str = "auto"  # auto | annotation | detector | none
-    size: int = 64
-    channels: str = "gray"  # gray | rgb
-    face_scale: float = 0.9
-    detector_upsample: int = 1
-    detector_min_side: int = 160
-    multiple_faces: str = "largest"  # largest | fail
-    max_residual: float = 0.3  # alignment residual above this => failure (bad landmarks)
-    max_failure_fraction: float = 0.05
-
-    def __post_init__(self):
-        if self.landmarks not in LANDMARK_MODES:
-            raise ValueError(f"align landmarks must be one of {LANDMARK_MODES}, got {self.landmarks!r}")
-        if self.channels not in CHANNEL_MODES:
-            raise ValueError(f"align channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
-        if self.multiple_faces not in MULTIPLE_FACE_MODES:
-            raise ValueError(
-                f"align multiple_faces must be one of {MULTIPLE_FACE_MODES}, got {self.multiple_faces!r}"
-            )
-        if int(self.size) != self.size or self.size < 8:
-            raise ValueError(f"align size must be an integer >= 8, got {self.size!r}")
-        if not (self.face_scale > 0 and math.isfinite(self.face_scale)):
-            raise ValueError(f"align face_scale must be a positive number, got {self.face_scale!r}")
-        if int(self.detector_upsample) != self.detector_upsample or self.detector_upsample < 0:
-            raise ValueError(
-                f"align detector_upsample must be an integer >= 0, got {self.detector_upsample!r}"
-            )
-        if int(self.detector_min_side) != self.detector_min_side or self.detector_min_side < 0:
-            raise ValueError(
-                f"align detector_min_side must be an integer >= 0, got {self.detector_min_side!r}"
-            )
-        if not self.max_residual > 0:
-            raise ValueError(f"align max_residual must be > 0, got {self.max_residual!r}")
-        if not 0 <= self.max_failure_fraction <= 1:
-            raise ValueError(
-                f"align max_failure_fraction must be in [0, 1], got {self.max_failure_fraction!r}"
-            )
-
-    @property
-    def n_channels(self) -> int:
-        return 1 if self.channels == "gray" else 3
-
-    def make_detector(self) -> Dlib68Detector:
-        return Dlib68Detector(upsample=self.detector_upsample, min_side=self.detector_min_side)
+def make_detector(cfg: AlignParams) -> Dlib68Detector:
+    """The face detector of the ``align`` settings."""
+    return Dlib68Detector(upsample=cfg.detector_upsample, min_side=cfg.detector_min_side)
 
 
 @dataclass
@@ -246,7 +201,7 @@ def warp_to_template(rgb: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 def align_image(
     rgb: np.ndarray,
     landmarks: np.ndarray | None,
-    cfg: AlignConfig,
+    cfg: AlignParams,
     detector: Dlib68Detector | None = None,
 ) -> AlignResult:
     """Align one H x W x 3 uint8 RGB image.
@@ -277,7 +232,7 @@ def align_image(
     if cfg.landmarks == "detector" or (cfg.landmarks == "auto" and landmarks is None):
         source = "detector"
         if detector is None:
-            detector = cfg.make_detector()
+            detector = make_detector(cfg)
         dets = detector.detect(rgb)
         n_faces = len(dets)
         if not dets:
@@ -339,7 +294,7 @@ def _progress(it, total: int, enabled: bool):
     return tqdm(it, total=total, desc="align", unit="img")
 
 
-def align_records(records: Sequence[AlignRecord], cfg: AlignConfig, progress: bool = False) -> AlignOutput:
+def align_records(records: Sequence[AlignRecord], cfg: AlignParams, progress: bool = False) -> AlignOutput:
     """Align every record; returns the ok crops, their record indices and one QA row per record.
 
     Per-image problems (unreadable image, unreadable landmark file, no face, ...) become
@@ -374,7 +329,7 @@ def align_records(records: Sequence[AlignRecord], cfg: AlignConfig, progress: bo
                 if detector is None and (
                     cfg.landmarks == "detector" or (cfg.landmarks == "auto" and landmarks is None)
                 ):
-                    detector = cfg.make_detector().load()
+                    detector = make_detector(cfg).load()
                 try:
                     res = align_image(rgb, landmarks, cfg, detector)
                 except Exception as e:  # a bug or environment problem, not a bad image
@@ -421,7 +376,7 @@ def _csv_value(v) -> str:
     return str(v)
 
 
-def _summary(output: AlignOutput, cfg: AlignConfig, classes: Sequence[str]) -> dict:
+def _summary(output: AlignOutput, cfg: AlignParams, classes: Sequence[str]) -> dict:
     ok_rows = [r for r in output.qa if r["status"] == "ok"]
     residuals = np.array([r["residual"] for r in ok_rows if r["residual"] is not None], dtype=np.float64)
     reasons = Counter(failure_kind(r["reason"]) for r in output.qa if r["status"] != "ok")
@@ -440,7 +395,7 @@ def _summary(output: AlignOutput, cfg: AlignConfig, classes: Sequence[str]) -> d
         "failure_reasons": dict(reasons),
         "residual_median": float(np.median(residuals)) if residuals.size else None,
         "residual_p95": float(np.percentile(residuals, 95)) if residuals.size else None,
-        "config": asdict(cfg),
+        "config": to_dict(cfg),
     }
 
 
@@ -448,7 +403,7 @@ def write_aligned(
     out_dir: str | Path,
     output: AlignOutput,
     records: Sequence[AlignRecord],
-    cfg: AlignConfig,
+    cfg: AlignParams,
     classes: Sequence[str],
 ) -> None:
     """Write ``images.npy``, ``manifest.csv``, ``qa.csv`` and ``meta.json`` into ``out_dir``.
@@ -461,7 +416,7 @@ def write_aligned(
       n_failed, failure_fraction, landmark_sources`` (counts over the ok images),
       ``landmark_sources_all`` (over all inputs), ``failure_reasons`` (counts per
       :func:`failure_kind`), ``residual_median, residual_p95`` (over the ok images with
-      landmarks; null when none) and ``config`` (the whole AlignConfig).
+      landmarks; null when none) and ``config`` (the whole AlignParams).
 
     All files are written atomically; qa.csv and meta.json are written even when nothing
     aligned, so :func:`check_failures` can point at them.
@@ -493,7 +448,7 @@ def write_aligned(
     write_json(out_dir / "meta.json", _summary(output, cfg, classes))
 
 
-def check_failures(output: AlignOutput, cfg: AlignConfig, qa_path: str | Path | None = None) -> None:
+def check_failures(output: AlignOutput, cfg: AlignParams, qa_path: str | Path | None = None) -> None:
     """Raise :class:`AlignmentFailedError` when the failed fraction exceeds
     ``cfg.max_failure_fraction`` (or there is no input at all). Call it after
     :func:`write_aligned`, so the QA table it points to exists."""
@@ -517,7 +472,7 @@ def check_failures(output: AlignOutput, cfg: AlignConfig, qa_path: str | Path | 
 def run_alignment(
     records: Sequence[AlignRecord],
     out_dir: str | Path,
-    cfg: AlignConfig,
+    cfg: AlignParams,
     classes: Sequence[str],
     progress: bool = False,
 ) -> AlignOutput:

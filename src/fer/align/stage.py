@@ -8,45 +8,44 @@ writes the artifact and the QA table, and only then fails when more images faile
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fer.align.pipeline import AlignConfig, AlignRecord, align_records, check_failures, write_aligned
+from fer.align.pipeline import AlignRecord, align_records, check_failures, write_aligned
 from fer.data.manifest import DatasetError, read_csv_dataset, read_dataset, resolve_classes
+from fer.params import AlignParams, CorpusParams, DataParams
 from fer.utils.io import read_json, write_json
 
 
 def run_alignment_stage(
-    data: Mapping[str, Any], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path
+    data: DataParams, align: AlignParams, out_dir: str | Path, metrics_path: str | Path
 ) -> dict[str, Any]:
     """Run the stage for the ``data`` and ``align`` params sections; return summary metrics."""
     records = read_dataset(
-        data["format"],
-        data["root"],
-        subject_regex=data["subject_regex"],
-        image_extensions=data["image_extensions"],
-        label_map=data["label_map"],
+        data.format,
+        data.root,
+        subject_regex=data.subject_regex,
+        image_extensions=data.image_extensions,
+        label_map=data.label_map,
     )
-    classes = resolve_classes(records, data["classes"])
+    classes = resolve_classes(records, data.classes)
     return _align_and_write(records, classes, align, out_dir, metrics_path, "align")
 
 
 def run_corpus_alignment_stage(
-    corpus: Mapping[str, Any], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path
+    corpus: CorpusParams, align: AlignParams, out_dir: str | Path, metrics_path: str | Path
 ) -> dict[str, Any]:
     """Align the unlabelled face-recognition corpus (csv layout: ``labels.csv`` with
     columns image, subject; any expression column is ignored, never read) with the same
     alignment settings as the labelled set."""
-    records = read_csv_dataset(corpus["root"], labelled=False)
+    records = read_csv_dataset(corpus.root, labelled=False)
     return _align_and_write(records, [], align, out_dir, metrics_path, "align_corpus")
 
 
 def _align_and_write(
-    records: list, classes: list[str], align: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path,
+    records: list, classes: list[str], cfg: AlignParams, out_dir: str | Path, metrics_path: str | Path,
     prefix: str,
 ) -> dict[str, Any]:
-    cfg = AlignConfig(**align)
     inputs = [AlignRecord(r.path, r.subject, r.label, r.landmarks_path) for r in records]
     output = align_records(inputs, cfg, progress=True)
     write_aligned(out_dir, output, inputs, cfg, classes)

@@ -4,7 +4,6 @@ FAISS k-means over memory-mapped embeddings (``kmeans``), guided pseudo-labellin
 (``quality``, evaluation only) and 2-D maps for the report (``map2d``)."""
 
 from fer.clustering.guided import (
-    ClusteringConfig,
     PseudoLabels,
     guided_pseudo_labels,
     read_pseudo_labels,
@@ -14,7 +13,6 @@ from fer.clustering.guided import (
 from fer.clustering.kmeans import KMeansResult, assign_batched, faiss_kmeans
 
 __all__ = [
-    "ClusteringConfig",
     "KMeansResult",
     "PseudoLabels",
     "assign_batched",

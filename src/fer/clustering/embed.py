@@ -4,10 +4,10 @@ Part of M4 (Fang et al., "Expression-Guided Deep Joint Learning for Facial Expre
 Recognition", Sensors 2023): the face-recognition corpus is embedded by the current
 expression network before clustering. For corpora of millions of images the embeddings
 never sit in RAM at once: each batch of uint8 images is converted (x / 255, then
-``fer.training.loop.normalize``), passed through ``model.features`` in eval mode under
+``fer.training.batches.normalize``), passed through ``model.features`` in eval mode under
 ``torch.no_grad``, and written into ``np.lib.format.open_memmap`` of a temporary file that
 is renamed onto ``out_path`` when complete (a killed job leaves no partial artifact).
-Same per-image computation as ``fer.training.loop.embed``.
+Same per-image computation as ``fer.training.inference.embed``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fer.training.loop import amp_autocast, amp_dtype_for, normalize
+from fer.training.batches import normalize
+from fer.utils.precision import amp_autocast, amp_dtype_for
 from fer.utils.io import atomic_path
 
 __all__ = ["embed_to_memmap"]
@@ -39,7 +40,7 @@ def embed_to_memmap(
     """``model.features`` of uint8 images (N, H, W, C) (may be a memmap) -> (N, D) .npy at
     ``out_path``, written batch by batch; returns it opened read-only (memory-mapped).
 
-    ``amp``/``channels_last`` take effect on CUDA only (as in ``fer.training.loop.embed``).
+    ``amp``/``channels_last`` take effect on CUDA only (as in ``fer.training.inference.embed``).
     The model's train/eval mode is restored afterwards.
     """
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:

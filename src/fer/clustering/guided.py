@@ -11,7 +11,7 @@ Caller's contract: ``train_feats``/``train_labels`` are features (of the same ne
 sees validation or test data and must not be given any; the corpus truth is read only by
 ``fer.clustering.quality`` for evaluation.
 
-Guidance modes (``ClusteringConfig.guidance``):
+Guidance modes (``ClusteringParams.guidance``):
 
 * ``anchored``: k = number of classes, centroids initialised at the class means of the
   (normalised) labelled features, cluster c -> class c. ``anchor_weight`` a in [0, 1] keeps
@@ -73,12 +73,11 @@ per fold (1 thread, 960 x 128 features): about 0.03 s.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,6 @@ import faiss
 import numpy as np
 
 from fer.clustering.kmeans import (
-    GPU_MODES,
     check_seed,
     prepare_batch,
     resolve_gpu,
@@ -96,6 +94,8 @@ from fer.clustering.kmeans import (
     train_centroids,
     training_sample,
 )
+from fer.params import ClusteringParams, to_dict
+from fer.params.sections import EMBEDDERS, GUIDANCE_MODES
 from fer.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,6 @@ __all__ = [
     "CSV_COLUMNS",
     "EMBEDDERS",
     "GUIDANCE_MODES",
-    "ClusteringConfig",
     "PseudoLabels",
     "guided_pseudo_labels",
     "read_pseudo_labels",
@@ -112,54 +111,8 @@ __all__ = [
     "write_pseudo_labels",
 ]
 
-GUIDANCE_MODES: tuple[str, ...] = ("anchored", "overcluster")
-EMBEDDERS: tuple[str, ...] = ("full", "baseline")
 CSV_COLUMNS: tuple[str, ...] = ("index", "path", "label", "confidence", "cluster", "kept")
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class ClusteringConfig:
-    """params.yaml section ``clustering`` (see the module docstring for the method)."""
-
-    embedder: str = "full"  # recogniser that embeds the corpus in round 0 (used by the pipeline)
-    guidance: str = "anchored"  # anchored | overcluster
-    clusters_per_class: int = 10  # overcluster: k = clusters_per_class * num_classes
-    neighbours: int = 10  # overcluster: labelled nearest neighbours voting a cluster's class
-    niter: int = 20
-    max_points_per_centroid: int = 256
-    keep_fraction: float = 0.5  # per class, the most confident fraction kept
-    balance: bool = True  # cap every class's kept count at the smallest non-zero one
-    normalize: bool = True  # L2-normalise features before clustering
-    use_gpu: str = "auto"  # auto | never | always
-    anchor_weight: float = 0.75  # anchored: weight of the labelled class mean in each update
-    batch_size: int = 65536  # rows per streamed assignment batch
-
-    def __post_init__(self) -> None:
-        if self.embedder not in EMBEDDERS:
-            raise ValueError(f"clustering.embedder must be one of {EMBEDDERS}, got {self.embedder!r}")
-        if self.guidance not in GUIDANCE_MODES:
-            raise ValueError(f"clustering.guidance must be one of {GUIDANCE_MODES}, got {self.guidance!r}")
-        if self.use_gpu not in GPU_MODES:
-            raise ValueError(f"clustering.use_gpu must be one of {GPU_MODES}, got {self.use_gpu!r}")
-        for name in ("clusters_per_class", "neighbours", "niter", "max_points_per_centroid", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"clustering.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"clustering.keep_fraction must be in (0, 1], got {self.keep_fraction}")
-        if not 0.0 <= self.anchor_weight <= 1.0:
-            raise ValueError(f"clustering.anchor_weight must be in [0, 1], got {self.anchor_weight}")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> ClusteringConfig:
-        """Strict construction from a (YAML) mapping: unknown keys / wrong types raise."""
-        from fer.training.loop import coerce_fields  # imports torch: keep it out of module import
-
-        return cls(**coerce_fields(cls, d, "clustering"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -256,7 +209,7 @@ def _nearest(index: faiss.Index, xt: np.ndarray) -> np.ndarray:
 
 
 def _anchored_centroids(
-    corpus: np.ndarray, means: np.ndarray, cfg: ClusteringConfig, seed: int, gpu: bool
+    corpus: np.ndarray, means: np.ndarray, cfg: ClusteringParams, seed: int, gpu: bool
 ) -> tuple[np.ndarray, int, bool, int]:
     """Anchored Lloyd iterations (anchor_weight > 0) on the seeded training sample.
 
@@ -313,7 +266,7 @@ def guided_pseudo_labels(
     train_feats: np.ndarray,
     train_labels: np.ndarray,
     num_classes: int,
-    cfg: ClusteringConfig,
+    cfg: ClusteringParams,
     *,
     seed: int,
     threads: int | None = None,
@@ -411,7 +364,7 @@ def guided_pseudo_labels(
         "cluster_share": [float(s) for s in share],
         "cluster_sizes": np.bincount(cluster, minlength=k).tolist(),
         "n_labelled": int(len(y)),
-        "config": cfg.to_dict(),
+        "config": to_dict(cfg),
         "seed": int(seed),
     }
     # wall time is logged, not stored: the stats are a versioned artifact (same seed, same bytes)

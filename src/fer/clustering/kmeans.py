@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from fer.params.sections import GPU_MODES  # params.yaml clustering.use_gpu
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -49,7 +51,6 @@ __all__ = [
     "train_centroids",
 ]
 
-GPU_MODES: tuple[str, ...] = ("auto", "never", "always")
 #: FAISS initialisation methods (used when no ``init_centroids`` are given)
 INIT_METHODS: dict[str, str] = {
     "random": "ClusteringInitMethod_RANDOM",  # FAISS's default: k random training points

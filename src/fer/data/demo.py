@@ -44,12 +44,11 @@ not depend on generation order, and the same seed gives byte-identical files.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,6 +58,7 @@ from PIL import Image, ImageDraw
 
 from fer.data.landmarks import landmark_path, write_landmarks
 from fer.labels import BASIC7
+from fer.params import DemoParams, to_dict
 from fer.utils.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -182,82 +182,8 @@ HAIR_STYLES: tuple[str, ...] = ("short", "long", "fringe", "receding", "shaved",
 # --------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    """Sizes and nuisance strengths of the generated demo data set.
-
-    Attributes:
-        n_subjects: subjects in the labelled expression set (ids ``S001``...).
-        images_per_expression: images per subject and expression in that set.
-        corpus_subjects: identities in the unlabelled corpus (ids ``C0001``...).
-        corpus_images_per_subject: images per corpus identity (random expressions).
-        image_size: output images are ``image_size`` x ``image_size`` RGB.
-        max_rotation_deg: in-plane rotation drawn uniformly from +-this.
-        scale_jitter: relative face scale drawn uniformly from ``1 +- scale_jitter``.
-        shift_frac: shift per axis drawn uniformly from +-this fraction of the size.
-        noise_std: standard deviation of the Gaussian pixel noise (0..255 units).
-        lighting: strength of the directional gradient and brightness/contrast change.
-        intensity_min: lowest expression intensity (1 = full profile).
-        intensity_max: highest expression intensity.
-        landmark_noise_px: std of the annotation noise added to written landmarks.
-    """
-
-    n_subjects: int = 24
-    images_per_expression: int = 3
-    corpus_subjects: int = 120
-    corpus_images_per_subject: int = 8
-    image_size: int = 128
-    max_rotation_deg: float = 15.0
-    scale_jitter: float = 0.12
-    shift_frac: float = 0.08
-    noise_std: float = 6.0
-    lighting: float = 0.35
-    intensity_min: float = 0.5
-    intensity_max: float = 1.0
-    landmark_noise_px: float = 1.0
-
-    def __post_init__(self) -> None:
-        """Validate every field; raise ValueError naming the bad one."""
-        validate_config(self)
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (
-        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-    )
-
-
-def validate_config(cfg: DemoConfig) -> None:
-    """Raise ValueError with a clear message if a DemoConfig field is out of range."""
-    for name in ("n_subjects", "images_per_expression", "corpus_subjects", "corpus_images_per_subject"):
-        v = getattr(cfg, name)
-        if not _is_int(v) or v < 1:
-            raise ValueError(f"demo config: {name} must be a positive integer, got {v!r}")
-    if not _is_int(cfg.image_size) or not 32 <= cfg.image_size <= 1024:
-        raise ValueError(f"demo config: image_size must be an integer in [32, 1024], got {cfg.image_size!r}")
-    # the same ranges as workflow/schemas/params.schema.yaml (demo section)
-    bounded = {
-        "max_rotation_deg": (0.0, 45.0),
-        "scale_jitter": (0.0, 0.5),
-        "shift_frac": (0.0, 0.3),
-        "noise_std": (0.0, math.inf),
-        "lighting": (0.0, 1.0),
-        "intensity_min": (0.0, 1.0),
-        "intensity_max": (0.0, 1.0),
-        "landmark_noise_px": (0.0, math.inf),
-    }
-    for name, (lo, hi) in bounded.items():
-        v = getattr(cfg, name)
-        if not _is_num(v) or not lo <= v <= hi:
-            raise ValueError(f"demo config: {name} must be a number in [{lo}, {hi}], got {v!r}")
-    if cfg.intensity_min > cfg.intensity_max:
-        raise ValueError(
-            f"demo config: intensity_min ({cfg.intensity_min}) must be <= intensity_max ({cfg.intensity_max})"
-        )
 
 
 # --------------------------------------------------------------------------- identity
@@ -443,7 +369,7 @@ class Nuisance:
         return np.hstack([lin, off[:, None]])
 
 
-def sample_nuisance(rng: np.random.Generator, cfg: DemoConfig) -> Nuisance:
+def sample_nuisance(rng: np.random.Generator, cfg: DemoParams) -> Nuisance:
     """Draw one image's nuisance from the ranges in ``cfg``."""
     size = cfg.image_size
     lt = cfg.lighting
@@ -1010,20 +936,19 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _intensity(rng: np.random.Generator, cfg: DemoConfig) -> float:
+def _intensity(rng: np.random.Generator, cfg: DemoParams) -> float:
     return float(rng.uniform(cfg.intensity_min, cfg.intensity_max))
 
 
-def generate_demo(out_dir: str | Path, cfg: DemoConfig, seed: int) -> dict[str, Any]:
+def generate_demo(out_dir: str | Path, cfg: DemoParams, seed: int) -> dict[str, Any]:
     """Write the demo data set (layout in the module docstring) and return a summary.
 
     ``seed`` must be a non-negative integer; the same ``(cfg, seed)`` gives byte-identical
     files. An existing ``out_dir`` is cleared if it only holds a previous demo, and
     refused (ValueError) if it holds anything else.
     """
-    if not isinstance(cfg, DemoConfig):
-        raise TypeError(f"cfg must be a DemoConfig, got {type(cfg).__name__}")
-    validate_config(cfg)
+    if not isinstance(cfg, DemoParams):
+        raise TypeError(f"cfg must be a DemoParams, got {type(cfg).__name__}")
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -1076,7 +1001,7 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig, seed: int) -> dict[str, 
     summary: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
-        "config": dataclasses.asdict(cfg),
+        "config": to_dict(cfg),
         "classes": list(BASIC7),
         "expr_images": len(expr_rows),
         "expr_subjects": cfg.n_subjects,
@@ -1095,12 +1020,3 @@ def generate_demo(out_dir: str | Path, cfg: DemoConfig, seed: int) -> dict[str, 
         cfg.corpus_subjects,
     )
     return summary
-
-
-def config_from_mapping(values: Mapping[str, Any]) -> DemoConfig:
-    """Build a DemoConfig from a mapping, rejecting unknown keys with a clear message."""
-    known = {f.name for f in dataclasses.fields(DemoConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown demo config keys {unknown}; known keys are {sorted(known)}")
-    return DemoConfig(**dict(values))

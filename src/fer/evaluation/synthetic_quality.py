@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 from scipy.sparse.csgraph import connected_components
 
-from fer.evaluation.metrics import classification_metrics
-from fer.training.loop import embed, predict
+from fer.metrics.classification import classification_metrics
+from fer.training.inference import embed, predict
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,19 @@
-"""fer.losses: training objectives shared by the methods.
+"""fer.losses: training objectives, each a function returning ``(total, {name: term})``.
 
-* ``intra_class_loss`` -- the intra-class loss between synthetic and real features of the
-  same class, with real data-guided back-propagation (RDBP; Yan et al., TMM 2020).
+Term names follow one convention across methods: ``<part>/<term>`` where part is
+``train`` (the recogniser), ``G`` (a generator or synthesis branch), ``D`` (an image
+discriminator), ``Dz`` (FESGAN's latent discriminator) or ``E`` (FESGAN's encoder).
+
+* :mod:`fer.losses.rdbp` -- the intra-class loss with real data-guided back-propagation
+  (RDBP; Yan et al., TMM 2020);
+* :mod:`fer.losses.fesgan` -- FESGAN's discriminator, latent-discriminator and
+  generator/encoder losses;
+* :mod:`fer.losses.fersnet` -- FERSNet's synthesis-branch objective and its LSGAN
+  discriminator loss.
 """
 
 from __future__ import annotations
 
-from fer.losses.rdbp import ANCHORS, intra_class_loss
+from fer.losses.rdbp import ANCHORS, intra_class_loss, rdbp_loss
 
-__all__ = ["ANCHORS", "intra_class_loss"]
+__all__ = ["ANCHORS", "intra_class_loss", "rdbp_loss"]

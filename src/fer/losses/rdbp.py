@@ -26,6 +26,10 @@ The exact form is not public; this is the project's reading (see
 * ``stop_gradient=True`` (RDBP): the anchors are detached -- d loss / d feat_real == 0
   exactly. ``stop_gradient=False`` (the ablation): the gradient flows into both
   branches.
+
+:func:`rdbp_loss` is what a trainer calls: the params.yaml section ``rdbp``
+(:class:`fer.params.RdbpParams`: ``lambda``, ``stop_gradient``, ``anchor``) in, the
+weighted loss and its named terms out.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Anchor modes of ``intra_class_loss``.
-ANCHORS: tuple[str, ...] = ("class_mean", "per_sample")
+from fer.params import RdbpParams
+from fer.params.sections import RDBP_ANCHORS
+
+#: Anchor modes of ``intra_class_loss`` (params.yaml ``rdbp.anchor``).
+ANCHORS: tuple[str, ...] = RDBP_ANCHORS
 _EPS = 1e-12
 
 
@@ -107,3 +114,26 @@ def intra_class_loss(
     loss = (dist * weight).sum() / n_used.clamp_min(1).to(dist.dtype)
     stats = {"n_used": n_used, "n_skipped": (~valid).sum()}
     return loss, stats
+
+
+def rdbp_loss(
+    feat_syn: Tensor,
+    y_syn: Tensor,
+    feat_real: Tensor,
+    y_real: Tensor,
+    rdbp: RdbpParams,
+    *,
+    num_classes: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The intra-class loss of the ``rdbp`` section, weighted by ``rdbp.lambda``.
+
+    Returns ``(lambda * intra, {"train/intra": intra, "train/intra_skipped": share of
+    the synthetic samples without a real anchor of their class in the batch})``; the terms
+    are unweighted (see :func:`intra_class_loss` for the loss itself).
+    """
+    intra, stats = intra_class_loss(
+        feat_syn, y_syn, feat_real, y_real,
+        stop_gradient=rdbp.stop_gradient, anchor=rdbp.anchor, num_classes=num_classes,
+    )
+    skipped = stats["n_skipped"].float() / max(1, feat_syn.shape[0])
+    return rdbp.lambda_ * intra, {"train/intra": intra, "train/intra_skipped": skipped}

@@ -6,7 +6,7 @@ face-recognition corpus are clustered under the guidance of the labelled express
 (``fer.clustering.guided``), the clusters become expression pseudo-labels, and the
 efficient AC-CNN (``fer.models.accnn``) is fine-tuned on the enlarged training set with a
 combined loss; features are re-clustered as the network learns. The paper's schedule and
-loss are not available; everything below is THE PROJECT'S READING (``FinetuneConfig``):
+loss are not available; everything below is THE PROJECT'S READING (``fer.params.FinetuneParams``):
 
 **Rounds** (DeepCluster-style alternation, Caron et al. ECCV 2018, with the expression
 guidance of the clustering instead of free k-means). ``pseudo0`` -- the round-0
@@ -19,7 +19,7 @@ recogniser. For r = 0 .. ``rounds``:
    split only). Round 0 starts from ``init_weights`` (the fold's real-only AC-CNN) or a
    fresh seeded network; round r > 0 starts from round r-1's SELECTED weights. Every round
    has a fresh optimizer and LR schedule (warm-up, cosine) with ``lr``; the other settings
-   are the accnn ``TrainConfig``'s;
+   are the accnn section's;
 2. when r < ``rounds``: re-embed the corpus and the TRAIN split with round r's selected
    network and re-cluster (``cluster_corpus_fold``) -> pseudo-labels of round r+1.
 
@@ -73,13 +73,10 @@ pseudo-labels are read back (``read_pseudo_labels``, exact float32) when their
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import math
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,41 +88,24 @@ from torch import Tensor
 
 from fer.clustering.embed import embed_to_memmap
 from fer.clustering.guided import (
-    ClusteringConfig,
     PseudoLabels,
     guided_pseudo_labels,
     read_pseudo_labels,
     write_pseudo_labels,
 )
 from fer.clustering.map2d import embedding_map
-from fer.methods.baseline import (
-    CURVE_COLUMNS,
-    METRIC_KEYS,
-    check_fold_inputs,
-    recognizer_meta,
-    test_selected,
-    write_curve,
-)
-from fer.methods.joint import n_synthetic
-from fer.models import build_model
+from fer.params import ClusteringParams, FinetuneParams, RecognizerParams, to_dict
 from fer.training.augment import augment_batch
+from fer.training.batches import check_arrays, model_input
 from fer.training.checkpoint import clear_resume, cpu_state_dict, load_weights, save_weights
-from fer.training.loop import (
-    FitResult,
-    ImageStore,
-    StepOutput,
-    TrainConfig,
-    amp_autocast,
-    check_split as check_arrays,
-    coerce_fields,
-    fingerprint,
-    model_input,
-    seed_everything,
-    setup_training,
-    train_epoch,
-    train_with_selection,
-)
-from fer.utils.io import atomic_path, read_json, write_json, write_text
+from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
+from fer.training.optim import EvalSetup, setup_training
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold, recognizer_meta
+from fer.training.samplers import CycledSet, n_per_batch
+from fer.utils.digest import digest
+from fer.utils.io import read_json, save_npz, write_json, write_text
+from fer.utils.precision import amp_autocast
+from fer.utils.seed import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +113,6 @@ __all__ = [
     "CORPUS_CURVE_COLUMNS",
     "CORPUS_METRIC_KEYS",
     "CORPUS_TERMS",
-    "CycledSet",
-    "FinetuneConfig",
     "cluster_corpus_fold",
     "round_dir",
     "run_corpus_finetune_fold",
@@ -149,46 +127,6 @@ CORPUS_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, *CORPUS_TERMS, "round",
 METHOD = "accnn_corpus"
 
 
-# ----------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """params.yaml section ``finetune``: corpus fine-tuning of the AC-CNN (module docstring)."""
-
-    epochs: int = 8  # epochs of each training round
-    lr: float = 0.001  # fine-tuning LR (every other setting: the accnn TrainConfig)
-    rounds: int = 1  # re-clustering rounds after round 0 (0: cluster once, then fine-tune)
-    pseudo_ratio: float = 0.5  # pseudo-labelled samples per real sample in each batch
-    pseudo_weight: float = 0.5  # weight of the CE on pseudo-labelled images
-    confidence_weighting: bool = True  # multiply each pseudo CE by its clustering confidence
-    synthetic_weight: float = 0.0  # weight of the CE on the fold's synthetic set (0: not used)
-    synthetic_ratio: float = 0.5  # synthetic samples per real sample (synthetic_weight > 0)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"finetune.epochs must be >= 1, got {self.epochs}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"finetune.lr must be > 0, got {self.lr}")
-        if self.rounds < 0:
-            raise ValueError(f"finetune.rounds must be >= 0, got {self.rounds}")
-        for name in ("pseudo_ratio", "synthetic_ratio"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"finetune.{name} must be > 0, got {value}")
-        for name in ("pseudo_weight", "synthetic_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"finetune.{name} must be >= 0, got {value}")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> FinetuneConfig:
-        """Build from a (YAML) mapping; unknown keys / wrong types raise ValueError."""
-        return cls(**coerce_fields(cls, d, "finetune"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
-
-
 def round_dir(out_dir: Path, r: int) -> Path:
     """``out_dir/round-R``: the outputs of round R."""
     return Path(out_dir) / f"round-{r}"
@@ -201,7 +139,7 @@ def cluster_corpus_fold(
     train_labels: np.ndarray,
     corpus_images: np.ndarray,
     num_classes: int,
-    clustering: ClusteringConfig,
+    clustering: ClusteringParams,
     *,
     seed: int,
     device: torch.device | str,
@@ -251,83 +189,9 @@ def cluster_corpus_fold(
     return pl, np.array(corpus_feats, dtype=np.float32)
 
 
-# ------------------------------------------------------------------------------- data
-class CycledSet:
-    """uint8 images with labels (and per-image weights), cycled through without replacement.
-
-    Each pass is a fresh permutation drawn from ``g``; ``start_epoch`` begins a new pass,
-    so the stream depends only on ``g``'s state at the epoch start (exact resume).
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        weights: np.ndarray | None,
-        device: torch.device,
-        g: torch.Generator,
-    ) -> None:
-        if len(images) == 0:
-            raise ValueError("CycledSet needs at least one image")
-        self.store = ImageStore(images, device)
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        w = np.ones(len(images), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
-        self.weights = torch.from_numpy(w).to(device)
-        self.g = g
-        self._perm = torch.empty(0, dtype=torch.long)
-        self._pos = 0
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def start_epoch(self) -> None:
-        """Forget the current pass (the next ``sample`` draws a new permutation)."""
-        self._perm = torch.empty(0, dtype=torch.long)
-        self._pos = 0
-
-    def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The next ``n`` items: (float (n, C, H, W) in [0, 1], labels (n,), weights (n,))."""
-        parts: list[Tensor] = []
-        need = n
-        while need > 0:
-            if self._pos >= self._perm.numel():
-                self._perm = torch.randperm(len(self.store), generator=self.g)
-                self._pos = 0
-            take = self._perm[self._pos : self._pos + need]
-            self._pos += take.numel()
-            need -= take.numel()
-            parts.append(take)
-        idx = torch.cat(parts)  # n
-        dev_idx = idx.to(self.labels.device)
-        return self.store.batch(idx), self.labels[dev_idx], self.weights[dev_idx]
-
-
 # --------------------------------------------------------------------------- helpers
-def _digest(*arrays: np.ndarray, sample: bool = False) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a)
-        h.update(f"{a.shape}:{a.dtype}".encode())
-        if sample and len(a) > 64:
-            a = a[:: max(1, len(a) // 64)]  # a cheap sample of a large image array
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def _digest_state(state: Mapping[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for name, t in state.items():
-        h.update(f"{name}:{list(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _digest_pseudo(pl: PseudoLabels) -> str:
-    return _digest(pl.label, pl.confidence, pl.kept)
-
-
-def _round_seed(seed: int, r: int) -> int:
-    return int(np.random.SeedSequence([seed, 0xAC, r]).generate_state(1)[0])
+    return digest(np.asarray(pl.label), np.asarray(pl.confidence), np.asarray(pl.kept))
 
 
 def _check_pseudo(pl: PseudoLabels, n: int, num_classes: int, what: str) -> None:
@@ -345,12 +209,6 @@ def _check_pseudo(pl: PseudoLabels, n: int, num_classes: int, what: str) -> None
         raise ValueError(f"{what}: confidences must lie in [0, 1]")
 
 
-def _save_npz(path: Path, **arrays: Any) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
 def _write_round_pseudo(
     rdir: Path,
     pl: PseudoLabels,
@@ -364,7 +222,7 @@ def _write_round_pseudo(
     """labels.csv + stats.json, map.npz, then source.json (the completion marker)."""
     write_pseudo_labels(rdir, pl, corpus_paths, classes)
     idx, xy = embedding_map(np.asarray(feats, dtype=np.float32), seed=seed)
-    _save_npz(
+    save_npz(
         rdir / "map.npz",
         idx=idx,
         xy=xy,
@@ -382,12 +240,7 @@ def _read_json_or_none(path: Path) -> Any:
         return None
 
 
-def _build(cfg: TrainConfig, num_classes: int, shape: Sequence[int]) -> nn.Module:
-    _, height, width, channels = shape
-    return build_model(cfg.arch, num_classes, channels, cfg.width, input_size=max(height, width))
-
-
-def _load_init(path: Path, cfg: TrainConfig, classes: Sequence[str], shape: Sequence[int]) -> dict[str, Tensor]:
+def _load_init(path: Path, cfg: RecognizerParams, classes: Sequence[str], shape: Sequence[int]) -> dict[str, Tensor]:
     state, meta = load_weights(path)
     _, height, width, channels = shape
     expect = {
@@ -408,8 +261,8 @@ def _train_round(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    cfg: TrainConfig,
-    ft: FinetuneConfig,
+    cfg: RecognizerParams,
+    ft: FinetuneParams,
     *,
     num_classes: int,
     pseudo: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -419,67 +272,58 @@ def _train_round(
     fp: str,
     resume_path: Path | None,
     log_path: Path | None,
-    on_epoch_end: Any,
+    on_epoch_end: Callable[[dict[str, float]], None] | None,
 ) -> FitResult:
     """Train one round on real + kept pseudo-labelled (+ synthetic) images (docstring)."""
-    xtr, ytr = train
-    setup = setup_training(model, cfg, ytr, num_classes=num_classes, device=device)
-    g_data, g_aug = seed_everything(seed)
+    setup = setup_training(model, cfg, train[1], num_classes=num_classes, device=device)
     pseudo_seed, syn_seed = np.random.SeedSequence([seed, 0x95E]).generate_state(2)
     g_pseudo = torch.Generator().manual_seed(int(pseudo_seed))
     g_syn = torch.Generator().manual_seed(int(syn_seed))
-    store_tr = ImageStore(xtr, device)
-    ytr_t = torch.from_numpy(ytr).to(device)
     x_ps, y_ps, w_ps = pseudo
-    pseudo_set = CycledSet(x_ps, y_ps, w_ps if ft.confidence_weighting else None, device, g_pseudo)
-    syn_set = CycledSet(synthetic[0], synthetic[1], None, device, g_syn) if synthetic is not None else None
+    pseudo_set = CycledSet(x_ps, y_ps, device, g_pseudo, weights=w_ps if ft.confidence_weighting else None)
+    syn_set = CycledSet(synthetic[0], synthetic[1], device, g_syn) if synthetic is not None else None
     smoothing = cfg.label_smoothing
 
-    def step(idx: Tensor) -> StepOutput:
-        b = idx.numel()
-        n_ps = n_synthetic(b, ft.pseudo_ratio)
-        x_real = store_tr.batch(idx)  # B, C, H, W in [0, 1]
-        y_real = ytr_t[idx.to(device)]  # B
-        xp, yp, wp = pseudo_set.sample(n_ps)  # Np, C, H, W
-        parts, n_sy = [x_real, xp], 0
-        if syn_set is not None:
-            n_sy = n_synthetic(b, ft.synthetic_ratio)
-            xs, ys, _ = syn_set.sample(n_sy)  # Ns, C, H, W
-            parts.append(xs)
-        x = augment_batch(torch.cat(parts), cfg.augment, g_aug)  # B+Np(+Ns), C, H, W
-        x = model_input(x, setup.channels_last)
-        with amp_autocast(device, setup.amp_dtype):
-            logits = model(x)  # B+Np(+Ns), K
-        logits = logits.float()
-        cls_real = setup.criterion(logits[:b], y_real)
-        ce_ps = F.cross_entropy(logits[b : b + n_ps], yp, reduction="none", label_smoothing=smoothing)
-        cls_pseudo = (ce_ps * wp).mean()
-        loss = cls_real + ft.pseudo_weight * cls_pseudo
-        cls_syn = torch.zeros((), device=device)
-        if syn_set is not None:
-            cls_syn = F.cross_entropy(logits[b + n_ps :], ys, label_smoothing=smoothing)
-            loss = loss + ft.synthetic_weight * cls_syn
-        terms = {"train/cls_real": cls_real, "train/cls_pseudo": cls_pseudo, "train/cls_syn": cls_syn}
-        return StepOutput(loss=loss, logits=logits[:b], labels=y_real, terms=terms)
+    def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+        def step(idx: Tensor) -> StepOutput:
+            b = idx.numel()
+            n_ps = n_per_batch(b, ft.pseudo_ratio)
+            x_real = ctx.store.batch(idx)  # B, C, H, W in [0, 1]
+            y_real = ctx.labels_of(idx)  # B
+            xp, yp, wp = pseudo_set.sample(n_ps)  # Np, C, H, W
+            parts, n_sy = [x_real, xp], 0
+            if syn_set is not None:
+                n_sy = n_per_batch(b, ft.synthetic_ratio)
+                xs, ys, _ = syn_set.sample(n_sy)  # Ns, C, H, W
+                parts.append(xs)
+            x = augment_batch(torch.cat(parts), cfg.augment, ctx.g_aug)  # B+Np(+Ns), C, H, W
+            x = model_input(x, setup.channels_last)
+            with amp_autocast(device, setup.amp_dtype):
+                logits = model(x)  # B+Np(+Ns), K
+            logits = logits.float()
+            cls_real = setup.criterion(logits[:b], y_real)
+            ce_ps = F.cross_entropy(logits[b : b + n_ps], yp, reduction="none", label_smoothing=smoothing)
+            cls_pseudo = (ce_ps * wp).mean()
+            loss = cls_real + ft.pseudo_weight * cls_pseudo
+            cls_syn = torch.zeros((), device=device)
+            if syn_set is not None:
+                cls_syn = F.cross_entropy(logits[b + n_ps :], ys, label_smoothing=smoothing)
+                loss = loss + ft.synthetic_weight * cls_syn
+            terms = {"train/cls_real": cls_real, "train/cls_pseudo": cls_pseudo, "train/cls_syn": cls_syn}
+            return StepOutput(loss=loss, logits=logits[:b], labels=y_real, terms=terms)
 
-    def run_epoch(epoch: int) -> dict[str, float]:
+        return step
+
+    def before_epoch() -> None:
         pseudo_set.start_epoch()
         if syn_set is not None:
             syn_set.start_epoch()
-        return train_epoch(model, setup, len(ytr), cfg.batch_size, g_data, step)
 
-    return train_with_selection(
-        model,
-        setup,
-        val,
-        cfg,
-        num_classes=num_classes,
-        fingerprint=fp,
-        rngs={"data": g_data, "aug": g_aug, "pseudo": g_pseudo, "syn": g_syn},
-        run_epoch=run_epoch,
-        resume_path=resume_path,
-        log_path=log_path,
-        on_epoch_end=on_epoch_end,
+    return train_epochs(
+        model, setup, train, val,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, select_metric=cfg.select_metric, num_classes=num_classes,
+        seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pseudo": g_pseudo, "syn": g_syn},
+        before_epoch=before_epoch, resume_path=resume_path, log_path=log_path, on_epoch_end=on_epoch_end,
     )
 
 
@@ -491,42 +335,34 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------- one fold
 def run_corpus_finetune_fold(
-    images: np.ndarray,
-    labels: np.ndarray,
-    split: Mapping[str, np.ndarray],
-    classes: list[str],
-    cfg: TrainConfig,
-    ft: FinetuneConfig,
-    clustering: ClusteringConfig,
+    fold: Fold,
+    cfg: RecognizerParams,
+    ft: FinetuneParams,
+    clustering: ClusteringParams,
+    out: FoldOutputs,
     *,
     corpus_images: np.ndarray,
     corpus_paths: Sequence[str],
     pseudo0: PseudoLabels,
     init_weights: Path | None,
     synthetic: tuple[np.ndarray, np.ndarray] | None,
-    seed: int,
-    device: torch.device | str,
-    out_model: Path,
-    out_metrics: Path,
-    out_curve: Path,
     out_dir: Path,
     resume_dir: Path | None,
-    log_path: Path | None,
     threads: int | None = None,
     pseudo0_feats: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Corpus fine-tuning of the AC-CNN on one fold (module docstring); write its outputs.
 
-    The protocol is ``run_baseline_fold``'s (disjoint splits re-checked; train/val only
-    during training; test predicted once at the end, last-epoch accuracy for information).
+    The protocol is the shared one (``fer.training.protocol``).
 
     Args:
-        images, labels, split, classes: the fold's labelled data, as in ``run_baseline_fold``.
-        cfg: the accnn recogniser's ``TrainConfig`` (``epochs`` and ``lr`` are replaced by
+        fold: the fold's labelled data.
+        cfg: the accnn recogniser's parameters (``epochs`` and ``lr`` are replaced by
             ``ft``'s; everything else is used as is).
         ft: fine-tuning settings.
         clustering: settings of the re-clustering rounds (r >= 1).
-        corpus_images: uint8 (N, H, W, C) corpus faces, same geometry as ``images``.
+        out: the model, metrics, curve and combined JSON-lines log of every round.
+        corpus_images: uint8 (N, H, W, C) corpus faces, same geometry as the fold's.
         corpus_paths: N corpus file names (written into each round's labels.csv).
         pseudo0: round-0 pseudo-labels of the corpus (``cluster_corpus_fold`` with the
             fold's joint recogniser, which saw the fold's TRAIN split only).
@@ -534,21 +370,17 @@ def run_corpus_finetune_fold(
             arch/width/classes/geometry), or None for a fresh seeded network.
         synthetic: the fold's synthetic set (uint8 (M, H, W, C), labels (M,)); required
             when ``ft.synthetic_weight > 0``, ignored otherwise.
-        seed: seeds everything (per-round streams are derived from it).
-        device: where to train, embed and predict.
-        out_model, out_metrics, out_curve: output files (atomic).
         out_dir: per-round outputs (``round-R/``, see the module docstring).
         resume_dir: per-round resume files (None: no resume files).
-        log_path: JSON-lines log of every round's epochs (each row with ``round``).
         threads: faiss threads of the re-clustering.
         pseudo0_feats: (N, D) corpus features ``pseudo0`` was made from (round 0's map);
             None: the corpus is embedded with round 0's initial network for the map.
     Returns:
-        The metrics dict written to ``out_metrics`` (keys ``CORPUS_METRIC_KEYS``).
+        The metrics dict written (keys ``CORPUS_METRIC_KEYS``).
     """
-    labels, idx = check_fold_inputs(images, labels, split, classes)
-    num_classes = len(classes)
-    device = torch.device(device)
+    images, classes = fold.images, fold.classes
+    num_classes, device, seed = fold.num_classes, fold.device, fold.seed
+    log_path = out.log
     if not isinstance(corpus_images, np.ndarray) or corpus_images.ndim != 4 or corpus_images.dtype != np.uint8:
         raise ValueError("corpus_images must be a uint8 (N, H, W, C) array")
     if corpus_images.shape[1:] != images.shape[1:]:
@@ -571,13 +403,11 @@ def run_corpus_finetune_fold(
         syn = None
 
     cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs, lr=ft.lr)
-    train = (images[idx["train"]], labels[idx["train"]])
-    val = (images[idx["val"]], labels[idx["val"]])
+    train, val = fold.part("train"), fold.part("val")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(seed)
-    model = _build(cfg_ft, num_classes, images.shape)
+    model = fold.build_recognizer(cfg_ft)
     state = _load_init(Path(init_weights), cfg, classes, images.shape) if init_weights is not None else None
     if state is not None:
         model.load_state_dict(state)
@@ -585,10 +415,10 @@ def run_corpus_finetune_fold(
 
     common = {
         "method": METHOD,
-        "finetune": ft.to_dict(),
-        "clustering": clustering.to_dict(),
-        "corpus": _digest(corpus_images, sample=True),
-        "synthetic": _digest(*syn, sample=True) if syn is not None else None,
+        "finetune": to_dict(ft),
+        "clustering": to_dict(clustering),
+        "corpus": digest(corpus_images, sample=True),
+        "synthetic": digest(*syn, sample=True) if syn is not None else None,
     }
     pl = pseudo0
     feats0 = pseudo0_feats
@@ -607,8 +437,8 @@ def run_corpus_finetune_fold(
     for r in range(ft.rounds + 1):
         rdir = round_dir(out_dir, r)
         rdir.mkdir(parents=True, exist_ok=True)
-        seed_r = _round_seed(seed, r)
-        init_digest = _digest_state(state)
+        seed_r = derived_seed(seed, 0xAC, r)
+        init_digest = digest(state)
         pseudo_digest = _digest_pseudo(pl)
         if r == 0:
             source = {"made_by": "pseudo0", "pseudo": pseudo_digest, "init": init_digest}
@@ -704,31 +534,27 @@ def run_corpus_finetune_fold(
                     )
                 _check_pseudo(pl, n_corpus, num_classes, f"round {r + 1} pseudo-labels")
                 _write_round_pseudo(
-                    nxt, pl, feats, f"round-{r} selected network", corpus_paths, classes, _round_seed(seed, r + 1), source
+                    nxt, pl, feats, f"round-{r} selected network", corpus_paths, classes, derived_seed(seed, 0xAC, r + 1), source
                 )
 
     assert result is not None
     model.load_state_dict(last_state)
-    metrics = test_selected(model, result, images, labels, idx, cfg_ft, device, num_classes)
-    metrics["n_pseudo"] = n_pseudo
-    metrics["rounds"] = int(ft.rounds)
-    assert tuple(metrics) == CORPUS_METRIC_KEYS
-
     meta = {
         **recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed),
-        "finetune_config": ft.to_dict(),
-        "clustering_config": clustering.to_dict(),
+        "finetune_config": to_dict(ft),
+        "clustering_config": to_dict(clustering),
         "init_weights": str(init_weights) if init_weights is not None else None,
         "n_pseudo": n_pseudo,
         "rounds": int(ft.rounds),
     }
-    save_weights(out_model, result.best_state, meta)
     curve: list[dict[str, float]] = []
     for r, hist in enumerate(histories):
         for row in hist:
-            curve.append(
-                {**row, "epoch": r * ft.epochs + int(row["epoch"]), "round": r, "round_epoch": int(row["epoch"])}
-            )
-    write_curve(Path(out_curve), curve, CORPUS_CURVE_COLUMNS)
-    write_json(out_metrics, metrics)
+            curve.append({**row, "epoch": r * ft.epochs + int(row["epoch"]), "round": r, "round_epoch": int(row["epoch"])})
+    metrics = finish_fold(
+        fold, model, result, EvalSetup.for_params(cfg_ft, device), out, meta=meta,
+        extra_metrics={"n_pseudo": n_pseudo, "rounds": int(ft.rounds)},
+        curve_columns=CORPUS_CURVE_COLUMNS, history=curve,
+    )
+    assert tuple(metrics) == CORPUS_METRIC_KEYS
     return metrics

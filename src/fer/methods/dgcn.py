@@ -24,7 +24,7 @@ another split.
 
 Rows (``REFERENCES``):
 
-* "generated" -- three steps, each driven by ``fer.training.loop.train_with_selection``
+* "generated" -- three steps, each driven by ``fer.training.driver.train_epochs``
   (exact resume from ``<resume_path>.step<k>``, one JSON-lines log per step, merged into
   ``log_path`` at the end):
   1. the generator alone, ``gen_epochs`` epochs, L1 between generator(query) and the
@@ -36,7 +36,7 @@ Rows (``REFERENCES``):
      logged each epoch; the classification columns of step-1 rows are NaN.
   2. contrastive encoder + classifier on (query, generator(query)), generator frozen (no
      gradient, not in the optimizer), ``cls_epochs`` epochs with the recogniser's
-     ``TrainConfig`` (optimizer, lr, schedule, augmentation, criterion); selection on the
+     section (optimizer, lr, schedule, augmentation, criterion); selection on the
      val split by ``cfg.select_metric``.
   3. end to end from step 2's selected state, ``e2e_epochs`` epochs: loss = CE +
      ``rec_weight`` * L1(generator(query), target); the recogniser's optimizer at
@@ -52,11 +52,11 @@ Rows (``REFERENCES``):
   label-free). ``cls_epochs + e2e_epochs`` epochs, one step (step 2 in the curve).
 * "none" -- E(query) only, the same epoch count: the no-reference ablation.
 
-``TrainConfig.epochs`` is NOT used: the epoch counts are ``DGCNConfig``'s.
+The recogniser section's ``epochs`` is NOT used: the epoch counts are the ``dgcn`` section's.
 
-Protocol (as ``fer.methods.baseline``): training sees the train split only, selection
-the val split only; the test split is predicted once after training
-(``fer.methods.baseline.test_selected`` on the single-input ``DGCN`` module).
+Protocol (``fer.training.protocol``): training sees the train split only, selection the
+val split only; the test split is predicted once after training (``test_selected`` on the
+single-input ``DGCN`` module).
 
 Outputs:
 * ``out_model``: ``save_weights`` file of the selected ``DGCN`` (generator inside the same
@@ -65,8 +65,8 @@ Outputs:
   ``reference_target``, ``contrast``, ``selected_step``, ``gen/val_l1`` (val L1 of the
   reported generator, None without one); ``best_epoch`` counts epochs over all steps;
 * ``out_curve``: ``DGCN_CURVE_COLUMNS`` = baseline ``CURVE_COLUMNS`` + ``step``,
-  ``train/cls``, ``gen/l1``, ``gen/val_l1`` (unweighted epoch means; 0 where a term is not
-  computed, e.g. ``gen/*`` in the "real" and "none" rows; the classification columns of
+  ``train/cls``, ``G/l1``, ``gen/val_l1`` (unweighted epoch means; 0 where a term is not
+  computed, e.g. ``G/l1`` in the "real" and "none" rows; the classification columns of
   step-1 rows are NaN); one row per epoch of every step, ``epoch`` counted over all steps;
 * ``out_dir``: ``references.png`` (a mosaic, one row each for query / generated reference
   / real target -- the rows present are listed in ``summary.json`` ``grid_rows`` -- for up
@@ -76,11 +76,10 @@ Outputs:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,41 +87,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fer.methods.baseline import (
-    CURVE_COLUMNS,
-    METRIC_KEYS,
-    check_fold_inputs,
-    check_fold_subjects,
-    test_selected,
-    write_curve,
-)
 from fer.models.dgcn import DGCN, ContrastiveNet, ReferenceGenerator
+from fer.params import DGCN_REFERENCES, SELECT_METRICS, DgcnParams, RecognizerParams, build, to_dict
+from fer.params.sections import REFERENCE_TARGETS
 from fer.training.augment import augment_batch
-from fer.training.checkpoint import (
-    clear_resume,
-    cpu_state_dict,
-    load_weights,
-    save_weights,
-)
-from fer.training.loop import (
-    MEAN,
-    SELECT_METRICS,
-    STD,
-    FitResult,
-    ImageStore,
-    StepOutput,
-    TrainConfig,
-    amp_autocast,
-    coerce_fields,
-    fingerprint,
-    make_lr_scheduler,
-    model_input,
-    seed_everything,
-    setup_training,
-    train_epoch,
-    train_with_selection,
-)
-from fer.utils.io import atomic_path, write_json, write_text
+from fer.training.batches import MEAN, STD, ImageStore, model_input, to_uint8
+from fer.training.checkpoint import clear_resume, cpu_state_dict, load_weights
+from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
+from fer.training.optim import make_lr_scheduler, setup_training
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold
+from fer.utils.digest import digest
+from fer.utils.images import save_png, tile_grid
+from fer.utils.io import write_json, write_text
+from fer.utils.precision import amp_autocast
+from fer.utils.seed import derived_seed
 
 __all__ = [
     "DGCN_CURVE_COLUMNS",
@@ -130,73 +108,24 @@ __all__ = [
     "DGCN_TERMS",
     "REFERENCES",
     "REFERENCE_TARGETS",
-    "DGCNConfig",
     "build_dgcn",
     "load_dgcn",
-    "reference_grid",
     "reference_targets",
     "run_dgcn_fold",
     "train_dgcn",
 ]
 
-REFERENCES: tuple[str, ...] = ("generated", "real", "none")
-REFERENCE_TARGETS: tuple[str, ...] = ("neutral", "subject_mean")
-#: Per-epoch loss terms added to the history rows and the curve.
-DGCN_TERMS: tuple[str, ...] = ("train/cls", "gen/l1", "gen/val_l1")
+#: The rows (params ``fer.params.DGCN_REFERENCES``).
+REFERENCES: tuple[str, ...] = DGCN_REFERENCES
+#: Per-epoch loss terms added to the history rows and the curve (``gen/val_l1`` is the
+#: generator's validation L1, a diagnostic; the name is shared with the metrics JSON).
+DGCN_TERMS: tuple[str, ...] = ("train/cls", "G/l1", "gen/val_l1")
 DGCN_METRIC_KEYS: tuple[str, ...] = (
     *METRIC_KEYS, "reference", "reference_target", "contrast", "selected_step", "gen/val_l1",
 )
 DGCN_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, "step", *DGCN_TERMS)
 #: Validation images shown in ``references.png``.
 N_SHOW = 8
-
-
-# ----------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class DGCNConfig:
-    """Hyper-parameters of DGCN (params.yaml section ``dgcn``), on top of the
-    recogniser's ``TrainConfig`` (whose ``epochs`` is not used)."""
-
-    reference_target: str = "neutral"  # neutral | subject_mean
-    contrast: str = "difference"  # difference | concat
-    gen_width: int = 8  # generator's first-stage channels
-    latent_dim: int = 128  # generator bottleneck code
-    gen_epochs: int = 8  # step 1: generator alone (L1 to the reference target)
-    cls_epochs: int = 5  # step 2: contrastive net, generator frozen
-    e2e_epochs: int = 3  # step 3: end to end
-    gen_lr: float = 0.002  # generator Adam, betas (0.5, 0.999)
-    rec_weight: float = 10.0  # step 3: weight of the reconstruction L1
-    e2e_lr_scale: float = 0.3  # step 3: both LRs times this
-    dropout: float = 0.3  # before the contrastive classifier
-
-    def __post_init__(self) -> None:
-        if self.reference_target not in REFERENCE_TARGETS:
-            raise ValueError(
-                f"dgcn.reference_target must be one of {REFERENCE_TARGETS}, "
-                f"got {self.reference_target!r}"
-            )
-        if self.contrast not in ("difference", "concat"):
-            raise ValueError(f"dgcn.contrast must be difference|concat, got {self.contrast!r}")
-        for name in ("gen_width", "latent_dim", "gen_epochs", "cls_epochs", "e2e_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"dgcn.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gen_lr", "e2e_lr_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"dgcn.{name} must be > 0, got {value}")
-        if not (math.isfinite(self.rec_weight) and self.rec_weight >= 0):
-            raise ValueError(f"dgcn.rec_weight must be >= 0, got {self.rec_weight}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dgcn.dropout must be in [0, 1), got {self.dropout}")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> DGCNConfig:
-        """Build from a (YAML) mapping; unknown keys raise ValueError naming the key."""
-        return cls(**coerce_fields(cls, d, "dgcn"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------ references
@@ -258,27 +187,9 @@ def _pairs(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([x, ref], axis=3))
 
 
-def _digest(*items: np.ndarray | Mapping[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for item in items:
-        if isinstance(item, np.ndarray):
-            a = np.ascontiguousarray(item)
-            h.update(f"{a.shape}:{a.dtype}".encode())
-            h.update(a.tobytes())
-        else:
-            for name, t in item.items():
-                h.update(f"{name}:{list(t.shape)}:{t.dtype}".encode())
-                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, 0xD6C, step]).generate_state(1)[0])
-
-
 # -------------------------------------------------------------------------- networks
 def build_dgcn(
-    cfg: TrainConfig, dg: DGCNConfig, reference: str, num_classes: int, image_shape: Sequence[int]
+    cfg: RecognizerParams, dg: DgcnParams, reference: str, num_classes: int, image_shape: Sequence[int]
 ) -> DGCN:
     """A freshly initialised DGCN (uses the global torch RNG; seed it first).
     ``image_shape`` is one image's (H, W, C)."""
@@ -300,8 +211,8 @@ def load_dgcn(path: str | Path, device: torch.device | str = "cpu") -> tuple[DGC
     if meta.get("method") != "dgcn":
         raise ValueError(f"{path}: not a DGCN weights file (method {meta.get('method')!r})")
     model = build_dgcn(
-        TrainConfig.from_mapping(meta["train_config"]),
-        DGCNConfig.from_mapping(meta["dgcn_config"]),
+        build(RecognizerParams, meta["train_config"], "train_config"),
+        build(DgcnParams, meta["dgcn_config"], "dgcn_config"),
         meta["reference"],
         meta["num_classes"],
         (*meta["input_size"], meta["in_channels"]),
@@ -330,6 +241,7 @@ class _GeneratorProbe(nn.Module):
 class _Step:
     number: int
     result: FitResult
+    setup: Any  # the step's TrainSetup
 
 
 def _blank_classification(row: dict[str, float]) -> dict[str, float]:
@@ -369,8 +281,8 @@ def train_dgcn(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     val_pairs: np.ndarray | None,
-    cfg: TrainConfig,
-    dg: DGCNConfig,
+    cfg: RecognizerParams,
+    dg: DgcnParams,
     *,
     num_classes: int,
     device: torch.device,
@@ -378,7 +290,7 @@ def train_dgcn(
     resume_path: Path | None,
     log_path: Path | None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[FitResult, int, list[dict[str, float]]]:
+) -> tuple[FitResult, int, list[dict[str, float]], Any]:
     """Train ``model`` by the steps of its row (module docstring).
 
     Args:
@@ -388,31 +300,46 @@ def train_dgcn(
             int64 labels).
         val_pairs: val queries + their reference targets (N, H, W, 2C) for the
             generator's ``gen/val_l1`` diagnostic, or None.
-        cfg, dg: the recogniser's and DGCN's configs.
+        cfg, dg: the recogniser's and DGCN's parameters.
         on_epoch_end: called with (step, row) after each epoch (tests use it).
     Returns:
         (FitResult of the reported model with ``best_epoch`` and ``history`` counted over
-        all steps, the selected step, the merged history rows).
+        all steps, the selected step, the merged history rows, the reported step's
+        evaluation settings).
     """
-    xtr, ytr = train
+    ytr = train[1]
     c = model.in_channels
-    store_tr = ImageStore(xtr, device)
-    ytr_t = torch.from_numpy(ytr).to(device)
     store_vp = ImageStore(val_pairs, device) if val_pairs is not None else None
     eval_bs = max(2 * cfg.batch_size, 128)
     gen = model.generator
-    base_extra = {"dgcn": dg.to_dict(), "reference": model.reference}
+    base_extra = {"dgcn": to_dict(dg), "reference": model.reference}
     steps: list[_Step] = []
 
     def cb(step: int) -> Callable[[dict[str, float]], None] | None:
         return None if on_epoch_end is None else (lambda row: on_epoch_end(step, row))
 
-    def pair_batch(idx: Tensor, g_aug: torch.Generator, channels_last: bool) -> tuple[Tensor, Tensor]:
-        xb = augment_batch(store_tr.batch(idx), cfg.augment, g_aug)  # B, 2C, H, W (same warp)
-        xb = model_input(xb, channels_last)
+    def pair_batch(ctx: EpochContext, idx: Tensor) -> tuple[Tensor, Tensor]:
+        xb = augment_batch(ctx.store.batch(idx), cfg.augment, ctx.g_aug)  # B, 2C, H, W (same warp)
+        xb = model_input(xb, ctx.setup.channels_last)
         return xb[:, :c], xb[:, c:]  # query, reference target: B, C, H, W each
 
-    # ---- step 1: the generator alone
+    def add_val_l1(row: dict[str, float]) -> None:
+        assert gen is not None
+        row["gen/val_l1"] = _val_l1(gen, store_vp, eval_bs, c)
+
+    def run(step: int, net: nn.Module, cfg_k: RecognizerParams, setup: Any, make_step: Any, extra: dict[str, Any],
+            **kw: Any) -> FitResult:
+        fp = fingerprint(cfg_k, net, train, val, num_classes, seed, {**base_extra, **extra, "step": step})
+        result = train_epochs(
+            net, setup, train, val, epochs=cfg_k.epochs, batch_size=cfg.batch_size,
+            select_metric=cfg_k.select_metric, num_classes=num_classes, seed=derived_seed(seed, 0xD6C, step),
+            fingerprint=fp, make_step=make_step, resume_path=_step_resume(resume_path, step),
+            log_path=_step_log(log_path, step), on_epoch_end=cb(step), **kw,
+        )
+        steps.append(_Step(step, result, setup))
+        return result
+
+    # ---- step 1: the generator alone (no selection: it keeps its last-epoch weights)
     if gen is not None:
         probe = _GeneratorProbe(gen, num_classes)
         cfg1 = dataclasses.replace(
@@ -420,30 +347,19 @@ def train_dgcn(
             weight_decay=0.0, label_smoothing=0.0, class_weighting="none",
         )
         setup1 = setup_training(probe, cfg1, ytr, num_classes=num_classes, device=device)
-        fp1 = fingerprint(cfg1, probe, train, val, num_classes, seed, {**base_extra, "step": 1})
-        g_data, g_aug = seed_everything(_step_seed(seed, 1))
 
-        def step1(idx: Tensor) -> StepOutput:
-            q, t = pair_batch(idx, g_aug, setup1.channels_last)
-            with amp_autocast(device, setup1.amp_dtype):
-                r = gen(q)  # B, C, H, W
-            l1 = (r.float() - t.float()).abs().mean()
-            yb = ytr_t[idx.to(device)]
-            return StepOutput(loss=l1, logits=q.new_zeros((q.shape[0], num_classes)), labels=yb,
-                              terms={"gen/l1": l1})
+        def make_step1(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+            def step1(idx: Tensor) -> StepOutput:
+                q, t = pair_batch(ctx, idx)
+                with amp_autocast(device, setup1.amp_dtype):
+                    r = gen(q)  # B, C, H, W
+                l1 = (r.float() - t.float()).abs().mean()
+                return StepOutput(loss=l1, logits=q.new_zeros((q.shape[0], num_classes)), labels=ctx.labels_of(idx),
+                                  terms={"G/l1": l1})
 
-        def epoch1(epoch: int) -> dict[str, float]:
-            row = train_epoch(probe, setup1, len(ytr), cfg.batch_size, g_data, step1)
-            row["gen/val_l1"] = _val_l1(gen, store_vp, eval_bs, c)
-            return row
+            return step1
 
-        res1 = train_with_selection(
-            probe, setup1, val, cfg1, num_classes=num_classes, fingerprint=fp1,
-            rngs={"data": g_data, "aug": g_aug}, run_epoch=epoch1,
-            resume_path=_step_resume(resume_path, 1), log_path=_step_log(log_path, 1),
-            on_epoch_end=cb(1),
-        )  # no selection: the generator keeps its last-epoch weights
-        steps.append(_Step(1, res1))
+        run(1, probe, cfg1, setup1, make_step1, {}, after_epoch=add_val_l1)
         gen.zero_grad(set_to_none=True)
         gen.requires_grad_(False)
 
@@ -452,86 +368,60 @@ def train_dgcn(
     epochs2 = dg.cls_epochs if gen is not None else dg.cls_epochs + dg.e2e_epochs
     cfg2 = dataclasses.replace(cfg, epochs=epochs2)
     setup2 = setup_training(model, cfg2, ytr, num_classes=num_classes, device=device)
-    extra2: dict[str, Any] = {**base_extra, "step": 2}
-    if gen is not None:
-        extra2["generator"] = _digest(cpu_state_dict(gen.state_dict()))
-    fp2 = fingerprint(cfg2, model, train, val, num_classes, seed, extra2)
-    g_data, g_aug = seed_everything(_step_seed(seed, 2))
 
-    def step2(idx: Tensor) -> StepOutput:
-        q, t = pair_batch(idx, g_aug, setup2.channels_last)
-        yb = ytr_t[idx.to(device)]
-        terms: dict[str, Tensor] = {}
-        with amp_autocast(device, setup2.amp_dtype):
-            if model.reference == "generated":
-                assert gen is not None
-                with torch.no_grad():
-                    r = gen(q)  # B, C, H, W (frozen)
-                terms["gen/l1"] = (r.float() - t.float()).abs().mean()
-                logits = model.contrastive(q, r)
-            elif model.reference == "real":
-                logits = model.contrastive(q, t)
-            else:
-                logits = model.contrastive(q)
-        cls = setup2.criterion(logits.float(), yb)
-        terms["train/cls"] = cls
-        return StepOutput(loss=cls, logits=logits, labels=yb, terms=terms)
+    def make_step2(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+        def step2(idx: Tensor) -> StepOutput:
+            q, t = pair_batch(ctx, idx)
+            yb = ctx.labels_of(idx)
+            terms: dict[str, Tensor] = {}
+            with amp_autocast(device, setup2.amp_dtype):
+                if model.reference == "generated":
+                    assert gen is not None
+                    with torch.no_grad():
+                        r = gen(q)  # B, C, H, W (frozen)
+                    terms["G/l1"] = (r.float() - t.float()).abs().mean()
+                    logits = model.contrastive(q, r)
+                elif model.reference == "real":
+                    logits = model.contrastive(q, t)
+                else:
+                    logits = model.contrastive(q)
+            cls = setup2.criterion(logits.float(), yb)
+            terms["train/cls"] = cls
+            return StepOutput(loss=cls, logits=logits, labels=yb, terms=terms)
 
-    def epoch2(epoch: int) -> dict[str, float]:
-        row = train_epoch(model, setup2, len(ytr), cfg.batch_size, g_data, step2)
-        if gen is not None:
-            row["gen/val_l1"] = _val_l1(gen, store_vp, eval_bs, c)
-        return row
+        return step2
 
-    res2 = train_with_selection(
-        model, setup2, val, cfg2, num_classes=num_classes, fingerprint=fp2,
-        rngs={"data": g_data, "aug": g_aug}, run_epoch=epoch2,
-        resume_path=_step_resume(resume_path, 2), log_path=_step_log(log_path, 2),
-        on_epoch_end=cb(2),
-    )
-    steps.append(_Step(2, res2))
+    res2 = run(2, model, cfg2, setup2, make_step2,
+               {"generator": digest(cpu_state_dict(gen.state_dict()))} if gen is not None else {},
+               after_epoch=add_val_l1 if gen is not None else None)
 
     # ---- step 3: end to end from step 2's selection
     if gen is not None:
         model.load_state_dict(res2.best_state)
-        cfg3 = dataclasses.replace(
-            cfg, epochs=dg.e2e_epochs, lr=cfg.lr * dg.e2e_lr_scale, warmup_epochs=0
-        )
+        cfg3 = dataclasses.replace(cfg, epochs=dg.e2e_epochs, lr=cfg.lr * dg.e2e_lr_scale, warmup_epochs=0)
         gen.requires_grad_(False)  # keep it out of the recogniser's optimizer
         setup3 = setup_training(model, cfg3, ytr, num_classes=num_classes, device=device)
         gen.requires_grad_(True)
-        gen_opt = torch.optim.Adam(gen.parameters(), lr=dg.gen_lr * dg.e2e_lr_scale,
-                                   betas=(0.5, 0.999))
+        gen_opt = torch.optim.Adam(gen.parameters(), lr=dg.gen_lr * dg.e2e_lr_scale, betas=(0.5, 0.999))
         gen_sched = make_lr_scheduler(gen_opt, cfg3, setup3.steps_per_epoch)
-        extra3 = {**base_extra, "step": 3, "init": _digest(res2.best_state)}
-        fp3 = fingerprint(cfg3, model, train, val, num_classes, seed, extra3)
-        g_data, g_aug = seed_everything(_step_seed(seed, 3))
 
-        def step3(idx: Tensor) -> StepOutput:
-            q, t = pair_batch(idx, g_aug, setup3.channels_last)
-            yb = ytr_t[idx.to(device)]
-            with amp_autocast(device, setup3.amp_dtype):
-                r = gen(q)  # B, C, H, W
-                logits = model.contrastive(q, r)  # B, K
-            cls = setup3.criterion(logits.float(), yb)
-            rec = (r.float() - t.float()).abs().mean()
-            return StepOutput(loss=cls + dg.rec_weight * rec, logits=logits, labels=yb,
-                              terms={"train/cls": cls, "gen/l1": rec})
+        def make_step3(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+            def step3(idx: Tensor) -> StepOutput:
+                q, t = pair_batch(ctx, idx)
+                yb = ctx.labels_of(idx)
+                with amp_autocast(device, setup3.amp_dtype):
+                    r = gen(q)  # B, C, H, W
+                    logits = model.contrastive(q, r)  # B, K
+                cls = setup3.criterion(logits.float(), yb)
+                rec = (r.float() - t.float()).abs().mean()
+                return StepOutput(loss=cls + dg.rec_weight * rec, logits=logits, labels=yb,
+                                  terms={"train/cls": cls, "G/l1": rec})
 
-        def epoch3(epoch: int) -> dict[str, float]:
-            row = train_epoch(model, setup3, len(ytr), cfg.batch_size, g_data, step3,
-                              extra_optimizers=(gen_opt,), extra_schedulers=(gen_sched,))
-            row["gen/val_l1"] = _val_l1(gen, store_vp, eval_bs, c)
-            return row
+            return step3
 
-        res3 = train_with_selection(
-            model, setup3, val, cfg3, num_classes=num_classes, fingerprint=fp3,
-            rngs={"data": g_data, "aug": g_aug}, run_epoch=epoch3,
-            extra_state={"gen_optimizer": gen_opt, "gen_scheduler": gen_sched},
-            resume_path=_step_resume(resume_path, 3), log_path=_step_log(log_path, 3),
-            on_epoch_end=cb(3),
-        )
-        steps.append(_Step(3, res3))
+        run(3, model, cfg3, setup3, make_step3, {"init": digest(res2.best_state)},
+            extra_optimizers=(gen_opt,), extra_schedulers=(gen_sched,),
+            extra_state={"gen_optimizer": gen_opt, "gen_scheduler": gen_sched}, after_epoch=add_val_l1)
 
     # ---- merge the steps' histories; pick the reported step (val only)
     history: list[dict[str, float]] = []
@@ -559,88 +449,50 @@ def train_dgcn(
     )
     if log_path is not None:
         write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-    return result, chosen.number, history
+    return result, chosen.number, history, chosen.setup.evaluation
 
 
 # ----------------------------------------------------------------------------- outputs
-def reference_grid(
-    path: Path, rows: Sequence[np.ndarray], gap: int = 2
-) -> np.ndarray:
-    """Write a PNG mosaic (Pillow, atomic): one row per uint8 (n, H, W, C) array (e.g.
-    query / generated reference / real target), ``gap`` white pixels between tiles.
-    Returns the mosaic (rows*H + gaps, n*W + gaps, C) uint8."""
-    from PIL import Image
-
-    n, h, w, c = rows[0].shape
-    mosaic = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, c), 255, np.uint8)
-    for i, imgs in enumerate(rows):
-        if imgs.shape != rows[0].shape:
-            raise ValueError(f"grid row {i} has shape {imgs.shape}, expected {rows[0].shape}")
-        for j in range(n):
-            mosaic[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = imgs[j]
-    image = Image.fromarray(mosaic[..., 0] if c == 1 else mosaic)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return mosaic
-
-
 @torch.no_grad()
 def _generate(generator: ReferenceGenerator, x_uint8: np.ndarray, device: torch.device) -> np.ndarray:
     """generator over uint8 queries (n, H, W, C) -> uint8 references (n, H, W, C)."""
     generator.eval()
     store = ImageStore(x_uint8, device)
-    out = generator(model_input(store.batch(torch.arange(len(store))), False)).float()
-    img = ((out * STD + MEAN).clamp(0, 1) * 255).round().to(torch.uint8)  # n, C, H, W
-    return img.permute(0, 2, 3, 1).cpu().numpy()  # n, H, W, C
+    return to_uint8(generator(model_input(store.batch(torch.arange(len(store))), False)))
 
 
 # ----------------------------------------------------------------------------- one fold
 def run_dgcn_fold(
-    images: np.ndarray,
-    labels: np.ndarray,
-    subjects: np.ndarray,
-    split: Mapping[str, np.ndarray],
-    classes: list[str],
-    cfg: TrainConfig,
-    dg: DGCNConfig,
+    fold: Fold,
+    cfg: RecognizerParams,
+    dg: DgcnParams,
+    out: FoldOutputs,
     *,
     reference: str,
-    seed: int,
-    device: torch.device | str,
-    out_model: Path,
-    out_metrics: Path,
-    out_curve: Path,
     out_dir: Path,
-    resume_path: Path | None,
-    log_path: Path | None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train, select and test one DGCN row on one fold; write its outputs (module doc).
 
     Args:
-        images: uint8 (N, H, W, C), H and W multiples of 16 for the "generated" row.
-        labels: int (N,) indices into ``classes``; subjects: (N,) subject ids.
-        split: {"train", "val", "test"} -> disjoint index arrays (subject-independent).
-        classes: class names.
-        cfg: the recogniser's TrainConfig (the baseline's; ``epochs`` unused).
-        dg: DGCN hyper-parameters.
+        fold: the fold (with subject ids); H and W multiples of 16 for "generated".
+        cfg: the recogniser's parameters (the baseline section; ``epochs`` unused).
+        dg: DGCN parameters.
+        out: model, metrics, curve; resume files are ``<out.resume>.step<k>`` and the
+            merged JSON-lines log ``out.log`` (per-step logs ``<log>.step<k>`` meanwhile).
         reference: "generated", "real" or "none" (``REFERENCES``).
-        seed: seeds initialisation and training.
-        device: where to train and predict.
-        out_model, out_metrics, out_curve: output files; out_dir: figure + summary JSON.
-        resume_path: resume files are ``<resume_path>.step<k>`` (deleted at the end).
-        log_path: merged JSON-lines log (per-step logs ``<log_path>.step<k>`` meanwhile).
+        out_dir: figure + summary JSON.
         on_epoch_end: called with (step, row) after each epoch.
     Returns:
-        The metrics dict written to ``out_metrics`` (keys ``DGCN_METRIC_KEYS``).
+        The metrics dict written (keys ``DGCN_METRIC_KEYS``).
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    labels, idx = check_fold_inputs(images, labels, split, classes)
-    subjects = check_fold_subjects(subjects, idx, len(images))
-    num_classes = len(classes)
-    device = torch.device(device)
-    _, height, width, channels = images.shape
+    if fold.subjects is None:
+        raise ValueError("the generative-contrastive network needs the fold's subject ids")
+    images, labels, subjects, idx, classes = fold.images, fold.labels, fold.subjects, fold.idx, fold.classes
+    num_classes, device = fold.num_classes, fold.device
+    height, width, channels = fold.height, fold.width, fold.channels
     if reference == "generated" and (height % 16 or width % 16):
         raise ValueError(f"the reference generator needs H and W multiples of 16, got {(height, width)}")
 
@@ -662,7 +514,7 @@ def run_dgcn_fold(
             ref_va = None
     if ref_va is not None:
         val_pairs = _pairs(x["val"], ref_va)
-    inputs = images  # what the model reads (test_selected indexes it with idx["test"])
+    inputs = None  # what the model reads at test time (None: the faces themselves)
     if reference == "real":
         inputs = np.zeros((*images.shape[:3], 2 * channels), dtype=np.uint8)
         inputs[idx["test"]] = _pairs(x["test"], refs("test"))
@@ -670,10 +522,10 @@ def run_dgcn_fold(
     val_in = val_pairs if reference == "real" else x["val"]
     assert val_in is not None
 
-    torch.manual_seed(seed)
+    torch.manual_seed(fold.seed)
     model = build_dgcn(cfg, dg, reference, num_classes, (height, width, channels))
     model.to(device)
-    result, chosen_step, history = train_dgcn(
+    result, chosen_step, history, ev = train_dgcn(
         model,
         (_pairs(x["train"], ref_tr), y["train"]),
         (val_in, y["val"]),
@@ -682,24 +534,11 @@ def run_dgcn_fold(
         dg,
         num_classes=num_classes,
         device=device,
-        seed=seed,
-        resume_path=resume_path,
-        log_path=log_path,
+        seed=fold.seed,
+        resume_path=out.resume,
+        log_path=out.log,
         on_epoch_end=on_epoch_end,
     )
-
-    metrics = test_selected(model, result, inputs, labels, idx, cfg, device, num_classes)
-    gen_val_l1: float | None = None
-    if model.generator is not None and val_pairs is not None:
-        gen_val_l1 = _val_l1(model.generator, ImageStore(val_pairs, device), 256, channels)
-    metrics.update({
-        "reference": reference,
-        "reference_target": dg.reference_target,
-        "contrast": "none" if reference == "none" else dg.contrast,
-        "selected_step": int(chosen_step),
-        "gen/val_l1": gen_val_l1,
-    })
-    assert tuple(metrics) == DGCN_METRIC_KEYS
 
     meta = {
         "method": "dgcn",
@@ -716,23 +555,33 @@ def run_dgcn_fold(
         "best_metric": float(result.best_metric),
         "selected_step": int(chosen_step),
         "select_metric": cfg.select_metric,
-        "seed": int(seed),
-        "train_config": cfg.to_dict(),
-        "dgcn_config": dg.to_dict(),
+        "seed": int(fold.seed),
+        "train_config": to_dict(cfg),
+        "dgcn_config": to_dict(dg),
     }
-    save_weights(out_model, result.best_state, meta)
-    write_curve(Path(out_curve), history, DGCN_CURVE_COLUMNS)
-    write_json(out_metrics, metrics)
+    def selected_model_checks(selected: nn.Module) -> dict[str, Any]:
+        gen_val_l1 = None  # the selected generator's validation L1
+        if selected.generator is not None and val_pairs is not None:
+            gen_val_l1 = _val_l1(selected.generator, ImageStore(val_pairs, device), 256, channels)
+        return {
+            "reference": reference,
+            "reference_target": dg.reference_target,
+            "contrast": "none" if reference == "none" else dg.contrast,
+            "selected_step": int(chosen_step),
+            "gen/val_l1": gen_val_l1,
+        }
 
-    out_dir = Path(out_dir)
+    metrics = finish_fold(fold, model, result, ev, out, meta=meta, curve_columns=DGCN_CURVE_COLUMNS,
+                          history=history, test_images=inputs, after_test=selected_model_checks)
+    assert tuple(metrics) == DGCN_METRIC_KEYS
+
     show = np.unique(np.linspace(0, len(x["val"]) - 1, min(N_SHOW, len(x["val"]))).round().astype(int))
-    generated = (_generate(model.generator, x["val"][show], device)
-                 if model.generator is not None else None)
+    generated = _generate(model.generator, x["val"][show], device) if model.generator is not None else None
     grid_rows = [("query", x["val"][show]), ("generated", generated),
                  ("real target", ref_va[show] if ref_va is not None else None)]
     grid_rows = [(name, imgs) for name, imgs in grid_rows if imgs is not None]
-    reference_grid(out_dir / "references.png", [imgs for _, imgs in grid_rows])
-    write_json(out_dir / "summary.json", {
+    save_png(Path(out_dir) / "references.png", tile_grid([list(imgs) for _, imgs in grid_rows]))
+    write_json(Path(out_dir) / "summary.json", {
         "reference": reference,
         "reference_target": dg.reference_target,
         "contrast": metrics["contrast"],
@@ -740,14 +589,14 @@ def run_dgcn_fold(
         "best_epoch": int(result.best_epoch),
         "epochs_per_step": {str(s): sum(1 for r in history if r["step"] == s)
                             for s in sorted({int(r["step"]) for r in history})},
-        "gen/val_l1": gen_val_l1,
+        "gen/val_l1": metrics["gen/val_l1"],
         "val_shown": [int(i) for i in idx["val"][show]],
         "grid_rows": [name for name, _ in grid_rows],
         "test/acc": metrics["test/acc"],
     })
     for step in (1, 2, 3):
-        clear_resume(_step_resume(resume_path, step))
-        step_log = _step_log(log_path, step)
+        clear_resume(_step_resume(out.resume, step))
+        step_log = _step_log(out.log, step)
         if step_log is not None and step_log.exists():
             step_log.unlink()
     return metrics

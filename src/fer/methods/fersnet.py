@@ -58,8 +58,8 @@ LR ``lr * synth_lr_factor`` constant (a fine-tuning step size; project's choice)
 epochs. ``synth/expr_acc`` = share of the synthetic images the init model's own
 classifier assigns to their target expression.
 
-Protocol (as ``fer.methods.baseline``): training sees the train split only (pairs too);
-every row trains through ``fer.training.loop.train_with_selection`` (epoch selection on
+Protocol (``fer.training.protocol``): training sees the train split only (pairs too);
+every row trains through ``fer.training.driver.train_epochs`` (epoch selection on
 the validation split by classification only; discriminator, its optimizer, scheduler and
 GradScaler travel in the resume file, so a killed run resumes exactly); the test split is
 predicted once after training (``test_selected``, with ``classify``). The authors kept
@@ -77,10 +77,7 @@ no PNG for ``single``).
 from __future__ import annotations
 
 import functools
-import hashlib
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,38 +88,27 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from fer.methods.baseline import CURVE_COLUMNS, METRIC_KEYS, check_fold_inputs, check_fold_subjects, test_selected, write_curve
+from fer.losses.fersnet import SYNTHESIS_TERMS, lsgan_discriminator_loss, synthesis_loss
 from fer.models.fersnet import FERSNet, FERSNetRecognizer, PatchDiscriminator
-from fer.training.augment import AugmentConfig, augment_batch
-from fer.training.checkpoint import clear_resume, load_weights, save_weights
-from fer.training.loop import (
-    MEAN,
-    SELECT_METRICS,
-    STD,
-    FitResult,
-    ImageStore,
-    StepOutput,
-    TrainConfig,
-    TrainSetup,
-    amp_autocast,
-    amp_dtype_for,
-    coerce_fields,
-    fingerprint,
-    model_input,
-    normalize,
-    num_steps,
-    seed_everything,
-    train_epoch,
-    train_with_selection,
-)
-from fer.utils.io import atomic_path, write_json
+from fer.params import FERSNET_VARIANTS, FersnetParams, to_dict
+from fer.training.augment import augment_batch
+from fer.training.batches import MEAN, STD, ImageStore, model_input, normalize, num_steps, to_uint8
+from fer.training.checkpoint import load_weights
+from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
+from fer.training.inference import predict
+from fer.training.optim import TrainSetup, eval_batch_size, grad_scaler, place_model
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold
+from fer.utils.digest import digest
+from fer.utils.images import save_png, tile_grid
+from fer.utils.io import write_json
+from fer.utils.precision import Precision
+from fer.utils.seed import derived_seed
 
 __all__ = [
     "FERSNET_CURVE_COLUMNS",
     "FERSNET_METRIC_KEYS",
     "FERSNET_TERMS",
     "VARIANTS",
-    "FERSNetConfig",
     "draw_targets",
     "forward_classes",
     "load_fersnet",
@@ -131,137 +117,20 @@ __all__ = [
     "synthesise_set",
 ]
 
-#: Ablation rows (the authors' README order).
-VARIANTS: tuple[str, ...] = ("single", "hard", "gated", "synth")
+#: Ablation rows (the authors' README order; ``fer.params.FERSNET_VARIANTS``).
+VARIANTS: tuple[str, ...] = FERSNET_VARIANTS
 #: Network sharing of each row.
 SHARING_OF: dict[str, str] = {"single": "single", "hard": "hard", "gated": "gated", "synth": "gated"}
 #: Per-epoch terms added to the history rows and the curve (0 where a term is off).
-FERSNET_TERMS: tuple[str, ...] = (
-    "train/cls", "syn/l1", "syn/id", "syn/adv", "syn/cycle", "d/loss", "gate/z_rec", "gate/z_syn",
-)
+FERSNET_TERMS: tuple[str, ...] = ("train/cls", *SYNTHESIS_TERMS, "D/adv", "gate/z_rec", "gate/z_syn")
 FERSNET_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, *FERSNET_TERMS)
 #: Keys of the metrics JSON: the baseline's plus the row and synthesis checks (None when
 #: not applicable).
 FERSNET_METRIC_KEYS: tuple[str, ...] = (
     *METRIC_KEYS, "variant", "synth/n_images", "synth/expr_acc", "synth_val/l1", "synth_val/expr_acc",
 )
-#: Default augmentation: horizontal flip only. The authors use random crops + flips; the
-#: pipeline's sub-pixel (bilinear) shift stalled this small strided network on the demo
-#: within its epoch budget (measured: train loss stuck at ln 7 with shift 0.06, learning
-#: with flip only), so the demo preset keeps the flip; the paper preset adds shift.
-DEMO_AUGMENT = AugmentConfig(hflip=True, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0)
 GRID_FILE = "synthesis_grid.png"
 SYNTHESIS_JSON = "synthesis.json"
-
-
-# ----------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class FERSNetConfig:
-    """Hyper-parameters of FERSNet training (params.yaml section ``fersnet``).
-
-    Defaults are the demo preset (64 px gray faces, CPU budget); the authors' values are
-    noted where they differ (see the proposed paper preset in the project docs).
-    """
-
-    width: int = 8  # stem channels; stage i has width * 2**i
-    stages: int = 3  # down-sampling stages (= ConvFLUs = decoder levels)
-    gate_kernel: int = 1  # ConvFLU kernel: 1 (authors' 2021 code) | 3 (2020 paper)
-    dropout: float = 0.3  # before the classifier
-    disc_width: int = 16  # PatchGAN first-layer channels
-    disc_layers: int = 3  # PatchGAN stride-2 layers
-    epochs: int = 6  # authors: 500
-    batch_size: int = 16  # authors: 8
-    lr: float = 2e-3  # authors: 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    weight_decay: float = 5e-4  # Adam L2 on every parameter
-    lr_milestones: tuple[int, ...] = ()  # epochs after which LR x0.1 (authors: 150, 400)
-    label_smoothing: float = 0.0
-    w_l1: float = 1.0
-    w_id: float = 0.05
-    w_adv: float = 0.3
-    w_cycle: float = 0.5
-    d_steps: int = 1  # discriminator updates per generator step (authors: 3)
-    synth_per_image: int = 2  # "synth" row: target expressions per training image (0: all others)
-    synth_epochs: int = 2  # "synth" row: epochs over real + synthetic
-    synth_lr_factor: float = 0.1  # "synth" row: fine-tuning LR = lr * this (constant)
-    grid_rows: int = 6  # validation faces in the synthesis grid
-    select_metric: str = "val/mean_class_acc"
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
-    augment: AugmentConfig = field(default_factory=lambda: DEMO_AUGMENT)
-
-    def __post_init__(self) -> None:
-        ms = self.lr_milestones
-        if isinstance(ms, list):
-            object.__setattr__(self, "lr_milestones", tuple(ms))
-            ms = self.lr_milestones
-        if not isinstance(ms, tuple) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in ms):
-            raise ValueError(f"fersnet.lr_milestones must be a list of epochs >= 1, got {ms!r}")
-        if list(ms) != sorted(set(ms)):
-            raise ValueError(f"fersnet.lr_milestones must be strictly increasing, got {list(ms)}")
-        if self.width < 1 or self.stages < 1 or self.disc_width < 1 or self.disc_layers < 1:
-            raise ValueError("fersnet.width, stages, disc_width and disc_layers must be >= 1")
-        if self.gate_kernel not in (1, 3):
-            raise ValueError(f"fersnet.gate_kernel must be 1 or 3, got {self.gate_kernel}")
-        if self.epochs < 1 or self.synth_epochs < 1 or self.batch_size < 2 or self.d_steps < 1:
-            raise ValueError("fersnet.epochs, synth_epochs and d_steps must be >= 1, batch_size >= 2")
-        if not (self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0):
-            raise ValueError("fersnet: lr > 0, beta1/beta2 in [0, 1), weight_decay >= 0 required")
-        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("fersnet.dropout and label_smoothing must be in [0, 1)")
-        for name in ("w_l1", "w_id", "w_adv", "w_cycle"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"fersnet.{name} must be a finite number >= 0, got {value}")
-        if not 0 < self.synth_lr_factor <= 1:
-            raise ValueError(f"fersnet.synth_lr_factor must be in (0, 1], got {self.synth_lr_factor}")
-        if self.synth_per_image < 0 or self.grid_rows < 0:
-            raise ValueError("fersnet.synth_per_image and grid_rows must be >= 0")
-        if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"fersnet.select_metric must be one of {list(SELECT_METRICS)}")
-        if not isinstance(self.augment, AugmentConfig):
-            raise TypeError("fersnet.augment must be an AugmentConfig (use FERSNetConfig.from_mapping)")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> FERSNetConfig:
-        """Build from a (YAML) mapping; ``augment`` is a nested mapping over
-        ``DEMO_AUGMENT`` (keys not given keep those values), ``lr_milestones`` a list
-        of ints. Unknown keys (either level) raise ValueError naming the key."""
-        kw = coerce_fields(cls, d, "fersnet")
-        aug = kw.get("augment")
-        if aug is None:
-            kw.pop("augment", None)
-        elif isinstance(aug, Mapping):
-            base = asdict(DEMO_AUGMENT)
-            base.update(coerce_fields(AugmentConfig, aug, "fersnet.augment"))
-            kw["augment"] = AugmentConfig(**base)
-        elif not isinstance(aug, AugmentConfig):
-            raise ValueError(f"fersnet.augment must be a mapping, got {type(aug).__name__}")
-        if "lr_milestones" in kw:
-            ms = kw["lr_milestones"]
-            if not isinstance(ms, list | tuple):
-                raise ValueError(f"fersnet.lr_milestones must be a list of epochs, got {ms!r}")
-            kw["lr_milestones"] = tuple(ms)
-        return cls(**kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-ready; milestones as a list)."""
-        d = asdict(self)
-        d["lr_milestones"] = list(self.lr_milestones)
-        return d
-
-    def driver_config(self, *, epochs: int) -> TrainConfig:
-        """The ``TrainConfig`` view the shared epoch driver and ``test_selected`` read
-        (epochs, batch_size, select_metric, amp, channels_last; ``arch`` is a placeholder:
-        the network is FERSNet, built here, and the optimiser is this config's Adam)."""
-        return TrainConfig(
-            arch="vgg_small", width=self.width, epochs=epochs, batch_size=self.batch_size,
-            optimizer="adamw", lr=self.lr, momentum=self.beta1, weight_decay=self.weight_decay,
-            schedule="constant", warmup_epochs=0, label_smoothing=self.label_smoothing,
-            select_metric=self.select_metric, amp=self.amp, channels_last=self.channels_last,
-            augment=self.augment,
-        )
 
 
 # ------------------------------------------------------------------------------ pairs
@@ -304,7 +173,7 @@ def _milestone_factor(step: int, *, steps_per_epoch: int, milestones: tuple[int,
     return 0.1 ** sum(done >= m for m in milestones)
 
 
-def _adam(params: Any, fc: FERSNetConfig, lr: float) -> torch.optim.Adam:
+def _adam(params: Any, fc: FersnetParams, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(fc.beta1, fc.beta2), weight_decay=fc.weight_decay)
 
 
@@ -315,54 +184,63 @@ def _scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, milestones: tup
 
 
 def _setup(
-    model: nn.Module, fc: FERSNetConfig, n_train: int, *, lr: float, milestones: tuple[int, ...], device: torch.device
+    model: nn.Module, fc: FersnetParams, n_train: int, *, lr: float, milestones: tuple[int, ...], device: torch.device
 ) -> TrainSetup:
-    """The shared loop's ``TrainSetup`` with this method's Adam and milestone schedule."""
-    model.to(device)
-    use_cl = device.type == "cuda" and fc.channels_last
-    if use_cl:
-        model.to(memory_format=torch.channels_last)
-    amp_dtype = amp_dtype_for(device, fc.amp)
+    """The shared driver's ``TrainSetup`` with this method's Adam and milestone schedule."""
+    prec = place_model(model, device, amp=fc.amp, channels_last=fc.channels_last)
     spe = num_steps(n_train, fc.batch_size)
     opt = _adam(model.parameters(), fc, lr)
     return TrainSetup(
         device=device,
         optimizer=opt,
         scheduler=_scheduler(opt, spe, milestones),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        scaler=grad_scaler(prec.amp_dtype),
         criterion=nn.CrossEntropyLoss(label_smoothing=fc.label_smoothing),
-        amp_dtype=amp_dtype,
-        channels_last=use_cl,
+        amp_dtype=prec.amp_dtype,
+        channels_last=prec.channels_last,
         steps_per_epoch=spe,
+        eval_batch_size=eval_batch_size(fc.batch_size),
     )
 
 
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, nn.Module):
-            for name, t in p.state_dict().items():
-                h.update(f"{name}:{list(t.shape)}".encode())
-                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        elif isinstance(p, np.ndarray):
-            h.update(f"{p.shape}:{p.dtype}".encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(repr(p).encode())
-    return h.hexdigest()
+class _Discriminator:
+    """The conditional PatchGAN with its optimiser, schedule and GradScaler: ``update``
+    takes its ``d_steps`` LSGAN steps on (real target, fake) pairs, ``score`` rates
+    synthesised images with the updated weights frozen (gradient to the images only)."""
+
+    def __init__(self, channels: int, num_classes: int, fc: FersnetParams, steps_per_epoch: int,
+                 milestones: tuple[int, ...], prec: Precision, device: torch.device) -> None:
+        self.net = PatchDiscriminator(channels, num_classes, fc.disc_width, fc.disc_layers).to(device)
+        self.opt = _adam(self.net.parameters(), fc, fc.lr)
+        self.sched = _scheduler(self.opt, steps_per_epoch, milestones)
+        self.scaler = grad_scaler(prec.amp_dtype)
+        self.d_steps, self.prec = fc.d_steps, prec
+
+    def state(self) -> dict[str, Any]:
+        """The objects the resume file carries."""
+        return {"discriminator": self.net, "d_optimizer": self.opt, "d_scheduler": self.sched, "d_scaler": self.scaler}
+
+    def update(self, real: Tensor, fake: Tensor, cond: Tensor) -> Tensor:
+        """``d_steps`` optimiser steps on the LSGAN loss; returns the last loss (detached)."""
+        loss = torch.zeros((), device=real.device)
+        for _ in range(self.d_steps):
+            self.opt.zero_grad(set_to_none=True)
+            with self.prec.autocast():
+                d_real, d_fake = self.net(real, cond).float(), self.net(fake, cond).float()
+            loss = lsgan_discriminator_loss(d_real, d_fake)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        self.sched.step()
+        return loss.detach()
+
+    def score(self, images: Tensor, cond: Tensor) -> Tensor:
+        """Patch scores of ``images`` under the current weights, which get no gradient."""
+        frozen = {k: p.detach() for k, p in self.net.named_parameters()}
+        with self.prec.autocast():
+            return functional_call(self.net, frozen, (images, cond)).float()  # V, 1, h, w
 
 
-def _seed_for(seed: int, tag: int) -> int:
-    return int(np.random.SeedSequence([seed, tag]).generate_state(1)[0])
-
-
-def _to_uint8(x: Tensor) -> np.ndarray:
-    """Images in [-1, 1] (N, C, H, W) -> uint8 (N, H, W, C)."""
-    y = ((x.detach().float().cpu() * STD + MEAN) * 255).round().clamp(0, 255)
-    return y.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-# ------------------------------------------------------------------------ synthesis
 @torch.no_grad()
 def synthesise_set(
     net: FERSNet,
@@ -388,7 +266,7 @@ def synthesise_set(
     device = torch.device(device)
     labels = np.asarray(labels, dtype=np.int64)
     present = np.unique(labels)
-    rng = np.random.default_rng(_seed_for(seed, 0x5A17))
+    rng = np.random.default_rng(derived_seed(seed, 0x5A17))
     src, tgt = [], []
     for i, a in enumerate(labels):
         others = present[present != a]
@@ -407,7 +285,7 @@ def synthesise_set(
         for start in range(0, len(src_a), batch_size):
             s = torch.from_numpy(src_a[start : start + batch_size])
             e = F.one_hot(torch.from_numpy(tgt_a[start : start + batch_size]), num_classes).float().to(device)  # B, K
-            out.append(_to_uint8(net.synthesise(normalize(store.batch(s)), e)))
+            out.append(to_uint8(net.synthesise(normalize(store.batch(s)), e)))
     finally:
         net.train(was_training)
     return np.concatenate(out), tgt_a, src_a
@@ -419,7 +297,7 @@ def _validation_synthesis(
     device: torch.device, grid_rows: int,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Synthesis checks on the validation split (after training; never used to select):
-    ``synth_val/l1`` = mean L1 (in [-1, 1] units, as ``syn/l1``) between G(x, b) and every
+    ``synth_val/l1`` = mean L1 (in [-1, 1] units, as ``G/l1``) between G(x, b) and every
     real validation image of x's subject with expression b != a; ``synth_val/expr_acc`` =
     share of G(x, b), b != a, that the model classifies as b. Returns them and the grid."""
     net.eval()
@@ -454,34 +332,14 @@ def _validation_synthesis(
     grid = None
     if grid_rows > 0:
         rows = np.unique(np.linspace(0, n - 1, min(grid_rows, n)).round().astype(int))
-        tiles = [[x_val[r]] + [_to_uint8(syn[b, r : r + 1])[0] for b in range(num_classes)] for r in rows]
-        grid = _tile(tiles)
+        tiles = [[x_val[r]] + [to_uint8(syn[b, r : r + 1])[0] for b in range(num_classes)] for r in rows]
+        grid = tile_grid(tiles)
         checks["grid_rows"] = rows.tolist()
     return checks, grid
 
 
-def _tile(tiles: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """uint8 tiles (H, W, C) in rows/columns -> one uint8 image, white background."""
-    h, w, c = tiles[0][0].shape
-    rows, cols = len(tiles), max(len(r) for r in tiles)
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-    for r, row in enumerate(tiles):
-        for k, tile in enumerate(row):
-            top, left = pad + r * (h + pad), pad + k * (w + pad)
-            grid[top : top + h, left : left + w] = tile
-    return grid
-
-
-def _save_png(path: Path, grid: np.ndarray) -> None:
-    from PIL import Image
-
-    img = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 # ------------------------------------------------------------------------- weights
-def _meta(net: FERSNet, fc: FERSNetConfig, variant: str, classes: Sequence[str], result: FitResult, seed: int) -> dict[str, Any]:
+def _meta(net: FERSNet, fc: FersnetParams, variant: str, classes: Sequence[str], result: FitResult, seed: int) -> dict[str, Any]:
     return {
         "method": "fersnet",
         "variant": variant,
@@ -499,7 +357,7 @@ def _meta(net: FERSNet, fc: FERSNetConfig, variant: str, classes: Sequence[str],
         "best_metric": float(result.best_metric),
         "select_metric": fc.select_metric,
         "seed": int(seed),
-        "fersnet_config": fc.to_dict(),
+        "fersnet_config": to_dict(fc),
     }
 
 
@@ -523,56 +381,38 @@ def _strip(state: Mapping[str, Tensor], prefix: str = "net.") -> dict[str, Tenso
 
 # ------------------------------------------------------------------------- one fold
 def run_fersnet_fold(
-    images: np.ndarray,
-    labels: np.ndarray,
-    subjects: np.ndarray,
-    split: Mapping[str, np.ndarray],
-    classes: list[str],
-    fc: FERSNetConfig,
+    fold: Fold,
+    fc: FersnetParams,
+    out: FoldOutputs,
     *,
     variant: str,
     identity: nn.Module | None,
     init_weights: Path | None,
-    seed: int,
-    device: torch.device | str,
-    out_model: Path,
-    out_metrics: Path,
-    out_curve: Path,
     out_dir: Path,
-    resume_path: Path | None,
-    log_path: Path | None,
 ) -> dict[str, Any]:
     """Train, select (val) and test (once) one FERSNet ablation row on one fold.
 
     Args:
-        images: uint8 (N, H, W, C), square, side divisible by 2**fc.stages.
-        labels: int (N,) indices into ``classes``.
-        subjects: (N,) subject ids (training pairs: same subject, other expression).
-        split: {"train", "val", "test"} -> disjoint index arrays.
-        classes: class names (K outputs).
+        fold: the fold, with subject ids (training pairs: same subject, other
+            expression); square images, side divisible by 2**fc.stages.
         fc: hyper-parameters.
+        out: model, metrics, curve, resume file, JSON-lines log.
         variant: one of ``VARIANTS``.
         identity: frozen identity embedder ((N, C, H, W) in [-1, 1] -> (N, D);
             ``fer.methods.identity.load_identity_net``) for the identity term of
             ``hard``/``gated``; may be None for ``single`` and ``synth`` (no synthesis
             losses there) or when ``fc.w_id == 0``.
         init_weights: the fold's ``gated`` model file for ``synth``; must be None otherwise.
-        seed: seeds initialisation, batch order, augmentation, pairs, dropout.
-        device: where to train.
-        out_model, out_metrics, out_curve: output files (atomic).
         out_dir: directory for the synthesis grid and JSON.
-        resume_path: per-epoch resume file (deleted once the outputs exist).
-        log_path: JSON-lines training log.
     Returns:
-        The metrics dict written to ``out_metrics`` (keys ``FERSNET_METRIC_KEYS``).
+        The metrics dict written (keys ``FERSNET_METRIC_KEYS``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    labels, idx = check_fold_inputs(images, labels, split, classes)
-    subjects = check_fold_subjects(subjects, idx, len(images))
-    num_classes = len(classes)
-    device = torch.device(device)
-    _, height, width, channels = images.shape
+    if fold.subjects is None:
+        raise ValueError("FERSNet needs the fold's subject ids (synthesis pairs)")
+    num_classes, device, seed = fold.num_classes, fold.device, fold.seed
+    height, width, channels = fold.height, fold.width, fold.channels
     if height != width:
         raise ValueError(f"FERSNet needs square images, got {height}x{width}")
     if (variant == "synth") != (init_weights is not None):
@@ -581,16 +421,15 @@ def run_fersnet_fold(
     if synth_losses and identity is None and fc.w_id > 0:
         raise ValueError(f"variant {variant!r} needs the identity network (or fersnet.w_id = 0)")
 
-    tr, va = idx["train"], idx["val"]
-    xtr, ytr, str_ = images[tr], labels[tr], subjects[tr]
-    xva, yva = images[va], labels[va]
+    (xtr, ytr), (xva, yva) = fold.part("train"), fold.part("val")
+    str_ = fold.subjects[fold.idx["train"]]
 
     torch.manual_seed(seed)
     net = FERSNet(
         num_classes, channels, fc.width, input_size=height, sharing=SHARING_OF[variant],
         gate_kernel=fc.gate_kernel, stages=fc.stages, dropout=fc.dropout,
     )
-    extra_fp: dict[str, Any] = {"fersnet": fc.to_dict(), "variant": variant}
+    extra_fp: dict[str, Any] = {"fersnet": to_dict(fc), "variant": variant}
     synth_info: dict[str, Any] = {"synth/n_images": None, "synth/expr_acc": None}
     if init_weights is not None:
         state, meta = load_weights(init_weights)
@@ -600,9 +439,10 @@ def run_fersnet_fold(
         if bad:
             raise ValueError(f"{init_weights}: not this fold's gated FERSNet ({bad} differ from {want})")
         net.load_state_dict(state)
-        extra_fp["init"] = _digest(net)
+        extra_fp["init"] = digest(net)
         net.to(device)
-        xsy, ysy, _ = synthesise_set(net, xtr, ytr, num_classes=num_classes, per_image=fc.synth_per_image, seed=seed, device=device)
+        xsy, ysy, _ = synthesise_set(net, xtr, ytr, num_classes=num_classes, per_image=fc.synth_per_image, seed=seed,
+                                     device=device)
         ok = (forward_classes(net, xsy, device) == ysy).mean()
         synth_info = {"synth/n_images": int(len(ysy)), "synth/expr_acc": float(ok)}
         xtr_all, ytr_all = np.concatenate([xtr, xsy]), np.concatenate([ytr, ysy])
@@ -610,20 +450,15 @@ def run_fersnet_fold(
     else:
         xtr_all, ytr_all = xtr, ytr
         epochs, milestones, lr = fc.epochs, fc.lr_milestones, fc.lr
-    cfg = fc.driver_config(epochs=epochs)
 
     model = FERSNetRecognizer(net)
     setup = _setup(model, fc, len(ytr_all), lr=lr, milestones=milestones, device=device)
-    dev_amp = setup.amp_dtype
-    g_data, g_aug = seed_everything(seed)
-    g_pair = torch.Generator().manual_seed(_seed_for(seed, 0xFE25))
-    store = ImageStore(xtr_all, device)
-    y_t = torch.from_numpy(ytr_all).to(device)
+    prec = setup.evaluation.precision
+    g_pair = torch.Generator().manual_seed(derived_seed(seed, 0xFE25))
     eye = torch.eye(num_classes, device=device)
 
-    disc: PatchDiscriminator | None = None
-    extra_state: dict[str, Any] = {}
-    use_adv = synth_losses and fc.w_adv > 0
+    disc: _Discriminator | None = None
+    disc_state: dict[str, Any] = {}  # filled once the discriminator exists (resume file)
     use_id = synth_losses and fc.w_id > 0
     if synth_losses:
         cand_np, counts_np = pair_candidates(ytr, str_)
@@ -635,131 +470,100 @@ def run_fersnet_fold(
             identity = identity.to(device).eval().requires_grad_(False)
             try:
                 with torch.no_grad():
-                    identity(model_input(store.batch(torch.arange(2)), False))
+                    identity(model_input(ImageStore(xtr_all[:2], device).batch(torch.arange(2)), False))
             except Exception as exc:  # noqa: BLE001 - re-raised with context
                 raise ValueError(f"the identity network does not accept these {channels}x{height}x{width} images: {exc}") from exc
-            extra_fp["identity"] = _digest(identity)
-        if use_adv:
-            disc = PatchDiscriminator(channels, num_classes, fc.disc_width, fc.disc_layers).to(device)
-            d_opt = _adam(disc.parameters(), fc, fc.lr)
-            d_sched = _scheduler(d_opt, setup.steps_per_epoch, milestones)
-            d_scaler = torch.amp.GradScaler("cuda", enabled=dev_amp == torch.float16)
-            extra_state = {"discriminator": disc, "d_optimizer": d_opt, "d_scheduler": d_sched, "d_scaler": d_scaler}
-    fp = fingerprint(cfg, model, (xtr_all, ytr_all), (xva, yva), num_classes, seed, extra_fp)
+            extra_fp["identity"] = digest(identity)
+    fp = fingerprint(fc, model, (xtr_all, ytr_all), (xva, yva), num_classes, seed, extra_fp)
     zero = torch.zeros((), device=device)
 
     def gate_terms() -> dict[str, Tensor]:
         z = net.gate_means()
         return {} if z is None else {"gate/z_rec": z[0], "gate/z_syn": z[1]}
 
-    def step_cls(ib: Tensor) -> StepOutput:
-        x = model_input(augment_batch(store.batch(ib), cfg.augment, g_aug), setup.channels_last)
-        y = y_t[ib.to(device)]
-        with amp_autocast(device, dev_amp):
-            logits = net.classify(x)  # B, K
-        cls = setup.criterion(logits.float(), y)
-        return StepOutput(loss=cls, logits=logits, labels=y, terms={"train/cls": cls, **gate_terms()})
+    def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+        nonlocal disc
+        if synth_losses and fc.w_adv > 0:  # its initial weights come from the freshly seeded RNG
+            disc = _Discriminator(channels, num_classes, fc, setup.steps_per_epoch, milestones, prec, device)
+            disc_state.update(disc.state())
 
-    def step_syn(ib: Tensor) -> StepOutput:
-        tgt, valid = draw_targets(cand, counts, ib, g_pair)  # B, B
-        y = y_t[ib.to(device)]  # B
-        b_lab = torch.where(valid.to(device), y_t[tgt.to(device)], y)  # B
-        state = g_aug.get_state()
-        x = model_input(augment_batch(store.batch(ib), cfg.augment, g_aug), setup.channels_last)
-        g_aug.set_state(state)  # the target gets the source's transform
-        t = model_input(augment_batch(store.batch(tgt), cfg.augment, g_aug), setup.channels_last)
-        with amp_autocast(device, dev_amp):
-            logits, syn = net(x, eye[b_lab])  # B, K / B, C, H, W
-        gates = gate_terms()
-        cls = setup.criterion(logits.float(), y)
-        terms = {"train/cls": cls, **gates}
-        v = valid.to(device)
-        if not bool(valid.any()):
-            terms.update({k: zero for k in ("syn/l1", "syn/id", "syn/adv", "syn/cycle", "d/loss")})
-            return StepOutput(loss=cls, logits=logits, labels=y, terms=terms)
-        sv, tv, ev = syn[v].float(), t[v], eye[b_lab[v]]  # V, C, H, W / V, K
-        l1 = (sv - tv).abs().mean()
-        loss = cls + fc.w_l1 * l1
-        id_term = adv = cycle = d_loss = zero
-        if use_id:
-            with amp_autocast(device, dev_amp):
-                e_s = identity(sv).float()  # V, D
-                with torch.no_grad():
-                    e_t = identity(tv).float()  # V, D
-            id_term = (e_s - e_t).pow(2).sum(1).mean()
-            loss = loss + fc.w_id * id_term
-        if disc is not None:
-            fake = sv.detach()
-            for _ in range(fc.d_steps):
-                d_opt.zero_grad(set_to_none=True)
-                with amp_autocast(device, dev_amp):
-                    d_real, d_fake = disc(tv, ev).float(), disc(fake, ev).float()
-                d_loss = 0.5 * ((d_real - 1).pow(2).mean() + d_fake.pow(2).mean())
-                d_scaler.scale(d_loss).backward()
-                d_scaler.step(d_opt)
-                d_scaler.update()
-            d_sched.step()
-            frozen = {k: p.detach() for k, p in disc.named_parameters()}
-            with amp_autocast(device, dev_amp):
-                score = functional_call(disc, frozen, (sv, ev)).float()  # V, 1, h, w
-            adv = (score - 1).pow(2).mean()
-            loss = loss + fc.w_adv * adv
-        if fc.w_cycle > 0:
-            with amp_autocast(device, dev_amp):
-                back = net.synthesise(sv, eye[y[v]]).float()  # V, C, H, W
-            net.gate_means()  # the cycle pass's gates are not logged
-            cycle = (back - x[v].float()).pow(2).mean()
-            loss = loss + fc.w_cycle * cycle
-        terms.update({"syn/l1": l1, "syn/id": id_term, "syn/adv": adv, "syn/cycle": cycle, "d/loss": d_loss.detach()})
-        return StepOutput(loss=loss, logits=logits, labels=y, terms=terms)
+        def augmented(ib: Tensor) -> Tensor:
+            return model_input(augment_batch(ctx.store.batch(ib), fc.augment, ctx.g_aug), setup.channels_last)
 
-    step = step_syn if synth_losses else step_cls
-    result = train_with_selection(
-        model, setup, (xva, yva), cfg,
-        num_classes=num_classes,
-        fingerprint=fp,
-        rngs={"data": g_data, "aug": g_aug, "pairs": g_pair},
-        run_epoch=lambda epoch: train_epoch(model, setup, len(ytr_all), cfg.batch_size, g_data, step),
-        extra_state=extra_state,
-        resume_path=resume_path,
-        log_path=log_path,
+        def step_cls(ib: Tensor) -> StepOutput:
+            x, y = augmented(ib), ctx.labels_of(ib)
+            with prec.autocast():
+                logits = net.classify(x)  # B, K
+            cls = setup.criterion(logits.float(), y)
+            return StepOutput(loss=cls, logits=logits, labels=y, terms={"train/cls": cls, **gate_terms()})
+
+        def step_syn(ib: Tensor) -> StepOutput:
+            tgt, valid = draw_targets(cand, counts, ib, g_pair)  # B, B
+            y = ctx.labels_of(ib)  # B
+            b_lab = torch.where(valid.to(device), ctx.labels_of(tgt), y)  # B
+            state = ctx.g_aug.get_state()
+            x = augmented(ib)
+            ctx.g_aug.set_state(state)  # the target gets the source's transform
+            t = augmented(tgt)
+            with prec.autocast():
+                logits, syn = net(x, eye[b_lab])  # B, K / B, C, H, W
+            cls = setup.criterion(logits.float(), y)
+            terms = {"train/cls": cls, **gate_terms()}
+            if not bool(valid.any()):
+                terms.update({k: zero for k in (*SYNTHESIS_TERMS, "D/adv")})
+                return StepOutput(loss=cls, logits=logits, labels=y, terms=terms)
+            v = valid.to(device)
+            sv, tv, ev = syn[v].float(), t[v], eye[b_lab[v]]  # V, C, H, W / V, K
+            d_loss = zero
+            adv_score = None
+            if disc is not None:
+                d_loss = disc.update(tv, sv.detach(), ev)
+                adv_score = disc.score(sv, ev)
+            cycled = None
+            if fc.w_cycle > 0:
+                with prec.autocast():
+                    cycled = net.synthesise(sv, eye[y[v]]).float()  # V, C, H, W
+                net.gate_means()  # the cycle pass's gates are not logged
+            loss, syn_terms = synthesis_loss(cls, sv, tv, fp=fc, identity=identity if use_id else None,
+                                             adv_score=adv_score, cycled=cycled, source=x[v], prec=prec)
+            terms.update({**syn_terms, "D/adv": d_loss})
+            return StepOutput(loss=loss, logits=logits, labels=y, terms=terms)
+
+        return step_syn if synth_losses else step_cls
+
+    result = train_epochs(
+        model, setup, (xtr_all, ytr_all), (xva, yva),
+        epochs=epochs, batch_size=fc.batch_size, select_metric=fc.select_metric, num_classes=num_classes,
+        seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pairs": g_pair},
+        extra_state=disc_state, resume_path=out.resume, log_path=out.log,
     )
 
-    metrics = test_selected(model, result, images, labels, idx, cfg, device, num_classes)
-    metrics["variant"] = variant
-    metrics.update(synth_info)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"variant": variant, "classes": list(classes), "has_synthesis": net.has_synthesis}
-    if net.has_synthesis:
-        checks, grid = _validation_synthesis(net, xva, yva, subjects[va], num_classes, device, fc.grid_rows)
-        report.update(checks)
-        if grid is not None:
-            _save_png(out_dir / GRID_FILE, grid)
-            report["grid"] = GRID_FILE
-            report["grid_columns"] = ["source", *classes]
-    metrics["synth_val/l1"] = report.get("synth_val/l1")
-    metrics["synth_val/expr_acc"] = report.get("synth_val/expr_acc")
+
+    def validation_synthesis(selected: nn.Module) -> dict[str, Any]:
+        """Synthesis checks of the selected model on the validation split, its grid and JSON."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report: dict[str, Any] = {"variant": variant, "classes": list(fold.classes), "has_synthesis": net.has_synthesis}
+        if net.has_synthesis:
+            checks, grid = _validation_synthesis(net, xva, yva, fold.subjects[fold.idx["val"]], num_classes, device,
+                                                 fc.grid_rows)
+            report.update(checks)
+            if grid is not None:
+                save_png(out_dir / GRID_FILE, grid)
+                report["grid"] = GRID_FILE
+                report["grid_columns"] = ["source", *fold.classes]
+        write_json(out_dir / SYNTHESIS_JSON, report)
+        return {"synth_val/l1": report.get("synth_val/l1"), "synth_val/expr_acc": report.get("synth_val/expr_acc")}
+
+    metrics = finish_fold(
+        fold, model, result, setup.evaluation, out, meta=_meta(net, fc, variant, fold.classes, result, seed),
+        extra_metrics={"variant": variant, **synth_info}, curve_columns=FERSNET_CURVE_COLUMNS,
+        weights=_strip(result.best_state), after_test=validation_synthesis,
+    )
     assert tuple(metrics) == FERSNET_METRIC_KEYS
-    write_json(out_dir / SYNTHESIS_JSON, report)
-    save_weights(out_model, _strip(result.best_state), _meta(net, fc, variant, classes, result, seed))
-    write_curve(Path(out_curve), result.history, FERSNET_CURVE_COLUMNS)
-    write_json(out_metrics, metrics)
-    clear_resume(resume_path)
     return metrics
 
 
-@torch.no_grad()
 def forward_classes(net: FERSNet, images: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
     """Predicted classes (argmax of ``classify``, eval mode) of uint8 images (N, H, W, C)."""
-    was_training = net.training
-    net.eval()
-    store = ImageStore(images, device)
-    out = []
-    try:
-        for start in range(0, len(store), batch_size):
-            ib = torch.arange(start, min(start + batch_size, len(store)))
-            out.append(net.classify(normalize(store.batch(ib))).argmax(1).cpu())
-    finally:
-        net.train(was_training)
-    return torch.cat(out).numpy()
+    return predict(net, images, device, batch_size, fn=net.classify).argmax(1)

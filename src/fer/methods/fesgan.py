@@ -18,18 +18,9 @@ whose bugs are deliberately NOT reproduced:
   with weight ``r1_gamma / 2 * r1_every``; ``r1_every = 1`` gives the plain per-step
   penalty ``r1_gamma / 2 * E||grad_x D(x)||^2``.
 
-Losses (unweighted terms are logged by these names; totals are the weighted sums):
-
-* D:  ``D/adv`` = softplus(-D(x)) + softplus(D(fake)); ``D/cls`` = CE(D_cls(x), y);
-  ``D/r1``.  total = D/adv + w_cls * D/cls + r1_gamma/2 * r1_every * D/r1 (on R1 steps).
-* Dz (latent discriminator, own optimiser): ``Dz/adv`` = softplus(-Dz(z_prior)) +
-  softplus(Dz(E(x))) with z_prior ~ U(-1, 1)^z_dim "real" and the (detached) codes "fake".
-* G and E (one optimiser): ``G/adv`` = softplus(-D(fake)); ``G/cls`` =
-  CE(D_cls(fake), target expression); ``G/rec`` = L1(G(E(x), onehot(y)), x);
-  ``G/id`` = 1 - cos(f(G(E(x), e')), f(x)) for a frozen identity network f (skipped, and
-  reported as ``identity_term: "off"``, when none is given); ``E/latent`` =
-  softplus(-Dz(E(x))). total = G/adv + w_cls * G/cls + w_rec * G/rec + w_id * G/id +
-  w_latent * E/latent.
+Losses: ``fer.losses.fesgan`` (D: ``D/adv``, ``D/cls``, ``D/r1``; Dz: ``Dz/adv``; G and E,
+one optimiser: ``G/adv``, ``G/cls``, ``G/rec``, ``G/id`` -- skipped, and reported as
+``identity_term: "off"``, without an identity network -- and ``E/latent``).
 
 Project choices (not from the paper): the B fakes of an iteration (B = batch size) are
 half re-expressed real identities G(E(x), e') of the first B/2 real images, with e' drawn
@@ -39,9 +30,9 @@ e' = y), half prior identities G(z ~ U(-1, 1)^z_dim, e) with e uniform over all 
 fakes); the same fakes feed the D step
 (detached) and then the G/E step (through the updated D), as in the PyTorch DCGAN
 example; the only augmentation is a horizontal flip of the real images; EMA copies of G
-and E (decay ``min(ema_decay, (1 + t) / (10 + t))`` after t steps, TensorFlow's
-``num_updates`` ramp, so a short run is not dominated by the random initialisation) are
-what is saved and sampled.
+and E (``fer.training.ema``: decay ``min(ema_decay, (1 + t) / (10 + t))`` after t steps,
+so a short run is not dominated by the random initialisation) are what is saved and
+sampled.
 
 Data: ``train_fesgan`` receives ONLY the fold's training images (the caller selects
 them; no split indices are taken here), so no validation or test subject ever reaches the
@@ -49,7 +40,7 @@ GAN. Batches are drawn without replacement within an epoch (a per-epoch permutat
 derived from the seed; a last partial batch is dropped); every other random draw of an
 iteration (flips, target expressions, prior codes) comes from a CPU generator derived from
 (seed, iteration). Same seed and data -> identical weights (same machine; on CUDA only
-under ``torch.use_deterministic_algorithms``, as in ``fer.training.loop``), and a resumed
+under ``torch.use_deterministic_algorithms``, as in ``fer.training.driver``), and a resumed
 run ends with bit-identical weights to an uninterrupted one.
 
 Device: everything follows ``device``; on CUDA autocast (bf16 where supported, else fp16
@@ -66,8 +57,6 @@ resume file at ``resume_path`` (written every ``resume_every`` iterations) is de
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -81,9 +70,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
+from fer.losses.fesgan import discriminator_loss, generator_loss, latent_discriminator_loss
 from fer.models.fesgan import (
     Encoder,
     Generator,
@@ -92,6 +81,8 @@ from fer.models.fesgan import (
     check_geometry,
     one_hot,
 )
+from fer.params import FesganParams, to_dict
+from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.training.checkpoint import (
     clear_resume,
     cpu_state_dict,
@@ -100,34 +91,24 @@ from fer.training.checkpoint import (
     save_resume,
     save_weights,
 )
-from fer.training.loop import (
-    ImageStore,
-    amp_autocast,
-    amp_dtype_for,
-    coerce_fields,
-    normalize,
-)
-from fer.utils.io import atomic_path, write_text
+from fer.training.ema import ema_update, ramped_decay
+from fer.training.rng import derived_generator, rng_states, set_rng_states
+from fer.training.samplers import EpochSampler
+from fer.utils.digest import digest
+from fer.utils.images import save_png, tile_grid
+from fer.utils.io import write_text
+from fer.utils.precision import Precision
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LOSS_TERMS",
     "FakeBatch",
-    "FesganConfig",
-    "Precision",
-    "discriminator_loss",
-    "ema_update",
-    "generator_loss",
-    "identity_distance",
-    "latent_discriminator_loss",
     "load_fesgan",
     "load_fesgan_discriminator",
     "make_fake_batch",
-    "r1_penalty",
     "sample_grid",
     "sample_prior",
-    "to_uint8",
     "train_fesgan",
 ]
 
@@ -141,70 +122,6 @@ _FORMAT = "fesgan"
 _RESUME_VERSION = 1
 # Independent random streams derived from the seed.
 _STREAM_ITER, _STREAM_EPOCH, _STREAM_GRID = 0, 1, 2
-
-
-# ----------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class FesganConfig:
-    """Hyper-parameters of FESGAN pre-training (params.yaml section ``fesgan``)."""
-
-    z_dim: int = 64
-    width: int = 32
-    iterations: int = 600
-    batch_size: int = 32
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    r1_gamma: float = 1.0  # R1 weight on real images (penalty gamma/2 * E||grad||^2)
-    r1_every: int = 4  # lazy R1: every N D steps with weight x N (1 = every step)
-    w_cls: float = 1.0  # expression classification (D on real, G on fake)
-    w_rec: float = 10.0  # L1 reconstruction G(E(x), e_x) vs x
-    w_id: float = 5.0  # identity preservation (needs an identity network)
-    w_latent: float = 1.0  # latent adversarial loss of E(x) against the prior
-    ema_decay: float = 0.999  # EMA of G and E (ramped, see the module docstring)
-    grid_every: int = 200  # sample grid every N iterations (0: only at the end)
-    hflip: bool = True  # horizontal flip of the real images (the only augmentation)
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
-
-    def __post_init__(self) -> None:
-        if self.z_dim < 1 or self.width < 2 or self.iterations < 1 or self.batch_size < 2:
-            raise ValueError("z_dim and iterations must be >= 1, width and batch_size >= 2")
-        if self.lr <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
-            raise ValueError("lr must be > 0 and beta1, beta2 in [0, 1)")
-        if self.r1_every < 1 or self.grid_every < 0:
-            raise ValueError("r1_every must be >= 1 and grid_every >= 0")
-        for name in ("r1_gamma", "w_cls", "w_rec", "w_id", "w_latent"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"fesgan.{name} must be >= 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError("ema_decay must be in [0, 1)")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> FesganConfig:
-        """Build from a (YAML) mapping; an unknown key raises ValueError naming it."""
-        return cls(**coerce_fields(cls, d, "fesgan"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Where and how forward passes run: autocast dtype (None: fp32), channels_last."""
-
-    device_type: str = "cpu"
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-
-    def autocast(self) -> Any:
-        """Autocast context (a no-op without an AMP dtype)."""
-        return amp_autocast(torch.device(self.device_type), self.amp_dtype)
-
-    def prep(self, x: Tensor) -> Tensor:
-        """Put an image batch into the networks' memory format."""
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 # --------------------------------------------------------------------------- sampling
@@ -256,12 +173,6 @@ def make_fake_batch(
     return FakeBatch(images=images, labels=labels, codes=codes, from_prior=from_prior, n_real=n_real)
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
-    """Images in [-1, 1] (N, C, H, W) -> uint8 (N, H, W, C)."""
-    y = ((x.detach().float().cpu() * 0.5 + 0.5) * 255).round().clamp(0, 255)
-    return y.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 @torch.no_grad()
 def sample_grid(
     generator: Generator,
@@ -284,7 +195,6 @@ def sample_grid(
         uint8 (rows * (S + pad) + pad, (K + 1) * (S + pad) + pad, C), white background.
     """
     device = torch.device(device)
-    size, channels = generator.size, generator.out_channels
     tiles: list[list[np.ndarray | None]] = []
     modes = (generator.training, encoder.training)
     generator.eval()
@@ -307,146 +217,7 @@ def sample_grid(
     finally:
         generator.train(modes[0])
         encoder.train(modes[1])
-    rows, cols = len(tiles), num_classes + 1
-    grid = np.full(
-        (rows * (size + pad) + pad, cols * (size + pad) + pad, channels), 255, np.uint8
-    )
-    for r, row in enumerate(tiles):
-        for c, tile in enumerate(row):
-            if tile is not None:
-                top, left = pad + r * (size + pad), pad + c * (size + pad)
-                grid[top : top + size, left : left + size] = tile
-    return grid
-
-
-def _save_png(path: Path, grid: np.ndarray) -> None:
-    from PIL import Image
-
-    img = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
-# ------------------------------------------------------------------------------ losses
-def r1_penalty(discriminator: nn.Module, x_real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """R1 = E ||d D_adv(x) / d x||^2 on REAL images, with a graph for the D update.
-
-    Runs in fp32 (call it outside autocast). Returns (penalty (), adv logits (N,),
-    class logits (N, K)); the logits are reused by the caller's D loss.
-    """
-    x = x_real.detach().float().requires_grad_(True)  # N, C, S, S
-    adv, cls = discriminator(x)  # (N,), (N, K)
-    (grad,) = torch.autograd.grad(adv.sum(), x, create_graph=True)  # N, C, S, S
-    return grad.square().sum(dim=(1, 2, 3)).mean(), adv, cls
-
-
-def discriminator_loss(
-    discriminator: nn.Module,
-    x_real: Tensor,
-    y_real: Tensor,
-    x_fake: Tensor,
-    *,
-    w_cls: float,
-    r1_weight: float,
-    prec: Precision = Precision(),
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Image discriminator loss; R1 (on ``x_real``) only when ``r1_weight`` > 0.
-
-    Args:
-        x_real: real images (N, C, S, S); y_real: their expressions (N,).
-        x_fake: synthetic images (M, C, S, S), detached by the caller.
-        r1_weight: the factor on the R1 penalty (``r1_gamma / 2 * r1_every`` on lazy-R1
-            steps, 0 otherwise).
-    Returns:
-        (total, {"D/adv", "D/cls"[, "D/r1"]}: detached unweighted terms).
-    """
-    terms: dict[str, Tensor] = {}
-    if r1_weight > 0:
-        penalty, adv_r, cls_r = r1_penalty(discriminator, x_real)  # fp32
-        terms["D/r1"] = penalty.detach()
-    else:
-        penalty = None
-        with prec.autocast():
-            adv_r, cls_r = discriminator(x_real)  # (N,), (N, K)
-    with prec.autocast():
-        adv_f, _ = discriminator(x_fake.detach())  # (M,)
-    adv = F.softplus(-adv_r.float()).mean() + F.softplus(adv_f.float()).mean()
-    cls = F.cross_entropy(cls_r.float(), y_real)
-    total = adv + w_cls * cls
-    if penalty is not None:
-        total = total + r1_weight * penalty
-    terms["D/adv"], terms["D/cls"] = adv.detach(), cls.detach()
-    return total, terms
-
-
-def latent_discriminator_loss(
-    latent_disc: nn.Module, z_prior: Tensor, codes: Tensor
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Dz loss: prior samples (N, z) are real, encoder codes (M, z) fake (detached here)."""
-    adv = (
-        F.softplus(-latent_disc(z_prior.float())).mean()
-        + F.softplus(latent_disc(codes.detach().float())).mean()
-    )
-    return adv, {"Dz/adv": adv.detach()}
-
-
-def identity_distance(identity_net: nn.Module, fake: Tensor, real: Tensor) -> Tensor:
-    """Mean 1 - cosine similarity of L2-normalised identity features (gradient to fake)."""
-    with torch.no_grad():
-        f_real = F.normalize(identity_net(real).float(), dim=1)  # N, D
-    f_fake = F.normalize(identity_net(fake).float(), dim=1)  # N, D
-    return (1 - (f_fake * f_real).sum(dim=1)).mean()
-
-
-def generator_loss(
-    discriminator: nn.Module,
-    latent_disc: nn.Module,
-    x_real: Tensor,
-    y_real: Tensor,
-    codes: Tensor,
-    x_rec: Tensor,
-    fakes: FakeBatch,
-    *,
-    cfg: FesganConfig,
-    identity_net: nn.Module | None,
-    prec: Precision = Precision(),
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Joint G/E loss (see the module docstring).
-
-    Args:
-        x_real, y_real: the real batch (N, C, S, S), (N,).
-        codes: E(x_real) (N, z), with graph.
-        x_rec: G(codes, onehot(y_real)) (N, C, S, S), with graph.
-        fakes: ``make_fake_batch`` output; its first ``n_real`` rows re-express
-            ``x_real[:n_real]`` and are compared with them by the identity term.
-    Returns:
-        (total, {"G/adv", "G/cls", "G/rec"[, "G/id"], "E/latent"}: detached terms).
-    """
-    with prec.autocast():
-        adv_f, cls_f = discriminator(fakes.images)  # (M,), (M, K)
-    adv = F.softplus(-adv_f.float()).mean()
-    cls = F.cross_entropy(cls_f.float(), fakes.labels)
-    rec = (x_rec.float() - x_real.float()).abs().mean()
-    latent = F.softplus(-latent_disc(codes.float())).mean()
-    total = adv + cfg.w_cls * cls + cfg.w_rec * rec + cfg.w_latent * latent
-    terms = {"G/adv": adv.detach(), "G/cls": cls.detach(), "G/rec": rec.detach()}
-    if identity_net is not None:
-        n_real = fakes.n_real
-        with prec.autocast():
-            idt = identity_distance(identity_net, fakes.images[:n_real], x_real[:n_real])
-        total = total + cfg.w_id * idt
-        terms["G/id"] = idt.detach()
-    terms["E/latent"] = latent.detach()
-    return total, terms
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model (parameters); buffers copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+    return tile_grid(tiles, pad)
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -496,31 +267,6 @@ def load_fesgan_discriminator(
 
 
 # ----------------------------------------------------------------------- training loop
-def _derived_generator(seed: int, stream: int, index: int) -> torch.Generator:
-    """CPU generator seeded from (seed, stream, index): independent reproducible streams."""
-    entropy = [seed % 2**64, stream, index]
-    s = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(s) % 2**63)
-
-
-class _EpochSampler:
-    """Batches of ``batch`` indices without replacement; the permutation of epoch e is
-    derived from (seed, e), so batch ``it`` is a pure function of (seed, it)."""
-
-    def __init__(self, n: int, batch: int, seed: int) -> None:
-        self.n, self.batch, self.seed = n, batch, seed
-        self.per_epoch = n // batch
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def indices(self, it: int) -> Tensor:
-        """Indices of iteration ``it`` (1-based): (batch,)."""
-        epoch, k = divmod(it - 1, self.per_epoch)
-        if epoch != self._epoch:
-            g = _derived_generator(self.seed, _STREAM_EPOCH, epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
-        return self._perm[k * self.batch : (k + 1) * self.batch]
-
-
 def _check_data(
     images: np.ndarray, labels: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -541,7 +287,7 @@ def _check_data(
 
 
 def _fingerprint(
-    cfg: FesganConfig,
+    cfg: FesganParams,
     x: np.ndarray,
     y: np.ndarray,
     num_classes: int,
@@ -551,7 +297,7 @@ def _fingerprint(
     log_every: int,
 ) -> str:
     desc = {
-        "config": cfg.to_dict(),
+        "config": to_dict(cfg),
         "num_classes": num_classes,
         "seed": seed,
         "log_every": log_every,
@@ -559,28 +305,10 @@ def _fingerprint(
         "nets": {k: [[n, list(v.shape)] for n, v in m.state_dict().items()] for k, m in nets.items()},
         "identity_net": None if identity_net is None else type(identity_net).__name__,
     }
-    h = hashlib.sha256(json.dumps(desc, sort_keys=True).encode())
-    h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(x[:: max(1, len(x) // 32)]).tobytes())
+    parts: list[Any] = [desc, np.asarray(y, dtype=np.int64), np.ascontiguousarray(x[:: max(1, len(x) // 32)])]
     if identity_net is not None:
-        for k, v in identity_net.state_dict().items():
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _torch_rng_states(device: torch.device) -> dict[str, Any]:
-    # The loop draws nothing from global RNGs (all draws use derived generators); the
-    # torch states are saved anyway so that code called from here (e.g. an identity
-    # network with stochastic layers) continues exactly after a resume.
-    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda}
-
-
-def _set_torch_rng_states(states: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
+        parts.append(identity_net)
+    return digest(*parts)
 
 
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -592,7 +320,7 @@ class _Models:
     """The four trained networks, the EMA copies, optimisers and grad scalers of one run."""
 
     def __init__(
-        self, cfg: FesganConfig, channels: int, size: int, num_classes: int,
+        self, cfg: FesganParams, channels: int, size: int, num_classes: int,
         device: torch.device, prec: Precision,
     ) -> None:
         self.gen = Generator(cfg.z_dim, num_classes, channels, size, cfg.width)
@@ -662,7 +390,7 @@ def _train_step(
     y: Tensor,
     it: int,
     rng: torch.Generator,
-    cfg: FesganConfig,
+    cfg: FesganParams,
     prec: Precision,
     identity_net: nn.Module | None,
     num_classes: int,
@@ -693,11 +421,12 @@ def _train_step(
     _set_requires_grad(m.disc, False)
     _set_requires_grad(m.ldisc, False)
     loss_g, terms_g = generator_loss(
-        m.disc, m.ldisc, x, y, codes, x_rec, fakes, cfg=cfg, identity_net=identity_net, prec=prec
+        m.disc, m.ldisc, x, codes, x_rec, fakes.images, fakes.labels, fakes.n_real,
+        cfg=cfg, identity_net=identity_net, prec=prec,
     )
     m.step("ge", loss_g)
 
-    decay = min(cfg.ema_decay, (1 + it) / (10 + it))
+    decay = ramped_decay(cfg.ema_decay, it)
     ema_update(m.gen_ema, m.gen, decay)
     ema_update(m.enc_ema, m.enc, decay)
     return {**terms, **terms_dz, **terms_g}
@@ -733,7 +462,7 @@ def train_fesgan(
     images: np.ndarray,
     labels: np.ndarray,
     num_classes: int,
-    cfg: FesganConfig,
+    cfg: FesganParams,
     *,
     identity_net: nn.Module | None,
     device: torch.device | str,
@@ -785,9 +514,7 @@ def train_fesgan(
     batch = min(cfg.batch_size, n)
     if resume_every < 1 or log_every < 1:
         raise ValueError("resume_every and log_every must be >= 1")
-    prec = Precision(
-        device.type, amp_dtype_for(device, cfg.amp), device.type == "cuda" and cfg.channels_last
-    )
+    prec = Precision.for_device(device, cfg.amp, cfg.channels_last)
     identity_term = "off" if identity_net is None else "on"
     if identity_net is None and cfg.w_id > 0:
         log.warning("FESGAN: no identity network given; the identity term (w_id=%g) is off", cfg.w_id)
@@ -808,7 +535,7 @@ def train_fesgan(
             m.load(payload["models"])
             history = [dict(r) for r in payload["history"]]
             window = _Window(payload["window"], device)
-            _set_torch_rng_states(payload["rng"], device)
+            set_rng_states(payload["rng"], device)
             start = int(payload["iteration"])
             log.info("FESGAN: resuming from %s after iteration %d/%d", resume_path, start, cfg.iterations)
     if log_path is not None:
@@ -816,8 +543,8 @@ def train_fesgan(
 
     store = ImageStore(x_np, device)
     y_t = torch.from_numpy(y_np).to(device)
-    sampler = _EpochSampler(n, batch, seed)
-    z_fixed = sample_prior(GRID_ROWS, cfg.z_dim, _derived_generator(seed, _STREAM_GRID, 0), device)
+    sampler = EpochSampler(n, batch, seed, _STREAM_EPOCH)
+    z_fixed = sample_prior(GRID_ROWS, cfg.z_dim, derived_generator(seed, _STREAM_GRID, 0), device)
     # Real rows: images spread over the training set (it is ordered by subject), so the
     # rows show different identities rather than several images of the first subject.
     grid_reals = x_np[np.unique(np.linspace(0, len(x_np) - 1, min(GRID_ROWS, len(x_np))).round().astype(int))]
@@ -825,7 +552,7 @@ def train_fesgan(
     def write_grid(it: int) -> None:
         if grid_dir is not None:
             grid = sample_grid(m.gen_ema, m.enc_ema, grid_reals, num_classes, z_fixed, device)
-            _save_png(Path(grid_dir) / f"iter-{it:06d}.png", grid)
+            save_png(Path(grid_dir) / f"iter-{it:06d}.png", grid)
 
     def log_row(it: int, seconds: float, iters: int) -> None:
         row: dict[str, float] = {"iter": it, **window.means()}
@@ -854,7 +581,7 @@ def train_fesgan(
                 raise ValueError(f"identity_net must return (N, D) features, got {tuple(feats.shape)}")
 
         for it in range(start + 1, cfg.iterations + 1):
-            rng = _derived_generator(seed, _STREAM_ITER, it)  # every draw of this iteration
+            rng = derived_generator(seed, _STREAM_ITER, it)  # every draw of this iteration
             idx = sampler.indices(it)  # B
             x = normalize(store.batch(idx))  # B, C, S, S
             flip = (torch.rand(batch, generator=rng) < 0.5).to(device)  # B
@@ -877,7 +604,7 @@ def train_fesgan(
                     "models": m.state(),
                     "history": history,
                     "window": window.state(),
-                    "rng": _torch_rng_states(device),
+                    "rng": rng_states(device),
                 })
             if on_iteration is not None:
                 on_iteration(it)
@@ -893,7 +620,7 @@ def train_fesgan(
             write_grid(cfg.iterations)
         for name, reals, z in (("final_real", grid_reals, None), ("final_prior", None, z_fixed)):
             grid = sample_grid(m.gen_ema, m.enc_ema, reals, num_classes, z, device)
-            _save_png(Path(grid_dir) / f"{name}.png", grid)
+            save_png(Path(grid_dir) / f"{name}.png", grid)
 
     meta = {
         "format": _FORMAT,
@@ -907,7 +634,7 @@ def train_fesgan(
         "ema": True,
         "identity_term": identity_term,
         "n_train": n,
-        "config": cfg.to_dict(),
+        "config": to_dict(cfg),
     }
     save_weights(out_model, m.weights(), meta)
     clear_resume(resume_path)  # the outputs are written: a later call starts afresh

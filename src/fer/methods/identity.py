@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer.methods.baseline import model_from_weights, recognizer_meta, write_curve
 from fer.models import build_model
+from fer.params import RecognizerParams
 from fer.training.checkpoint import clear_resume, save_weights
-from fer.training.loop import TrainConfig, fit
+from fer.training.driver import fit
+from fer.training.protocol import model_from_weights, recognizer_meta, write_curve
 from fer.utils.io import write_json
 
 
@@ -45,7 +46,7 @@ def identity_split(subjects: np.ndarray, val_per_identity: int, seed: int) -> tu
 def train_identity_net(
     images: np.ndarray,
     subjects: np.ndarray,
-    cfg: TrainConfig,
+    cfg: RecognizerParams,
     *,
     seed: int,
     device: torch.device,

@@ -34,7 +34,7 @@ Design decisions
   Same seed, same weights, same machine -> same images.
 * **Pixel mapping.** Generator outputs in [-1, 1] become uint8 by
   ``round((y + 1) / 2 * 255)`` clipped to [0, 255], the inverse of
-  ``fer.training.loop.normalize``; encoder inputs are ``normalize(x / 255)``.
+  ``fer.training.batches.normalize``; encoder inputs are ``normalize(x / 255)``.
 * **Row order.** Class by class (in ``classes`` order); within a class the prior
   identities (pool order) first, then the re-expressed rows.
 
@@ -58,7 +58,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from fer.training.loop import normalize
+from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.utils.io import save_npy, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,9 @@ __all__ = [
     "PRIOR",
     "REEXPRESSED",
     "SyntheticSet",
-    "from_unit_range",
     "prior_identity_name",
     "split_counts",
     "synthesize_set",
-    "to_unit_range",
     "write_synthetic",
 ]
 
@@ -132,18 +130,6 @@ def split_counts(per_class: int, prior_fraction: float) -> tuple[int, int]:
 def prior_identity_name(i: int) -> str:
     """Identity string of prior identity ``i`` (``"prior-00017"``)."""
     return f"prior-{i:05d}"
-
-
-def to_unit_range(x_uint8: np.ndarray, device: torch.device) -> Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1] on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(x_uint8)).permute(0, 3, 1, 2)  # N, C, H, W
-    return normalize(t.to(device).float().div_(255.0))
-
-
-def from_unit_range(y: Tensor) -> np.ndarray:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C): round((y+1)/2*255), clipped."""
-    u = ((y.detach().float() + 1.0) * 0.5 * 255.0).round_().clamp_(0.0, 255.0)
-    return u.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # N, H, W, C
 
 
 @contextlib.contextmanager
@@ -282,7 +268,7 @@ def synthesize_set(
         if uniq.size:
 
             def _enc(s: int, e: int) -> Tensor:
-                code = encoder(to_unit_range(train_images[uniq[s:e]], device)).float().cpu()
+                code = encoder(normalize(ImageStore(train_images[uniq[s:e]], device).batch(torch.arange(e - s)))).float().cpu()
                 if code.shape != (e - s, z_dim):
                     raise ValueError(f"encoder returned {tuple(code.shape)}, expected ({e - s}, {z_dim})")
                 return code
@@ -305,7 +291,7 @@ def synthesize_set(
                     f"generator returned {tuple(y.shape)}, expected {(e - s, channels, height, width)} "
                     "(the training images' geometry)"
                 )
-            return from_unit_range(y)
+            return to_uint8(y)
 
         images = (
             np.concatenate([_gen(s, min(s + batch_size, m)) for s in range(0, m, batch_size)])

@@ -22,7 +22,7 @@ the following are the project's reading:
   contrastive representation as the project reads it), ``[E(q), E(r)]`` ("concat"), or
   ``E(q)`` ("none": the no-reference ablation); head = dropout + linear.
 * ``DGCN``: the whole recogniser as ONE module mapping a single tensor to logits, so the
-  shared training driver (``fer.training.loop``) can evaluate and select it: for the
+  shared training driver (``fer.training.driver``) can evaluate and select it: for the
   "generated" reference the input is the query (C channels) and the reference is
   ``generator(query)``; for the "real" reference the input is the query and its real
   reference stacked on the channel axis (2C channels); for "none" the input is the query.

@@ -30,45 +30,19 @@ Conventions (x is float in [0, 1], shape (N, C, H, W)):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fer.params import AugmentParams
+
 #: Columns of the per-sample uniform draw matrix (fixed count: reproducible streams).
 _N_DRAWS = 12
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Magnitudes of the training augmentation (0 / False disables a transform)."""
-
-    hflip: bool = True
-    rotate_deg: float = 10.0
-    scale: float = 0.1
-    shift: float = 0.06
-    brightness: float = 0.2
-    contrast: float = 0.2
-    erasing: float = 0.0  # probability of random erasing per sample
-
-    def __post_init__(self) -> None:
-        for name in ("rotate_deg", "scale", "shift", "brightness", "contrast", "erasing"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"augment.{name} must be >= 0")
-        if self.scale >= 1 or self.brightness >= 1 or self.contrast >= 1:
-            raise ValueError("augment.scale, brightness and contrast must be < 1")
-        if self.erasing > 1:
-            raise ValueError("augment.erasing is a probability (<= 1)")
-
-    @property
-    def geometric(self) -> bool:
-        """Whether any geometric transform is enabled (else the warp is skipped)."""
-        return bool(self.hflip or self.rotate_deg > 0 or self.scale > 0 or self.shift > 0)
-
-
 def affine_matrices(
-    u: Tensor, cfg: AugmentConfig, height: int, width: int, hflip_p: float = 0.5
+    u: Tensor, cfg: AugmentParams, height: int, width: int, hflip_p: float = 0.5
 ) -> Tensor:
     """Per-sample affine matrices for ``F.affine_grid`` from uniform draws.
 
@@ -129,7 +103,7 @@ def _erase(x: Tensor, u: Tensor, p: float) -> Tensor:
 
 
 def augment_batch(
-    x: Tensor, cfg: AugmentConfig, generator: torch.Generator, *, hflip_p: float = 0.5
+    x: Tensor, cfg: AugmentParams, generator: torch.Generator, *, hflip_p: float = 0.5
 ) -> Tensor:
     """Augment a batch (N, C, H, W) float in [0, 1]; returns a new tensor of the same shape.
 

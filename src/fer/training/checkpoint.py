@@ -7,7 +7,7 @@ float, bool, None), which is what the safe ``weights_only=True`` unpickler accep
 ``to_plain`` converts numpy scalars/arrays and paths and rejects anything else.
 
 * weights file: ``{"state_dict": {name: CPU tensor}, "meta": {...plain...}}``
-* resume file: any dict of tensors and plain values (see ``fer.training.loop``).
+* resume file: any dict of tensors and plain values (see ``fer.training.driver``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageReadError", "read_image", "to_rgb_uint8"]
+__all__ = ["ImageReadError", "read_image", "save_png", "tile_grid", "to_rgb_uint8"]
 
 
 class ImageReadError(ValueError):
@@ -139,3 +139,36 @@ def read_image(path: str | Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f"{p}: decoded to an unexpected array shape {arr.shape} (format {fmt})")
     return arr
+
+
+def tile_grid(rows, pad: int = 2) -> np.ndarray:
+    """Tiles in rows -> one uint8 image on a white background.
+
+    ``rows`` is a sequence of rows, each a sequence of uint8 (H, W, C) tiles or ``None``
+    (left blank); every tile has the same shape. ``pad`` white pixels separate the tiles
+    and frame the grid: (rows * (H + pad) + pad, cols * (W + pad) + pad, C).
+    """
+    first = next(t for row in rows for t in row if t is not None)
+    h, w, c = first.shape
+    cols = max(len(row) for row in rows)
+    grid = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for k, tile in enumerate(row):
+            if tile is None:
+                continue
+            if tile.shape != first.shape:
+                raise ValueError(f"grid tile ({r}, {k}) has shape {tile.shape}, expected {first.shape}")
+            top, left = pad + r * (h + pad), pad + k * (w + pad)
+            grid[top : top + h, left : left + w] = tile
+    return grid
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8 (H, W, 1 | 3) image as PNG, atomically (grey when one channel)."""
+    from PIL import Image
+
+    from fer.utils.io import atomic_path
+
+    img = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fer.evaluation.metrics import summarize_folds
+from fer.metrics.classification import summarize_folds
 from fer.utils.io import read_json
 
 #: Scalar per-fold metrics that are summarised over folds.

@@ -1,12 +1,27 @@
-"""params.yaml: strict schema and declared-key access."""
+"""params.yaml: strict schema, one typed dataclass per section, declared-key access."""
 
 import copy
+import dataclasses
 
 import pytest
 import yaml
+from _common import check_pipeline_params
 from conftest import PARAMS, SCHEMA
 
-from fer.config import DeclaredParams, ParamsError, load_params, subset, validate_params
+from fer.params import (
+    JOINT_ROWS,
+    SECTIONS,
+    DeclaredParams,
+    ParamsError,
+    RdbpParams,
+    build,
+    field_key,
+    load_params,
+    section,
+    subset,
+    to_dict,
+    validate_params,
+)
 
 
 @pytest.fixture
@@ -49,25 +64,28 @@ def test_missing_key_fails(params):
         validate_params(bad, SCHEMA)
 
 
-def test_cross_field_checks(params):
+def test_pipeline_rules_about_the_demo_paths(params):
     bad = copy.deepcopy(params)
     bad["data"]["root"] = "elsewhere"
     with pytest.raises(ParamsError, match="data.root"):
-        validate_params(bad, SCHEMA)
+        check_pipeline_params(bad)
     bad = copy.deepcopy(params)
     bad["data"]["format"] = "folders"
     bad["data"]["root"] = "/datasets/ck"
     with pytest.raises(ParamsError, match="corpus.root"):
-        validate_params(bad, SCHEMA)
+        check_pipeline_params(bad)
     bad["corpus"]["root"] = "/datasets/casia"
     with pytest.raises(ParamsError, match="corpus.truth"):  # the demo's truth file with a real corpus
-        validate_params(bad, SCHEMA)
+        check_pipeline_params(bad)
     bad["corpus"]["truth"] = ""
-    validate_params(bad, SCHEMA)
+    check_pipeline_params(bad)
     bad = copy.deepcopy(params)
     bad["corpus"]["truth"] = "elsewhere.csv"
     with pytest.raises(ParamsError, match="corpus.truth"):
-        validate_params(bad, SCHEMA)
+        check_pipeline_params(bad)
+
+
+def test_cross_field_checks(params):
     bad = copy.deepcopy(params)
     bad["data"]["subject_regex"] = "^S\\d+_"
     with pytest.raises(ParamsError, match="capture group"):
@@ -123,7 +141,7 @@ def test_schema_covers_params_file_exactly():
 def test_apply_preset_keeps_comments_and_validates(tmp_path):
     from conftest import ROOT
 
-    from fer.config import apply_preset
+    from fer.params import apply_preset
 
     p = tmp_path / "params.yaml"
     p.write_text(PARAMS.read_text())
@@ -141,3 +159,46 @@ def test_apply_preset_keeps_comments_and_validates(tmp_path):
     with pytest.raises(ParamsError, match="baseline.epochs"):
         apply_preset(p, bad, SCHEMA)
     assert p.read_text() == before  # nothing written on error
+
+
+def test_every_section_has_one_dataclass_matching_the_schema(params):
+    """The dataclass of each section has exactly the schema's keys, in params.yaml order, and
+    building it from params.yaml then writing it back gives the same mapping."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for name, cls in SECTIONS.items():
+        node = schema["properties"][name]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].split("/")[-1]]
+        keys = [field_key(f.name) for f in dataclasses.fields(cls)]
+        assert keys == list(params[name]), name
+        assert set(keys) == set(node["properties"]) == set(node["required"]), name
+        assert to_dict(section(params, name)) == params[name], name
+
+
+def test_build_coerces_and_rejects(params):
+    rdbp = build(RdbpParams, {"lambda": 1, "stop_gradient": False})
+    assert rdbp.lambda_ == 1.0 and isinstance(rdbp.lambda_, float)  # the keyword key lambda
+    assert to_dict(rdbp) == {"lambda": 1.0, "stop_gradient": False, "anchor": "class_mean"}
+    with pytest.raises(ParamsError, match="unknown key rdbp.'lambda_'"):
+        build(RdbpParams, {"lambda_": 1}, "rdbp")
+    with pytest.raises(ParamsError, match="rdbp.anchor"):
+        build(RdbpParams, {"anchor": "nearest"}, "rdbp")
+    with pytest.raises(ParamsError, match="rdbp.stop_gradient must be true or false"):
+        build(RdbpParams, {"stop_gradient": 1}, "rdbp")
+
+
+def test_declared_sections_with_a_rows_overrides(params):
+    """A row may fix keys it does not declare (joint_intra: stop-gradient off), and a
+    section can be read only when every key is declared or fixed."""
+    keys = JOINT_ROWS["joint_intra"].keys
+    view = DeclaredParams(params, keys)
+    rdbp = view.section("rdbp", overrides=JOINT_ROWS["joint_intra"].rdbp)
+    assert rdbp.stop_gradient is False and rdbp.lambda_ == params["rdbp"]["lambda"]
+    with pytest.raises(ParamsError, match="rdbp.stop_gradient"):
+        view.section("rdbp")
+    static = DeclaredParams(params, JOINT_ROWS["static"].keys)
+    assert static.value("joint.synth_ratio") == float(params["joint"]["synth_ratio"])
+    with pytest.raises(ParamsError, match="declares only"):
+        static.section("joint")
+    for row in JOINT_ROWS.values():  # every declared key exists in params.yaml
+        DeclaredParams(params, row.keys)

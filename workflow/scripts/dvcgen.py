@@ -75,7 +75,7 @@ SNAKEMAKE_VERSION = "9.27.1"
 HEADER = (
     "# GENERATED FILE - do not edit by hand.\n"
     "# Rendered from the Snakefile by `make dvc-yaml` (workflow/scripts/render_dvc_yaml.py,\n"
-    "# src/fer/workflow/dvcgen.py) for the current params.yaml: one stage per Snakemake job,\n"
+    "# workflow/scripts/dvcgen.py) for the current params.yaml: one stage per Snakemake job,\n"
     "# same commands, deps = job inputs, params = the keys each rule declares.\n"
     "# Edit the rules (workflow/rules/*.smk) and re-render; tests/test_dvc_sync.py fails when\n"
     "# this file differs from a fresh render.\n"
@@ -83,7 +83,7 @@ HEADER = (
 
 #: Top-level curve plots drawn for every rule output named ``plots`` (CSV, one row per
 #: epoch): plot-id suffix -> y columns. The columns must exist in the CSV
-#: (see fer.methods.baseline.CURVE_COLUMNS).
+#: (see fer.training.protocol.CURVE_COLUMNS).
 CURVE_PLOTS: dict[str, tuple[str, ...]] = {
     "loss": ("train/loss", "val/loss"),
     "accuracy": ("train/acc", "val/acc", "val/mean_class_acc"),

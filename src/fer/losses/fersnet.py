@@ -1,0 +1,78 @@
+"""FERSNet's losses (Zhao et al., ICPR 2020, authors' code; see ``fer.methods.fersnet``).
+
+The recognition + synthesis objective of one batch, with the authors' weights as the
+``fersnet`` section's defaults::
+
+    CE + w_l1 * L1(I_syn, t) + w_id * ID + w_adv * LSGAN_G + w_cycle * MSE(G(I_syn, a), x)
+
+where t is a real image of the same subject with the target expression, ID the squared
+distance of L2-normalised identity embeddings of I_syn and t, LSGAN_G = (D(I_syn) - 1)^2
+under the (updated, frozen) conditional PatchGAN, and the cycle maps I_syn back to the
+source expression a. The discriminator's own loss is :func:`lsgan_discriminator_loss`.
+Terms are named ``train/cls``, ``G/l1``, ``G/id``, ``G/adv``, ``G/cycle``, ``D/adv``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from fer.params import FersnetParams
+from fer.utils.precision import Precision
+
+__all__ = ["SYNTHESIS_TERMS", "lsgan_discriminator_loss", "synthesis_loss"]
+
+#: The synthesis-branch terms, in log order.
+SYNTHESIS_TERMS: tuple[str, ...] = ("G/l1", "G/id", "G/adv", "G/cycle")
+
+
+def lsgan_discriminator_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """LSGAN discriminator loss 0.5 * (E(D(real) - 1)^2 + E D(fake)^2) on patch scores."""
+    return 0.5 * ((d_real.float() - 1).pow(2).mean() + d_fake.float().pow(2).mean())
+
+
+def synthesis_loss(
+    cls: Tensor,
+    synthesised: Tensor,
+    target: Tensor,
+    *,
+    fp: FersnetParams,
+    identity: nn.Module | None = None,
+    adv_score: Tensor | None = None,
+    cycled: Tensor | None = None,
+    source: Tensor | None = None,
+    prec: Precision = Precision(),
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The batch objective on top of the classification loss ``cls`` (module docstring).
+
+    Args:
+        cls: the recognition CE of the batch.
+        synthesised, target: I_syn and its real target (V, C, H, W) in [-1, 1], for the
+            V images of the batch that have a target.
+        identity: frozen identity embedder for the ID term (None: term off).
+        adv_score: the frozen discriminator's patch scores of I_syn (None: term off).
+        cycled, source: G(I_syn, source expression) and the source images (None: term
+            off).
+    Returns:
+        (total, {"G/l1", "G/id", "G/adv", "G/cycle"}) with a term that is off at 0.
+    """
+    zero = torch.zeros((), device=synthesised.device)
+    l1 = (synthesised.float() - target).abs().mean()
+    total = cls + fp.w_l1 * l1
+    id_term = adv = cycle = zero
+    if identity is not None:
+        with prec.autocast():
+            e_s = identity(synthesised.float()).float()  # V, D
+            with torch.no_grad():
+                e_t = identity(target).float()  # V, D
+        id_term = (e_s - e_t).pow(2).sum(1).mean()
+        total = total + fp.w_id * id_term
+    if adv_score is not None:
+        adv = (adv_score.float() - 1).pow(2).mean()
+        total = total + fp.w_adv * adv
+    if cycled is not None:
+        assert source is not None
+        cycle = (cycled.float() - source.float()).pow(2).mean()
+        total = total + fp.w_cycle * cycle
+    return total, {"G/l1": l1, "G/id": id_term, "G/adv": adv, "G/cycle": cycle}

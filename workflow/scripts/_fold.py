@@ -1,0 +1,67 @@
+"""Plumbing of the per-fold scripts: the fold's arguments, its prepared data and device,
+its output paths. Only the per-fold scripts import it, so the alignment or the summaries
+do not depend on the training code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from _common import parser
+
+from fer.data.aligned import AlignedSet, load_aligned
+from fer.data.folds import split_indices
+from fer.params import DeclaredParams
+from fer.training.protocol import Fold, FoldOutputs, prepare_fold
+from fer.utils.device import select_device
+from fer.utils.io import read_json
+from fer.utils.seed import seed_everything
+
+
+def fold_parser(description: str, *outputs: str) -> argparse.ArgumentParser:
+    """The parser of a per-fold training script: the aligned set, the folds, the fold
+    number, and ``outputs`` (more required path options, e.g. ``"out-dir"``)."""
+    p = parser(description)
+    for name in ("images", "manifest", "meta", "folds", *outputs):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    return p
+
+
+def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool = False) -> tuple[Fold, AlignedSet]:
+    """The set-up every per-fold script shares: claim the device (compute section), seed
+    with the fold's seed (``seed + fold``: every method of a fold starts from the same
+    seed), load the aligned set and the fold's split, check them. Returns the ``Fold``
+    (with subject ids when ``subjects``) and the aligned set."""
+    compute = p.section("compute")
+    device = select_device(compute.device, compute.threads)
+    seed = p.get("seed") + args.fold
+    seed_everything(seed)
+    data = load_aligned(args.images, args.manifest, args.meta)
+    split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
+    fold = prepare_fold(data.images, data.labels, split, data.classes, device=device, seed=seed,
+                        subjects=data.subjects if subjects else None)
+    return fold, data
+
+
+def fold_outputs(args: argparse.Namespace, *, resume: bool = True) -> FoldOutputs:
+    """The fold's output paths from ``--model --metrics --curve --train-log`` and the resume
+    file ``<--resume-dir>/fold-K.pt`` (``resume=False``: the method keeps its own resume
+    files in that folder)."""
+    resume_dir = getattr(args, "resume_dir", None)
+    log = getattr(args, "train_log", None)
+    return FoldOutputs(
+        model=Path(args.model),
+        metrics=Path(args.metrics),
+        curve=Path(args.curve),
+        resume=Path(resume_dir) / f"fold-{args.fold}.pt" if resume and resume_dir else None,
+        log=Path(log) if log else None,
+    )
+
+
+def log_test_metrics(name: str, fold: int, metrics: Mapping[str, Any]) -> None:
+    logging.info("fold %d %s: %s", fold, name,
+                 {k: v for k, v in metrics.items() if k.startswith("test/") and k != "test/confusion"})
