@@ -290,6 +290,9 @@ def quality_report(
     synthetic: SyntheticLike,
     device: torch.device | str,
     batch_size: int = 256,
+    *,
+    val_images: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All synthetic-set quality numbers under flat ``synth/...`` keys (JSON-ready).
 
@@ -307,14 +310,22 @@ def quality_report(
         Counts ``synth/n, n_prior, n_reexpressed, n_prior_identities, n_train,
         n_train_subjects``; expression ``synth/expr_acc, expr_mean_class_acc,
         expr_per_class`` (list), ``expr_acc_prior, expr_acc_reexpressed,
-        real_expr_acc, real_expr_mean_class_acc``; Fréchet ``synth/fid_recognizer``
+        real_expr_acc, real_expr_mean_class_acc``; with ``val_images``/``val_labels`` (the
+        fold's real validation faces: unseen subjects) ``synth/real_val_acc`` and
+        ``synth/expr_acc_ratio`` = expr_acc / real_val_acc (1: the synthetic faces are as
+        recognisable as real unseen ones), likewise ``expr_acc_ratio_prior`` and
+        ``expr_acc_ratio_reexpressed``; Fréchet ``synth/fid_recognizer``
         (real train vs all synthetic), ``fid_recognizer_prior, fid_recognizer_reexpressed,
         fid_real_halves`` (real vs real, two random halves: the small-sample floor);
         identity ``synth/identity_features`` ("recognizer" | "identity_net"),
         ``prior_<key>`` for the keys of :func:`identity_diversity` (``pairwise_train``
         becomes ``synth/train_pairwise``; its counts are the ones above), and
         ``reexp_identity_retrieval`` (fraction of re-expressed images whose nearest
-        training-subject mean is their source subject; chance ~ 1 / n_train_subjects).
+        training-subject mean is their source subject; chance ~ 1 / n_train_subjects) and
+        ``reexp_identity_cos`` (mean cosine similarity between a re-expressed image and its
+        source image in the identity space, when ``source_index`` is given) beside
+        ``train_identity_cos_other`` (the same between training images of different
+        subjects: the level of "another person").
         A value that cannot be computed (e.g. no prior rows) is ``None``.
     """
     x_syn = np.asarray(synthetic.images)
@@ -349,6 +360,12 @@ def quality_report(
     real = expression_accuracy(classifier, real_train_images, y_real, device, batch_size)
     out["synth/real_expr_acc"] = real["acc"]
     out["synth/real_expr_mean_class_acc"] = real["mean_class_acc"]
+    if val_images is not None and val_labels is not None:
+        val_acc = expression_accuracy(classifier, val_images, np.asarray(val_labels), device, batch_size)["acc"]
+        out["synth/real_val_acc"] = val_acc
+        for key in ("", "_prior", "_reexpressed"):
+            acc = out[f"synth/expr_acc{key}"]
+            out[f"synth/expr_acc_ratio{key}"] = acc / val_acc if acc is not None and val_acc > 0 else None
 
     # Fréchet distances in the recogniser's feature space.
     f_real = embed(classifier, real_train_images, device, batch_size)  # N, D
@@ -385,4 +402,13 @@ def quality_report(
         out["synth/reexp_identity_retrieval"] = float((nearest == ident[is_re]).mean())
     else:
         out["synth/reexp_identity_retrieval"] = None
+    source_index = getattr(synthetic, "source_index", None)
+    out["synth/reexp_identity_cos"] = None
+    if is_re.any() and source_index is not None:
+        u_real, u_syn = _unit(i_real), _unit(i_syn)
+        out["synth/reexp_identity_cos"] = float(
+            np.einsum("nd,nd->n", u_syn[is_re], u_real[np.asarray(source_index)[is_re]]).mean())
+    u = _unit(i_real)
+    other = subj_real[:, None] != subj_real[None, :]
+    out["synth/train_identity_cos_other"] = float((u @ u.T)[other].mean()) if other.any() else None
     return out
