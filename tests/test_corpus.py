@@ -18,7 +18,6 @@ import torch.nn as nn
 import fer.methods.corpus as corpus
 from conftest import make_fold, quadrant_data, random_split
 from fer.clustering.guided import PseudoLabels
-from fer.methods.baseline import run_baseline_fold
 from fer.methods.corpus import (
     CORPUS_CURVE_COLUMNS,
     CORPUS_METRIC_KEYS,
@@ -71,24 +70,25 @@ def run(tmp_path: Path, name: str, pseudo0: PseudoLabels, feats0: np.ndarray | N
     outputs = FoldOutputs(model=out / "model.pt", metrics=out / "metrics.json", curve=out / "curve.csv", log=log)
     args: dict[str, Any] = {
         "corpus_images": CORPUS, "corpus_paths": CORPUS_PATHS, "pseudo0": pseudo0,
-        "init_weights": None, "synthetic": None, "out_dir": out / "rounds",
+        "synthetic": None, "out_dir": out / "rounds",
         "resume_dir": out / "resume", "pseudo0_feats": feats0,
     }
     args.update(kw)
-    ft = args.pop("ft", FinetuneParams(epochs=1, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5))
+    ft = args.pop("ft", FinetuneParams(epochs=1, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5))
     cfg = args.pop("cfg", train_cfg())
     return run_corpus_finetune_fold(make_fold(X, Y, SPLIT, CLASSES), cfg, ft, CLUSTER, outputs, **args)
 
 
 # --------------------------------------------------------------------------- config
 def test_finetune_config_strict() -> None:
-    ft = build(FinetuneParams, {"epochs": 3, "lr": 1e-3, "rounds": 0, "pseudo_ratio": 1})
+    ft = build(FinetuneParams, {"epochs": 3, "rounds": 0, "pseudo_ratio": 1})
     assert ft.pseudo_ratio == 1.0 and ft.rounds == 0
-    with pytest.raises(ValueError, match="bogus"):
-        build(FinetuneParams, {"bogus": 1})
+    for unknown in ("bogus", "lr"):  # lr: every round uses the accnn section's
+        with pytest.raises(ValueError, match=unknown):
+            build(FinetuneParams, {unknown: 1})
     with pytest.raises(ValueError, match="integer"):
         build(FinetuneParams, {"epochs": 1.5})
-    for bad in ({"epochs": 0}, {"lr": 0.0}, {"rounds": -1}, {"pseudo_ratio": 0.0}, {"pseudo_weight": -1.0},
+    for bad in ({"epochs": 0}, {"rounds": -1}, {"pseudo_ratio": 0.0}, {"pseudo_weight": -1.0},
                 {"synthetic_weight": -0.1}, {"synthetic_ratio": 0.0}):
         with pytest.raises(ValueError, match="finetune"):
             FinetuneParams(**bad)  # type: ignore[arg-type]
@@ -160,22 +160,15 @@ def test_run_writes_rounds_metrics_and_curve(tmp_path: Path) -> None:
     assert not any((out / "resume").glob("*.pt"))  # resume files cleared
 
 
-def test_same_seed_same_result_and_init_weights(tmp_path: Path) -> None:
+def test_same_seed_same_result(tmp_path: Path) -> None:
     pseudo0, feats0 = make_pseudo0(tmp_path)
-    cfg = train_cfg()
-    init = tmp_path / "init"
-    run_baseline_fold(make_fold(X, Y, SPLIT, CLASSES), cfg,
-                      FoldOutputs(model=init / "m.pt", metrics=init / "m.json", curve=init / "c.csv"), method="accnn")
-    assert load_weights(init / "m.pt")[1]["method"] == "accnn"
-    m1 = run(tmp_path, "a", pseudo0, feats0, init_weights=init / "m.pt")
-    m2 = run(tmp_path, "b", pseudo0, feats0, init_weights=init / "m.pt", resume_dir=None, log_path=None)
+    m1 = run(tmp_path, "a", pseudo0, feats0)
+    m2 = run(tmp_path, "b", pseudo0, feats0, resume_dir=None, log_path=None)
     assert m1 == m2
-    s1, _ = load_weights(tmp_path / "a" / "model.pt")
+    s1, meta = load_weights(tmp_path / "a" / "model.pt")
     s2, _ = load_weights(tmp_path / "b" / "model.pt")
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    # init weights of another architecture are refused
-    with pytest.raises(ValueError, match="init_weights"):
-        run(tmp_path, "c", pseudo0, feats0, init_weights=init / "m.pt", cfg=train_cfg(width=8))
+    assert "init_weights" not in meta  # every round-0 network starts from the seed, never from another row
 
 
 class Killed(Exception):
@@ -184,7 +177,7 @@ class Killed(Exception):
 
 def test_resume_after_kill_is_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pseudo0, feats0 = make_pseudo0(tmp_path)
-    ft = FinetuneParams(epochs=2, lr=0.01, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5)
+    ft = FinetuneParams(epochs=2, rounds=1, pseudo_ratio=0.5, pseudo_weight=0.5)
     ref = run(tmp_path, "ref", pseudo0, feats0, ft=ft)
 
     orig = corpus.train_epochs
@@ -243,7 +236,7 @@ def test_errors(tmp_path: Path) -> None:
 def test_synthetic_term_and_no_feats(tmp_path: Path) -> None:
     pseudo0, _ = make_pseudo0(tmp_path)
     syn = quadrant_data(12, 9, K)
-    ft = FinetuneParams(epochs=1, lr=0.01, rounds=0, synthetic_weight=0.5, synthetic_ratio=0.25)
+    ft = FinetuneParams(epochs=1, rounds=0, synthetic_weight=0.5, synthetic_ratio=0.25)
     m = run(tmp_path, "syn", pseudo0, None, ft=ft, synthetic=syn)
     assert m["rounds"] == 0
     curve = read_curve(tmp_path / "syn" / "curve.csv")

@@ -86,7 +86,7 @@ class TinyIdentity(nn.Module):
 
 def tiny_cfg(**kw: Any) -> FersnetParams:
     base = {"width": 4, "stages": 2, "epochs": 1, "batch_size": 8, "disc_width": 4, "disc_layers": 2,
-            "synth_epochs": 1, "grid_rows": 2, "lr": 1e-3}
+            "grid_rows": 2, "lr": 1e-3}
     base.update(kw)
     return build(FersnetParams, base)
 
@@ -98,7 +98,7 @@ def run(tmp: Path, variant: str, cfg: FersnetParams, *, tag: str = "", init: Pat
                       resume=resume, log=tmp / f"{name}.jsonl")
     return run_fersnet_fold(
         make_fold(X, Y, SPLIT, CLASSES, seed=7, subjects=S), cfg, out, variant=variant,
-        identity=identity if identity is not None else (None if variant in ("single", "synth") else TinyIdentity()),
+        identity=identity if identity is not None else (None if variant == "single" else TinyIdentity()),
         init_weights=init, out_dir=tmp / name,
     )
 

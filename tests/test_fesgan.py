@@ -26,10 +26,12 @@ from fer.methods.fesgan import (
     train_fesgan,
 )
 from fer.models.fesgan import (
+    Editor,
     Encoder,
     Generator,
     ImageDiscriminator,
     LatentDiscriminator,
+    Synthesizer,
     one_hot,
 )
 from fer.params import FesganParams, build
@@ -69,7 +71,7 @@ def one_thread() -> Any:
 
 def tiny_cfg(**kw: Any) -> FesganParams:
     base: dict[str, Any] = {"z_dim": 8, "width": 8, "iterations": 6, "batch_size": 8,
-                            "grid_every": 3, "r1_every": 2}
+                            "grid_every": 3, "r1_every": 2, "w_proto": 1.0, "diffaugment": True}
     base.update(kw)
     return build(FesganParams, base)
 
@@ -146,7 +148,7 @@ def test_bad_geometry_is_rejected() -> None:
         Encoder(2, 32)
 
 
-def expression_effect(gen: Generator, z_dim: int) -> float:
+def expression_effect(gen: nn.Module, z_dim: int) -> float:
     """Mean |G(z, e_a) - G(z, e_b)| over pairs of different expressions, same z."""
     z = sample_prior(4, z_dim, torch.Generator().manual_seed(0), CPU)
     with torch.no_grad():
@@ -162,14 +164,31 @@ def test_untrained_generator_depends_on_expression() -> None:
 
 def test_trained_generator_depends_on_expression(reference: tuple[Path, dict]) -> None:
     tmp, _ = reference
-    gen, enc, meta = load_fesgan(tmp / "model.pt", CPU)
-    assert expression_effect(gen, meta["z_dim"]) > 1e-3
+    synth, meta = load_fesgan(tmp / "model.pt", CPU)
+    assert meta["reexpress"] == "edit" and synth.editor is not None
+    assert expression_effect(synth, meta["z_dim"]) > 1e-3
     # and re-expressing a real face changes it too
     x = torch.from_numpy(X[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y = one_hot(torch.from_numpy(Y[:4]), K)
     with torch.no_grad():
-        z = enc(x)
-        a, b = gen(z, one_hot(torch.zeros(4), K)), gen(z, one_hot(torch.full((4,), 2), K))
-    assert float((a - b).abs().mean()) > 1e-3
+        a = synth.reexpress(x, one_hot(torch.zeros(4), K), y)
+        b = synth.reexpress(x, one_hot(torch.full((4,), 2), K), y)
+    assert float((a - b).abs().mean()) > 1e-5  # the editor starts as the identity: 6 steps move it a little
+
+
+def test_editor_starts_as_the_identity_and_code_mode_decodes() -> None:
+    """The editor's residual starts at exactly zero; without an editor a real face is
+    redrawn from its identity code (the paper's reading, ``reexpress: code``)."""
+    torch.manual_seed(0)
+    editor = Editor(1, SIZE, K, 8)
+    x = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    e, y = one_hot(torch.tensor([0, 1, 2]), K), one_hot(torch.tensor([2, 2, 0]), K)
+    with torch.no_grad():
+        assert torch.equal(editor(x, e, y), x)
+    gen, enc = Generator(8, K, 1, SIZE, 8), Encoder(1, SIZE, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(Synthesizer(gen, enc).reexpress(x, e, y), gen(enc(x), e))
+        assert torch.equal(Synthesizer(gen, enc, editor).reexpress(x, e, y), editor(x, e, y))
 
 
 # ------------------------------------------------------------------------- fake batch
@@ -251,11 +270,11 @@ def test_short_run_logs_every_term_and_saves(reference: tuple[Path, dict]) -> No
     # checkpoint: safe load, prefixes, meta
     obj = torch.load(tmp / "model.pt", map_location="cpu", weights_only=True)
     meta = obj["meta"]
-    assert {k.split(".")[0] for k in obj["state_dict"]} == {"generator", "encoder", "discriminator"}
+    assert {k.split(".")[0] for k in obj["state_dict"]} == {"generator", "encoder", "discriminator", "editor"}
     assert (meta["z_dim"], meta["width"], meta["size"], meta["channels"], meta["num_classes"],
             meta["iterations"], meta["seed"]) == (8, 8, SIZE, 1, K, 6, 0)
-    gen, enc, meta2 = load_fesgan(tmp / "model.pt")
-    assert meta2 == meta and not gen.training and not enc.training
+    synth, meta2 = load_fesgan(tmp / "model.pt")
+    assert meta2 == meta and not synth.training and not synth.editor.training
     disc = load_fesgan_discriminator(tmp / "model.pt")
     assert disc(torch.zeros(2, 1, SIZE, SIZE))[1].shape == (2, K)
     # grids
@@ -270,14 +289,14 @@ def test_short_run_logs_every_term_and_saves(reference: tuple[Path, dict]) -> No
 
 def test_sample_grid_shape_and_dtype(reference: tuple[Path, dict]) -> None:
     tmp, _ = reference
-    gen, enc, meta = load_fesgan(tmp / "model.pt")
+    synth, meta = load_fesgan(tmp / "model.pt")
     z = sample_prior(2, meta["z_dim"], torch.Generator().manual_seed(0), CPU)
-    grid = sample_grid(gen, enc, X[:3], K, z, CPU)
+    grid = sample_grid(synth, X[:3], Y[:3], K, z, CPU)
     assert grid.dtype == np.uint8
     assert grid.shape == (5 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2, 1)
     assert grid[2 : 2 + SIZE, 2 : 2 + SIZE, 0].tolist() == X[0, ..., 0].tolist()
-    rgb = sample_grid(Generator(4, K, 3, SIZE, 8), Encoder(3, SIZE, 4, 8),
-                      np.zeros((1, SIZE, SIZE, 3), np.uint8), K, None, CPU)
+    rgb = sample_grid(Synthesizer(Generator(4, K, 3, SIZE, 8), Encoder(3, SIZE, 4, 8)),
+                      np.zeros((1, SIZE, SIZE, 3), np.uint8), np.zeros(1, np.int64), K, None, CPU)
     assert rgb.shape == (SIZE + 4, (K + 1) * (SIZE + 2) + 2, 3)
 
 
@@ -334,7 +353,18 @@ def test_without_identity_network(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert "identity term" in caplog.text
     rows = log_rows(tmp_path / "log.jsonl")
     assert rows and all("G/id" not in r and np.isfinite(r["G/rec"]) for r in rows)
-    assert load_fesgan(tmp_path / "model.pt")[2]["identity_term"] == "off"
+    assert load_fesgan(tmp_path / "model.pt")[1]["identity_term"] == "off"
+
+
+def test_discriminator_warm_up_trains_only_its_expression_head(tmp_path: Path) -> None:
+    """During d_warmup only D's expression head learns, on real images: the generator,
+    encoder and editor keep their initial weights and only D/cls is logged."""
+    cfg = tiny_cfg(iterations=4, d_warmup=3, grid_every=0)
+    torch.manual_seed(0)
+    res = run(tmp_path, cfg)
+    rows = log_rows(tmp_path / "log.jsonl")
+    assert set(rows[0]) == {"iter", "D/cls", "sec_per_iter"}  # iterations 1-2: warm-up only
+    assert "G/adv" in res and "D/cls" in res
 
 
 def test_identity_network_state_is_restored(tmp_path: Path) -> None:
@@ -381,8 +411,11 @@ def test_mixed_precision_path_runs_on_cpu_bf16() -> None:
     models = _Models(cfg, 1, SIZE, K, CPU, prec)
     x = prec.prep(torch.from_numpy(X[:8]).permute(0, 3, 1, 2).float() / 127.5 - 1)
     y = torch.from_numpy(Y[:8])
+    from fer.training.prototypes import expression_prototypes
+
+    protos = expression_prototypes(X, Y, K)
     terms = _train_step(models, x, y, 1, _derived_generator(0, 0, 1), cfg, prec,
-                        TinyIdentity().requires_grad_(False), K)
+                        TinyIdentity().requires_grad_(False), K, protos)
     assert set(terms) == set(LOSS_TERMS)
     assert all(torch.isfinite(v) for v in terms.values())
 
@@ -396,5 +429,5 @@ def test_cuda_run(tmp_path: Path) -> None:
                        grid_dir=tmp_path / "grids", resume_path=tmp_path / "r.pt",
                        log_path=tmp_path / "log.jsonl", resume_every=1, log_every=1)
     assert all(np.isfinite(res[k]) for k in LOSS_TERMS)
-    gen, enc, _ = load_fesgan(tmp_path / "m.pt", "cuda")
-    assert next(gen.parameters()).is_cuda
+    synth, _ = load_fesgan(tmp_path / "m.pt", "cuda")
+    assert next(synth.parameters()).is_cuda

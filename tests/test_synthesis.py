@@ -19,6 +19,7 @@ from fer.evaluation.synthetic_quality import (
     identity_diversity,
     quality_report,
 )
+from fer.models.fesgan import Synthesizer
 from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.methods.synthesis import (
     MANIFEST_COLUMNS,
@@ -98,8 +99,7 @@ def synth(seed: int = 1, per_class: int = 5, prior_fraction: float = 0.4, **kw) 
     images, labels, subjects = make_train(**kw)
     torch.manual_seed(0)
     return synthesize_set(
-        StandInGenerator(),
-        StandInEncoder(),
+        Synthesizer(StandInGenerator(), StandInEncoder()),
         images,
         labels,
         subjects,
@@ -179,7 +179,7 @@ def test_same_label_fallback_when_subject_has_one_class() -> None:
     images, labels, subjects = make_train()
     labels = np.zeros_like(labels)  # every image is class 0
     s = synthesize_set(
-        StandInGenerator(), StandInEncoder(), images, labels, subjects, CLASSES,
+        Synthesizer(StandInGenerator(), StandInEncoder()), images, labels, subjects, CLASSES,
         per_class=3, prior_fraction=0.0, seed=0, device="cpu",
     )
     re_c0 = s.labels == 0
@@ -203,7 +203,7 @@ def test_global_rng_and_module_mode_untouched() -> None:
     g.train()
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    synthesize_set(g, e, images, labels, subjects, CLASSES, per_class=2, prior_fraction=0.5,
+    synthesize_set(Synthesizer(g, e), images, labels, subjects, CLASSES, per_class=2, prior_fraction=0.5,
                    seed=0, device="cpu")
     assert torch.equal(torch.get_rng_state(), before)
     assert g.training and e.training
@@ -213,7 +213,7 @@ def test_generator_geometry_mismatch_raises() -> None:
     images, labels, subjects = make_train()
     big = np.zeros((len(images), H * 2, W * 2, C), np.uint8)
     with pytest.raises(ValueError, match="geometry"):
-        synthesize_set(StandInGenerator(), StandInEncoder(), big, labels, subjects, CLASSES,
+        synthesize_set(Synthesizer(StandInGenerator(), StandInEncoder()), big, labels, subjects, CLASSES,
                        per_class=2, prior_fraction=1.0, seed=0, device="cpu")
 
 
@@ -338,9 +338,9 @@ def test_frechet_distance_matches_exact_trace_form() -> None:
 def test_cuda_matches_cpu() -> None:
     images, labels, subjects = make_train()
     kw = dict(per_class=4, prior_fraction=0.5, seed=7, batch_size=4)
-    cpu = synthesize_set(StandInGenerator(), StandInEncoder(), images, labels, subjects, CLASSES,
+    cpu = synthesize_set(Synthesizer(StandInGenerator(), StandInEncoder()), images, labels, subjects, CLASSES,
                          device="cpu", **kw)
-    cuda = synthesize_set(StandInGenerator().cuda(), StandInEncoder().cuda(), images, labels,
+    cuda = synthesize_set(Synthesizer(StandInGenerator(), StandInEncoder()).cuda(), images, labels,
                           subjects, CLASSES, device="cuda", **kw)
     assert np.array_equal(cpu.source_index, cuda.source_index)
     np.testing.assert_allclose(cpu.codes, cuda.codes, atol=1e-4)

@@ -98,3 +98,32 @@ rule train_fersnet:
         "--out-dir {output.results} --resume-dir state/resume/fersnet_{wildcards.fersnet_variant} "
         "--train-log logs/train_fersnet/{wildcards.fersnet_variant}-fold-{wildcards.fold}.jsonl "
         + TO_LOG
+
+
+rule probe_fersnet:
+    """Does the fold's gated FERSNet render the expression it is asked for? Its synthesis
+    branch re-expresses the fold's validation faces; the fold's baseline judges them."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        fersnet="models/fersnet_gated/fold-{fold}.pt",
+        classifier="models/baseline/fold-{fold}.pt",
+        identity="models/identity/identity.pt",
+        code=code("probe_fersnet"),
+    output:
+        metrics="metrics/fersnet_synthesis/fold-{fold}.json",
+    params:
+        **declare("seed", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/probe_fersnet/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/probe_fersnet && python workflow/scripts/probe_fersnet.py --keys {params.declared} "
+        "--fold {wildcards.fold} --images {input.images} --manifest {input.manifest} --meta {input.meta} "
+        "--folds {input.folds} --fersnet {input.fersnet} --classifier {input.classifier} "
+        "--identity {input.identity} --metrics {output.metrics} "
+        + TO_LOG

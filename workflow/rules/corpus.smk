@@ -38,8 +38,8 @@ HAS_CORPUS_TRUTH = bool(config["corpus"]["truth"])
 
 
 rule train_accnn:
-    """The AC-CNN on real data only (the 'without corpus' row; initialises the
-    fine-tuning). Same protocol as the baseline."""
+    """The AC-CNN on real data only (the 'without corpus' row). Same protocol and
+    budget as the baseline."""
     input:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
@@ -103,7 +103,7 @@ rule cluster_corpus:
 
 
 rule finetune_accnn:
-    """The 'with corpus' row: the fold's AC-CNN fine-tuned on real + pseudo-labelled
+    """The 'with corpus' row: the AC-CNN trained from scratch on real + pseudo-labelled
     corpus images (+ the fold's synthetic set when finetune.synthetic_weight > 0), with
     optional re-clustering rounds (cluster -> train -> re-cluster)."""
     input:
@@ -116,7 +116,6 @@ rule finetune_accnn:
         corpus_manifest="data/aligned_corpus/manifest.csv",
         corpus_meta="data/aligned_corpus/meta.json",
         pseudo="results/pseudo/fold-{fold}",
-        init="models/accnn/fold-{fold}.pt",
         code=code("finetune_accnn"),
     output:
         model="models/accnn_corpus/fold-{fold}.pt",
@@ -136,7 +135,7 @@ rule finetune_accnn:
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
-        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} --init {input.init} {params.synthetic} "
+        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} {params.synthetic} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
         "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
         "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "

@@ -1,4 +1,4 @@
-"""Fine-tune the fold's AC-CNN on real + pseudo-labelled corpus images (+ the fold's
+"""Train the fold's AC-CNN from scratch on real + pseudo-labelled corpus images (+ the fold's
 synthetic set when its weight is > 0), with optional re-clustering rounds."""
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from fer.methods.corpus import run_corpus_finetune_fold
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
-    ap = fold_parser(__doc__, "corpus-images", "corpus-manifest", "corpus-meta", "pseudo", "init", "model",
+    ap = fold_parser(__doc__, "corpus-images", "corpus-manifest", "corpus-meta", "pseudo", "model",
                      "metrics", "curve", "out-dir", "resume-dir", "train-log")
     ap.add_argument("--synthetic-dir", help="the fold's synthetic set (when finetune.synthetic_weight > 0)")
     args = ap.parse_args()
@@ -34,7 +34,7 @@ if __name__ == "__main__":
         fold, p.section("accnn"), ft, p.section("clustering"), fold_outputs(args, resume=False),
         corpus_images=corpus.images, corpus_paths=corpus.paths,
         pseudo0=read_pseudo_labels(Path(args.pseudo), fold.classes),
-        init_weights=Path(args.init), synthetic=synthetic,
+        synthetic=synthetic,
         out_dir=Path(args.out_dir), resume_dir=Path(args.resume_dir), threads=p.value("compute.threads"),
     )
     # the re-clustering rounds embed the labelled training images only (checked by the protocol test)

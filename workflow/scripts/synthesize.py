@@ -6,6 +6,7 @@ from pathlib import Path
 from _common import declared, setup_logging
 from _fold import fold_context, fold_parser
 
+from fer.evaluation.generators import reexpression_probe
 from fer.evaluation.synthetic_quality import quality_report
 from fer.methods.fesgan import load_fesgan
 from fer.methods.identity import load_identity_net
@@ -22,10 +23,10 @@ if __name__ == "__main__":
     fold, data = fold_context(args, p)
     train = fold.idx["train"]  # synthesis sees training subjects only
     x, y, subjects = fold.images[train], fold.labels[train], data.subjects[train]
-    generator, encoder, gan_meta = load_fesgan(args.generator, fold.device)
+    synth, gan_meta = load_fesgan(args.generator, fold.device)
     cfg = p.section("synthesis")
     synthetic = synthesize_set(
-        generator, encoder, x, y, subjects, fold.classes,
+        synth, x, y, subjects, fold.classes,
         per_class=cfg.per_class, prior_fraction=cfg.prior_fraction, seed=fold.seed, device=fold.device,
     )
     write_synthetic(Path(args.out_dir), synthetic, fold.classes, {"fold": args.fold, "generator": args.generator})
@@ -35,6 +36,12 @@ if __name__ == "__main__":
     def identity_embed(images_uint8):  # L2-normalised identity features, batched like any recogniser
         return predict(identity, images_uint8, fold.device, 256)
 
-    quality = quality_report(classifier, identity_embed, x, y, subjects, synthetic, fold.device)
+    xv, yv = fold.part("val")  # the classifier's accuracy on real unseen faces: the reference level
+    quality = quality_report(classifier, identity_embed, x, y, subjects, synthetic, fold.device,
+                             val_images=xv, val_labels=yv)
+    # the same probe as FERSNet's: the fold's validation faces (unseen subjects) re-expressed
+    probe = reexpression_probe(synth.reexpress, classifier, identity_embed, xv, yv, data.subjects[fold.idx["val"]],
+                               xv, yv, fold.num_classes, fold.device)
+    quality.update({f"synth/val_reexp_{k}": v for k, v in probe.items()})
     write_json(args.metrics, quality)
     logging.info("fold %d synthetic set: %s", args.fold, quality)

@@ -17,8 +17,10 @@ if __name__ == "__main__":
     p = declared(args)
     fold, data = fold_context(args, p)
     x, y = fold.part("train")  # the GAN sees training subjects only
+    train = fold.idx["train"]
     summary = train_fesgan(
         x, y, fold.num_classes, p.section("fesgan"),
+        subjects=data.subjects[train],  # the expression prototypes are subject-normalised
         identity_net=load_identity_net(args.identity, fold.device),
         device=fold.device,
         seed=fold.seed,
@@ -29,7 +31,6 @@ if __name__ == "__main__":
     )
     write_json(args.metrics, {f"fesgan/{k}": v for k, v in summary.items()})
     # What the GAN was trained on, for the leak checks (subjects, never test ones).
-    train = fold.idx["train"]
     write_json(Path(args.results_dir) / "training_subjects.json",
                {"fold": args.fold, "subjects": sorted(set(data.subjects[train].tolist())), "n_images": int(len(train))})
     logging.info("fold %d FESGAN: %s", args.fold, summary)

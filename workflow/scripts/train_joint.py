@@ -36,7 +36,7 @@ if __name__ == "__main__":
         if not args.generator:
             raise SystemExit(f"the {args.variant} row needs --generator")
         joint = p.section("joint")
-        generator, _, _ = load_fesgan(args.generator, fold.device)
+        generator, _ = load_fesgan(args.generator, fold.device)
         kw = dict(synth_ratio=joint.synth_ratio, generator=generator,
                   training=GeneratorTraining(joint.gen_lr, joint.gen_anchor_weight))
     metrics = run_joint_fold(fold, p.section("baseline"), fold_outputs(args), rdbp=rdbp, **kw)

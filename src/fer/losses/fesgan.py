@@ -17,6 +17,8 @@ detached and unweighted; totals are the weighted sums.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,8 +57,10 @@ def discriminator_loss(
     w_cls: float,
     r1_weight: float,
     prec: Precision = Precision(),
+    augment: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Image discriminator loss; R1 (on ``x_real``) only when ``r1_weight`` > 0.
+    ``augment`` (DiffAugment) transforms real and fake images alike before D sees them.
 
     Args:
         x_real: real images (N, C, S, S); y_real: their expressions (N,).
@@ -67,6 +71,8 @@ def discriminator_loss(
         (total, {"D/adv", "D/cls"[, "D/r1"]}).
     """
     terms: dict[str, Tensor] = {}
+    if augment is not None:
+        x_real, x_fake = augment(x_real), augment(x_fake.detach())
     if r1_weight > 0:
         penalty, adv_r, cls_r = r1_penalty(discriminator, x_real)  # fp32
         terms["D/r1"] = penalty.detach()
@@ -112,8 +118,10 @@ def generator_loss(
     cfg: FesganParams,
     identity_net: nn.Module | None,
     prec: Precision = Precision(),
+    augment: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Joint G/E loss (module docstring).
+    """Joint G/E loss (module docstring); ``augment`` (DiffAugment, differentiable)
+    transforms the fakes before D sees them.
 
     Args:
         x_real: the real batch (N, C, S, S).
@@ -126,7 +134,7 @@ def generator_loss(
         (total, {"G/adv", "G/cls", "G/rec"[, "G/id"], "E/latent"}).
     """
     with prec.autocast():
-        adv_f, cls_f = discriminator(fake_images)  # (M,), (M, K)
+        adv_f, cls_f = discriminator(fake_images if augment is None else augment(fake_images))  # (M,), (M, K)
     adv = F.softplus(-adv_f.float()).mean()
     cls = F.cross_entropy(cls_f.float(), fake_labels)
     rec = (x_rec.float() - x_real.float()).abs().mean()

@@ -15,11 +15,13 @@ recogniser. For r = 0 .. ``rounds``:
 
 1. train the AC-CNN on the fold's real TRAIN images + the KEPT pseudo-labelled corpus
    images of round r (+ the fold's synthetic set when ``synthetic_weight > 0``) for
-   ``epochs`` epochs through ``train_with_selection`` (the epoch is selected on the VAL
-   split only). Round 0 starts from ``init_weights`` (the fold's real-only AC-CNN) or a
-   fresh seeded network; round r > 0 starts from round r-1's SELECTED weights. Every round
-   has a fresh optimizer and LR schedule (warm-up, cosine) with ``lr``; the other settings
-   are the accnn section's;
+   ``finetune.epochs`` epochs through the shared driver (the epoch is selected on the VAL
+   split only). Round 0 starts from a freshly initialised network (seeded), round r > 0
+   from round r-1's SELECTED weights; every round has a fresh optimizer and LR schedule
+   (warm-up, cosine: warm restarts) with the accnn section's settings. The row's budget is
+   ``(rounds + 1) * finetune.epochs`` epochs over the real training images, the same as
+   every other row's (the parameters are checked to say so), so the comparison with the
+   AC-CNN trained on real data only is at equal budget;
 2. when r < ``rounds``: re-embed the corpus and the TRAIN split with round r's selected
    network and re-cluster (``cluster_corpus_fold``) -> pseudo-labels of round r+1.
 
@@ -240,22 +242,6 @@ def _read_json_or_none(path: Path) -> Any:
         return None
 
 
-def _load_init(path: Path, cfg: RecognizerParams, classes: Sequence[str], shape: Sequence[int]) -> dict[str, Tensor]:
-    state, meta = load_weights(path)
-    _, height, width, channels = shape
-    expect = {
-        "arch": cfg.arch,
-        "width": cfg.width,
-        "classes": list(classes),
-        "in_channels": int(channels),
-        "input_size": [int(height), int(width)],
-    }
-    for key, value in expect.items():
-        if meta.get(key) != value:
-            raise ValueError(f"init_weights {path}: {key} is {meta.get(key)!r}, this run needs {value!r}")
-    return state
-
-
 # ------------------------------------------------------------------------- one round
 def _train_round(
     model: nn.Module,
@@ -344,7 +330,6 @@ def run_corpus_finetune_fold(
     corpus_images: np.ndarray,
     corpus_paths: Sequence[str],
     pseudo0: PseudoLabels,
-    init_weights: Path | None,
     synthetic: tuple[np.ndarray, np.ndarray] | None,
     out_dir: Path,
     resume_dir: Path | None,
@@ -357,8 +342,8 @@ def run_corpus_finetune_fold(
 
     Args:
         fold: the fold's labelled data.
-        cfg: the accnn recogniser's parameters (``epochs`` and ``lr`` are replaced by
-            ``ft``'s; everything else is used as is).
+        cfg: the accnn recogniser's parameters (``epochs`` is replaced by
+            ``finetune.epochs`` per round; everything else is used as is).
         ft: fine-tuning settings.
         clustering: settings of the re-clustering rounds (r >= 1).
         out: the model, metrics, curve and combined JSON-lines log of every round.
@@ -366,8 +351,6 @@ def run_corpus_finetune_fold(
         corpus_paths: N corpus file names (written into each round's labels.csv).
         pseudo0: round-0 pseudo-labels of the corpus (``cluster_corpus_fold`` with the
             fold's joint recogniser, which saw the fold's TRAIN split only).
-        init_weights: the fold's real-only AC-CNN (``save_weights`` file with the same
-            arch/width/classes/geometry), or None for a fresh seeded network.
         synthetic: the fold's synthetic set (uint8 (M, H, W, C), labels (M,)); required
             when ``ft.synthetic_weight > 0``, ignored otherwise.
         out_dir: per-round outputs (``round-R/``, see the module docstring).
@@ -402,15 +385,12 @@ def run_corpus_finetune_fold(
     else:
         syn = None
 
-    cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs, lr=ft.lr)
+    cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs)
     train, val = fold.part("train"), fold.part("val")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model = fold.build_recognizer(cfg_ft)
-    state = _load_init(Path(init_weights), cfg, classes, images.shape) if init_weights is not None else None
-    if state is not None:
-        model.load_state_dict(state)
     state = cpu_state_dict(model.state_dict())
 
     common = {
@@ -543,7 +523,6 @@ def run_corpus_finetune_fold(
         **recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed),
         "finetune_config": to_dict(ft),
         "clustering_config": to_dict(clustering),
-        "init_weights": str(init_weights) if init_weights is not None else None,
         "n_pseudo": n_pseudo,
         "rounds": int(ft.rounds),
     }

@@ -10,8 +10,10 @@ Recognition and Synthesis Based on Selective Feature Sharing", ICPR 2020 (arXiv
 * ``hard``: one shared encoder for classifier and decoder (no gates);
 * ``gated``: FERSNet (ConvFLU exchange after every stage);
 * ``synth``: the fold's ``gated`` model (``init_weights``) synthesises a class-balanced
-  set from the training images with its synthesis branch, then training continues for
-  ``synth_epochs`` with CE on real + synthetic images.
+  set from the training images with its synthesis branch; a fresh gated FERSNet then
+  trains exactly as the gated row (the same epochs, losses and schedule) with
+  ``synth_ratio`` synthetic images per real one added to every batch's classification
+  loss.
 
 Training step of ``hard`` / ``gated`` (one batch of B training images x with labels a):
 
@@ -50,13 +52,14 @@ training set"): every training image is re-expressed into each OTHER expression 
 in the training split (``synth_per_image = 0``), so class b receives N - n_b synthetic
 images and real + synthetic has exactly N images per class (balanced); with
 ``synth_per_image = m > 0`` m of the other expressions are drawn uniformly per image
-(seeded). Synthesis runs in eval mode with the init model, once, before training. The
-fine-tuning then uses CE only on the union (the synthesis losses are OFF: the synthesis
-branch has done its job; its encoder still receives CE gradients through the gates),
-LR ``lr * synth_lr_factor`` constant (a fine-tuning step size; project's choice),
-``synth_epochs`` epochs over the union, selection on val among those
-epochs. ``synth/expr_acc`` = share of the synthetic images the init model's own
-classifier assigns to their target expression.
+(seeded). Synthesis runs in eval mode with the fold's gated model, once, before training.
+The row then trains a FRESH gated network for the same epochs as every other row (equal
+budgets: the authors continued training the gated model, which would give this row more
+epochs than the rows it is compared with): each batch of B real images (all FERSNet
+losses, as the gated row) gets ``n_per_batch(B, synth_ratio)`` synthetic images whose
+classification loss is added (the synthetic images have no synthesis targets).
+``synth/expr_acc`` = share of the synthetic images the gated model's own classifier
+assigns to their target expression.
 
 Protocol (``fer.training.protocol``): training sees the train split only (pairs too);
 every row trains through ``fer.training.driver.train_epochs`` (epoch selection on
@@ -98,6 +101,7 @@ from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint
 from fer.training.inference import predict
 from fer.training.optim import TrainSetup, eval_batch_size, grad_scaler, place_model
 from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold
+from fer.training.samplers import CycledSet, n_per_batch
 from fer.utils.digest import digest
 from fer.utils.images import save_png, tile_grid
 from fer.utils.io import write_json
@@ -122,7 +126,7 @@ VARIANTS: tuple[str, ...] = FERSNET_VARIANTS
 #: Network sharing of each row.
 SHARING_OF: dict[str, str] = {"single": "single", "hard": "hard", "gated": "gated", "synth": "gated"}
 #: Per-epoch terms added to the history rows and the curve (0 where a term is off).
-FERSNET_TERMS: tuple[str, ...] = ("train/cls", *SYNTHESIS_TERMS, "D/adv", "gate/z_rec", "gate/z_syn")
+FERSNET_TERMS: tuple[str, ...] = ("train/cls", "train/cls_syn", *SYNTHESIS_TERMS, "D/adv", "gate/z_rec", "gate/z_syn")
 FERSNET_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, *FERSNET_TERMS)
 #: Keys of the metrics JSON: the baseline's plus the row and synthesis checks (None when
 #: not applicable).
@@ -417,7 +421,7 @@ def run_fersnet_fold(
         raise ValueError(f"FERSNet needs square images, got {height}x{width}")
     if (variant == "synth") != (init_weights is not None):
         raise ValueError("init_weights (the fold's gated model) is required for variant 'synth' and only there")
-    synth_losses = variant in ("hard", "gated")
+    synth_losses = variant in ("hard", "gated", "synth")
     if synth_losses and identity is None and fc.w_id > 0:
         raise ValueError(f"variant {variant!r} needs the identity network (or fersnet.w_id = 0)")
 
@@ -431,6 +435,7 @@ def run_fersnet_fold(
     )
     extra_fp: dict[str, Any] = {"fersnet": to_dict(fc), "variant": variant}
     synth_info: dict[str, Any] = {"synth/n_images": None, "synth/expr_acc": None}
+    synthetic: tuple[np.ndarray, np.ndarray] | None = None
     if init_weights is not None:
         state, meta = load_weights(init_weights)
         want = {"method": "fersnet", "sharing": "gated", "num_classes": num_classes, "in_channels": channels,
@@ -438,21 +443,20 @@ def run_fersnet_fold(
         bad = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
         if bad:
             raise ValueError(f"{init_weights}: not this fold's gated FERSNet ({bad} differ from {want})")
-        net.load_state_dict(state)
-        extra_fp["init"] = digest(net)
-        net.to(device)
-        xsy, ysy, _ = synthesise_set(net, xtr, ytr, num_classes=num_classes, per_image=fc.synth_per_image, seed=seed,
-                                     device=device)
-        ok = (forward_classes(net, xsy, device) == ysy).mean()
+        source = FERSNet(num_classes, channels, fc.width, input_size=height, sharing="gated",
+                         gate_kernel=fc.gate_kernel, stages=fc.stages, dropout=fc.dropout)
+        source.load_state_dict(state)
+        source.to(device)
+        extra_fp["init"] = digest(source)
+        xsy, ysy, _ = synthesise_set(source, xtr, ytr, num_classes=num_classes, per_image=fc.synth_per_image,
+                                     seed=seed, device=device)
+        ok = (forward_classes(source, xsy, device) == ysy).mean()
         synth_info = {"synth/n_images": int(len(ysy)), "synth/expr_acc": float(ok)}
-        xtr_all, ytr_all = np.concatenate([xtr, xsy]), np.concatenate([ytr, ysy])
-        epochs, milestones, lr = fc.synth_epochs, (), fc.lr * fc.synth_lr_factor
-    else:
-        xtr_all, ytr_all = xtr, ytr
-        epochs, milestones, lr = fc.epochs, fc.lr_milestones, fc.lr
+        synthetic = (xsy, ysy)
+        extra_fp["synthetic"] = digest(xsy, ysy, sample=True)
 
     model = FERSNetRecognizer(net)
-    setup = _setup(model, fc, len(ytr_all), lr=lr, milestones=milestones, device=device)
+    setup = _setup(model, fc, len(ytr), lr=fc.lr, milestones=fc.lr_milestones, device=device)
     prec = setup.evaluation.precision
     g_pair = torch.Generator().manual_seed(derived_seed(seed, 0xFE25))
     eye = torch.eye(num_classes, device=device)
@@ -470,11 +474,13 @@ def run_fersnet_fold(
             identity = identity.to(device).eval().requires_grad_(False)
             try:
                 with torch.no_grad():
-                    identity(model_input(ImageStore(xtr_all[:2], device).batch(torch.arange(2)), False))
+                    identity(model_input(ImageStore(xtr[:2], device).batch(torch.arange(2)), False))
             except Exception as exc:  # noqa: BLE001 - re-raised with context
                 raise ValueError(f"the identity network does not accept these {channels}x{height}x{width} images: {exc}") from exc
             extra_fp["identity"] = digest(identity)
-    fp = fingerprint(fc, model, (xtr_all, ytr_all), (xva, yva), num_classes, seed, extra_fp)
+    fp = fingerprint(fc, model, (xtr, ytr), (xva, yva), num_classes, seed, extra_fp)
+    g_syn = torch.Generator().manual_seed(derived_seed(seed, 0x5E7))
+    syn_set = CycledSet(synthetic[0], synthetic[1], device, g_syn) if synthetic is not None else None
     zero = torch.zeros((), device=device)
 
     def gate_terms() -> dict[str, Tensor]:
@@ -484,7 +490,7 @@ def run_fersnet_fold(
     def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
         nonlocal disc
         if synth_losses and fc.w_adv > 0:  # its initial weights come from the freshly seeded RNG
-            disc = _Discriminator(channels, num_classes, fc, setup.steps_per_epoch, milestones, prec, device)
+            disc = _Discriminator(channels, num_classes, fc, setup.steps_per_epoch, fc.lr_milestones, prec, device)
             disc_state.update(disc.state())
 
         def augmented(ib: Tensor) -> Tensor:
@@ -527,14 +533,22 @@ def run_fersnet_fold(
             loss, syn_terms = synthesis_loss(cls, sv, tv, fp=fc, identity=identity if use_id else None,
                                              adv_score=adv_score, cycled=cycled, source=x[v], prec=prec)
             terms.update({**syn_terms, "D/adv": d_loss})
+            if syn_set is not None:  # the synth row: classification of the fold's synthetic images
+                xs, ys, _ = syn_set.sample(n_per_batch(len(ib), fc.synth_ratio))
+                xs = model_input(augment_batch(xs, fc.augment, ctx.g_aug), setup.channels_last)
+                with prec.autocast():
+                    cls_syn = setup.criterion(net.classify(xs).float(), ys)
+                loss = loss + cls_syn
+                terms["train/cls_syn"] = cls_syn
             return StepOutput(loss=loss, logits=logits, labels=y, terms=terms)
 
         return step_syn if synth_losses else step_cls
 
     result = train_epochs(
-        model, setup, (xtr_all, ytr_all), (xva, yva),
-        epochs=epochs, batch_size=fc.batch_size, select_metric=fc.select_metric, num_classes=num_classes,
-        seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pairs": g_pair},
+        model, setup, (xtr, ytr), (xva, yva),
+        epochs=fc.epochs, batch_size=fc.batch_size, select_metric=fc.select_metric, num_classes=num_classes,
+        seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pairs": g_pair, "syn": g_syn},
+        before_epoch=syn_set.start_epoch if syn_set is not None else None,
         extra_state=disc_state, resume_path=out.resume, log_path=out.log,
     )
 

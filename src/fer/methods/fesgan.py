@@ -70,18 +70,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from fer.losses.fesgan import discriminator_loss, generator_loss, latent_discriminator_loss
 from fer.models.fesgan import (
+    Editor,
     Encoder,
     Generator,
     ImageDiscriminator,
     LatentDiscriminator,
+    Synthesizer,
     check_geometry,
     one_hot,
 )
-from fer.params import FesganParams, to_dict
+from fer.params import AugmentParams, FesganParams, to_dict
+from fer.training.augment import augment_batch
 from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.training.checkpoint import (
     clear_resume,
@@ -93,6 +97,7 @@ from fer.training.checkpoint import (
 )
 from fer.training.ema import ema_update, ramped_decay
 from fer.training.rng import derived_generator, rng_states, set_rng_states
+from fer.training.prototypes import expression_prototypes
 from fer.training.samplers import EpochSampler
 from fer.utils.digest import digest
 from fer.utils.images import save_png, tile_grid
@@ -106,6 +111,7 @@ __all__ = [
     "FakeBatch",
     "load_fesgan",
     "load_fesgan_discriminator",
+    "make_edited_batch",
     "make_fake_batch",
     "sample_grid",
     "sample_prior",
@@ -114,7 +120,7 @@ __all__ = [
 
 #: Every logged loss term, in log order ("G/id" only when an identity network is given).
 LOSS_TERMS: tuple[str, ...] = (
-    "D/adv", "D/cls", "D/r1", "Dz/adv", "G/adv", "G/cls", "G/rec", "G/id", "E/latent",
+    "D/adv", "D/cls", "D/r1", "Dz/adv", "G/adv", "G/cls", "G/rec", "G/id", "G/cycle", "G/proto", "E/latent",
 )
 #: Identities per grid (prior rows and real rows).
 GRID_ROWS: int = 6
@@ -173,11 +179,45 @@ def make_fake_batch(
     return FakeBatch(images=images, labels=labels, codes=codes, from_prior=from_prior, n_real=n_real)
 
 
+def make_edited_batch(
+    generator: nn.Module,
+    editor: nn.Module,
+    real_images: Tensor,
+    real_codes: Tensor,
+    real_labels: Tensor,
+    num_classes: int,
+    n_prior: int,
+    rng: torch.Generator,
+) -> FakeBatch:
+    """``make_fake_batch`` for the editing synthesizer (``reexpress: edit``): the same
+    draws (real targets among the other classes, prior codes, prior targets), but the real
+    identities are re-expressed by editing their image, ``Editor(x, e')``, and the prior
+    identities are rendered by the generator and then edited, ``Editor(G(z, e), e)``."""
+    device = real_codes.device
+    n_real, z_dim = real_codes.shape
+    if num_classes > 1:
+        shift = torch.randint(1, num_classes, (n_real,), generator=rng).to(device)  # R
+        t_real = (real_labels.long() + shift) % num_classes  # R, never the source class
+    else:
+        t_real = torch.zeros(n_real, dtype=torch.long, device=device)
+    z_prior = sample_prior(n_prior, z_dim, rng, device).to(real_codes.dtype)  # P, z
+    t_prior = torch.randint(0, num_classes, (n_prior,), generator=rng).to(device)  # P
+    e_prior = one_hot(t_prior, num_classes)  # P, K
+    base = generator(z_prior, e_prior)  # P, C, S, S: rendered with expression t_prior already
+    target = one_hot(torch.cat([t_real, t_prior]), num_classes)  # R+P, K
+    source = one_hot(torch.cat([real_labels.long(), t_prior]), num_classes)  # R+P, K
+    images = editor(torch.cat([real_images, base]), target, source)  # R+P, C, S, S
+    codes = torch.cat([real_codes, z_prior])  # R+P, z
+    from_prior = torch.arange(n_real + n_prior, device=device) >= n_real
+    return FakeBatch(images=images, labels=torch.cat([t_real, t_prior]), codes=codes, from_prior=from_prior,
+                     n_real=n_real)
+
+
 @torch.no_grad()
 def sample_grid(
-    generator: Generator,
-    encoder: Encoder,
+    synth: Synthesizer,
     real_images_uint8: np.ndarray | None,
+    real_labels: np.ndarray | None,
     num_classes: int,
     z_fixed: Tensor | None,
     device: torch.device | str,
@@ -186,48 +226,43 @@ def sample_grid(
 ) -> np.ndarray:
     """A sample grid: rows = identities, columns = [input, expression 0, ..., K-1].
 
-    Real rows (``real_images_uint8`` (R, S, S, C) uint8, may be None/empty) show the real
-    input in the first column, then G(E(x), e_k). Prior rows (``z_fixed`` (P, z_dim), may
-    be None/empty) leave the first column blank, then G(z, e_k). Runs in fp32 with the
-    modules in eval mode (restored afterwards).
+    Real rows (``real_images_uint8`` (R, S, S, C) uint8 with their expressions
+    ``real_labels`` (R,), may be None/empty) show the real input in the first column, then
+    ``synth.reexpress(x, e_k, y)``. Prior rows (``z_fixed``
+    (P, z_dim), may be None/empty) leave the first column blank, then ``synth(z, e_k)``.
+    Runs in fp32 with the modules in eval mode (restored afterwards).
 
     Returns:
         uint8 (rows * (S + pad) + pad, (K + 1) * (S + pad) + pad, C), white background.
     """
     device = torch.device(device)
     tiles: list[list[np.ndarray | None]] = []
-    modes = (generator.training, encoder.training)
-    generator.eval()
-    encoder.eval()
-    labels = torch.arange(num_classes, device=device)  # K
-    e = one_hot(labels, num_classes)  # K, K
+    was_training = synth.training
+    synth.eval()
+    e = one_hot(torch.arange(num_classes, device=device), num_classes)  # K, K
     try:
         if real_images_uint8 is not None and len(real_images_uint8):
-            x = torch.from_numpy(np.ascontiguousarray(real_images_uint8)).to(device)
-            x = normalize(x.permute(0, 3, 1, 2).float() / 255.0)  # R, C, S, S
-            codes = encoder(x)  # R, z
+            x = normalize(ImageStore(real_images_uint8, device).batch(torch.arange(len(real_images_uint8))))
+            assert real_labels is not None and len(real_labels) == len(x)
             for i in range(len(x)):
-                out = generator(codes[i : i + 1].expand(num_classes, -1), e)  # K, C, S, S
+                src = one_hot(torch.full((num_classes,), int(real_labels[i]), device=device), num_classes)  # K, K
+                out = synth.reexpress(x[i : i + 1].expand(num_classes, -1, -1, -1), e, src)  # K, C, S, S
                 tiles.append([real_images_uint8[i], *to_uint8(out)])
         if z_fixed is not None and len(z_fixed):
             z = z_fixed.to(device).float()
             for i in range(len(z)):
-                out = generator(z[i : i + 1].expand(num_classes, -1), e)  # K, C, S, S
+                out = synth(z[i : i + 1].expand(num_classes, -1), e)  # K, C, S, S
                 tiles.append([None, *to_uint8(out)])
     finally:
-        generator.train(modes[0])
-        encoder.train(modes[1])
+        synth.train(was_training)
     return tile_grid(tiles, pad)
 
 
 # ------------------------------------------------------------------------- checkpoints
-def _build(meta: Mapping[str, Any]) -> tuple[Generator, Encoder, ImageDiscriminator]:
+def _build(meta: Mapping[str, Any]) -> tuple[Synthesizer, ImageDiscriminator]:
     z, w, s, c, k = (int(meta[n]) for n in ("z_dim", "width", "size", "channels", "num_classes"))
-    return (
-        Generator(z, k, c, s, w),
-        Encoder(c, s, z, w),
-        ImageDiscriminator(c, s, k, w),
-    )
+    editor = Editor(c, s, k, w) if meta.get("reexpress", "code") == "edit" else None
+    return Synthesizer(Generator(z, k, c, s, w), Encoder(c, s, z, w), editor), ImageDiscriminator(c, s, k, w)
 
 
 def _split_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -241,27 +276,24 @@ def _read(path: Path, device: torch.device | str) -> tuple[dict[str, Tensor], di
     return state, meta
 
 
-def load_fesgan(
-    path: str | Path, device: torch.device | str = "cpu"
-) -> tuple[Generator, Encoder, dict[str, Any]]:
-    """Rebuild the saved (EMA) generator and encoder, in eval mode on ``device``.
-
-    Returns (generator, encoder, meta); meta holds z_dim, width, size, channels,
-    num_classes, iterations, seed, identity_term and the training config.
-    """
+def load_fesgan(path: str | Path, device: torch.device | str = "cpu") -> tuple[Synthesizer, dict[str, Any]]:
+    """Rebuild the saved (EMA) synthesizer -- generator, encoder and editor when there is
+    one -- in eval mode on ``device``. Returns (synthesizer, meta); meta holds z_dim,
+    width, size, channels, num_classes, reexpress, iterations, seed, identity_term and
+    the training config."""
     state, meta = _read(Path(path), device)
-    gen, enc, _ = _build(meta)
-    gen.load_state_dict(_split_state(state, "generator."))
-    enc.load_state_dict(_split_state(state, "encoder."))
-    return gen.to(device).eval(), enc.to(device).eval(), meta
+    synth, _ = _build(meta)
+    synth.generator.load_state_dict(_split_state(state, "generator."))
+    synth.encoder.load_state_dict(_split_state(state, "encoder."))
+    if synth.editor is not None:
+        synth.editor.load_state_dict(_split_state(state, "editor."))
+    return synth.to(device).eval(), meta
 
 
-def load_fesgan_discriminator(
-    path: str | Path, device: torch.device | str = "cpu"
-) -> ImageDiscriminator:
+def load_fesgan_discriminator(path: str | Path, device: torch.device | str = "cpu") -> ImageDiscriminator:
     """Rebuild the saved image discriminator (not averaged), in eval mode on ``device``."""
     state, meta = _read(Path(path), device)
-    _, _, disc = _build(meta)
+    _, disc = _build(meta)
     disc.load_state_dict(_split_state(state, "discriminator."))
     return disc.to(device).eval()
 
@@ -327,18 +359,25 @@ class _Models:
         self.enc = Encoder(channels, size, cfg.z_dim, cfg.width)
         self.disc = ImageDiscriminator(channels, size, num_classes, cfg.width)
         self.ldisc = LatentDiscriminator(cfg.z_dim)
+        self.edit = Editor(channels, size, num_classes, cfg.width) if cfg.reexpress == "edit" else None
         self.nets: dict[str, nn.Module] = {
             "generator": self.gen, "encoder": self.enc,
             "discriminator": self.disc, "latent": self.ldisc,
         }
+        if self.edit is not None:
+            self.nets["editor"] = self.edit
         for m in self.nets.values():
             m.to(device).train()
             if prec.channels_last:
                 m.to(memory_format=torch.channels_last)
         self.gen_ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         self.enc_ema = copy.deepcopy(self.enc).eval().requires_grad_(False)
+        self.edit_ema = None if self.edit is None else copy.deepcopy(self.edit).eval().requires_grad_(False)
+        self.synth_ema = Synthesizer(self.gen_ema, self.enc_ema, self.edit_ema)
         betas = (cfg.beta1, cfg.beta2)
         params_ge = [*self.gen.parameters(), *self.enc.parameters()]
+        if self.edit is not None:
+            params_ge += list(self.edit.parameters())
         self.opts: dict[str, torch.optim.Optimizer] = {
             "ge": torch.optim.Adam(params_ge, lr=cfg.lr, betas=betas),
             "d": torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas),
@@ -361,6 +400,7 @@ class _Models:
             "nets": {k: cpu_state_dict(m.state_dict()) for k, m in self.nets.items()},
             "generator_ema": cpu_state_dict(self.gen_ema.state_dict()),
             "encoder_ema": cpu_state_dict(self.enc_ema.state_dict()),
+            "editor_ema": None if self.edit_ema is None else cpu_state_dict(self.edit_ema.state_dict()),
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
         }
@@ -370,18 +410,34 @@ class _Models:
             m.load_state_dict(state["nets"][k])
         self.gen_ema.load_state_dict(state["generator_ema"])
         self.enc_ema.load_state_dict(state["encoder_ema"])
+        if self.edit_ema is not None:
+            self.edit_ema.load_state_dict(state["editor_ema"])
         for k, o in self.opts.items():
             o.load_state_dict(state["optimizers"][k])
             if state["scalers"][k]:
                 self.scalers[k].load_state_dict(state["scalers"][k])
 
     def weights(self) -> dict[str, Tensor]:
-        """The flat state dict of the weights file (EMA G and E, raw D)."""
-        return {
+        """The flat state dict of the weights file (EMA G, E and editor, raw D)."""
+        out = {
             **{f"generator.{k}": v for k, v in self.gen_ema.state_dict().items()},
             **{f"encoder.{k}": v for k, v in self.enc_ema.state_dict().items()},
             **{f"discriminator.{k}": v for k, v in self.disc.state_dict().items()},
         }
+        if self.edit_ema is not None:
+            out.update({f"editor.{k}": v for k, v in self.edit_ema.state_dict().items()})
+        return out
+
+
+#: DiffAugment's transforms (Zhao et al., NeurIPS 2020): what D sees of every real and fake
+#: image, drawn per image from the iteration's generator. The recogniser's usual geometric
+#: and photometric jitter (no flip: real images are flipped already).
+DIFFAUGMENT = AugmentParams(hflip=False, rotate_deg=10.0, scale=0.1, shift=0.06, brightness=0.2, contrast=0.2)
+
+
+def _diffaugment(rng: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """Images in [-1, 1] -> the same images, randomly (and differentiably) transformed."""
+    return lambda x: augment_batch((x + 1) / 2, DIFFAUGMENT, rng) * 2 - 1
 
 
 def _train_step(
@@ -394,8 +450,20 @@ def _train_step(
     prec: Precision,
     identity_net: nn.Module | None,
     num_classes: int,
+    protos: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """One iteration: D step, Dz step, G/E step, EMA update. x (B, C, S, S), y (B,)."""
+    """One iteration: D step, Dz step, G/E step, EMA update. x (B, C, S, S), y (B,);
+    ``protos`` (K, C, S, S): the expression prototypes of ``w_proto``.
+    During the first ``cfg.d_warmup`` iterations only D's expression head is trained, on
+    the real images (cross-entropy), so that G's expression signal means something from
+    the first GAN iteration on."""
+    aug = _diffaugment(rng) if cfg.diffaugment else None
+    if it <= cfg.d_warmup:
+        with prec.autocast():
+            _, cls_r = m.disc(x if aug is None else aug(x))  # N, K
+        loss = F.cross_entropy(cls_r.float(), y)
+        m.step("d", loss)
+        return {"D/cls": loss.detach()}
     batch = x.shape[0]
     n_re = batch // 2
     z_dz = sample_prior(batch, cfg.z_dim, rng, x.device)  # B, z (Dz "real")
@@ -403,13 +471,16 @@ def _train_step(
     with prec.autocast():
         codes = m.enc(x)  # B, z
         x_rec = m.gen(codes, one_hot(y, num_classes))  # B, C, S, S
-        fakes = make_fake_batch(m.gen, codes[:n_re], y[:n_re], num_classes, batch - n_re, rng)
+        if m.edit is None:
+            fakes = make_fake_batch(m.gen, codes[:n_re], y[:n_re], num_classes, batch - n_re, rng)
+        else:
+            fakes = make_edited_batch(m.gen, m.edit, x[:n_re], codes[:n_re], y[:n_re], num_classes, batch - n_re, rng)
 
     _set_requires_grad(m.disc, True)
     do_r1 = cfg.r1_gamma > 0 and (it - 1) % cfg.r1_every == 0
     loss_d, terms = discriminator_loss(
         m.disc, x, y, fakes.images.detach(), w_cls=cfg.w_cls,
-        r1_weight=cfg.r1_gamma / 2 * cfg.r1_every if do_r1 else 0.0, prec=prec,
+        r1_weight=cfg.r1_gamma / 2 * cfg.r1_every if do_r1 else 0.0, prec=prec, augment=aug,
     )
     m.step("d", loss_d)
 
@@ -422,13 +493,28 @@ def _train_step(
     _set_requires_grad(m.ldisc, False)
     loss_g, terms_g = generator_loss(
         m.disc, m.ldisc, x, codes, x_rec, fakes.images, fakes.labels, fakes.n_real,
-        cfg=cfg, identity_net=identity_net, prec=prec,
+        cfg=cfg, identity_net=identity_net, prec=prec, augment=aug,
     )
+    if protos is not None and cfg.w_proto > 0:  # toward the class-typical change of the expression
+        n = fakes.n_real
+        target = (x[:n].float() + cfg.proto_scale * (protos[fakes.labels[:n]] - protos[y[:n]])).clamp(-1, 1)
+        proto = (fakes.images[:n].float() - target).abs().mean()
+        loss_g = loss_g + cfg.w_proto * proto
+        terms_g["G/proto"] = proto.detach()
+    if m.edit is not None and cfg.w_cycle > 0:  # edit a re-expressed face back: the source
+        with prec.autocast():
+            n = fakes.n_real
+            back = m.edit(fakes.images[:n], one_hot(y[:n], num_classes), one_hot(fakes.labels[:n], num_classes))
+        cycle = (back.float() - x[:n].float()).abs().mean()
+        loss_g = loss_g + cfg.w_cycle * cycle
+        terms_g["G/cycle"] = cycle.detach()
     m.step("ge", loss_g)
 
     decay = ramped_decay(cfg.ema_decay, it)
     ema_update(m.gen_ema, m.gen, decay)
     ema_update(m.enc_ema, m.enc, decay)
+    if m.edit is not None:
+        ema_update(m.edit_ema, m.edit, decay)
     return {**terms, **terms_dz, **terms_g}
 
 
@@ -464,6 +550,7 @@ def train_fesgan(
     num_classes: int,
     cfg: FesganParams,
     *,
+    subjects: np.ndarray | None = None,
     identity_net: nn.Module | None,
     device: torch.device | str,
     seed: int,
@@ -485,6 +572,8 @@ def train_fesgan(
         labels: int (N,) expressions in [0, num_classes).
         num_classes: K (>= 2).
         cfg: hyper-parameters.
+        subjects: (N,) subject ids of the images (the expression prototypes of ``w_proto``
+            remove each subject's mean face; None: plain class means).
         identity_net: frozen identity feature network, images in [-1, 1] (N, C, S, S) ->
             (N, D); moved to ``device`` and held in eval mode with gradients off for its
             parameters during training (both restored afterwards). None: the identity term
@@ -543,15 +632,17 @@ def train_fesgan(
 
     store = ImageStore(x_np, device)
     y_t = torch.from_numpy(y_np).to(device)
+    protos = expression_prototypes(x_np, y_np, num_classes, subjects).to(device) if cfg.w_proto > 0 else None
     sampler = EpochSampler(n, batch, seed, _STREAM_EPOCH)
     z_fixed = sample_prior(GRID_ROWS, cfg.z_dim, derived_generator(seed, _STREAM_GRID, 0), device)
     # Real rows: images spread over the training set (it is ordered by subject), so the
     # rows show different identities rather than several images of the first subject.
-    grid_reals = x_np[np.unique(np.linspace(0, len(x_np) - 1, min(GRID_ROWS, len(x_np))).round().astype(int))]
+    grid_rows = np.unique(np.linspace(0, len(x_np) - 1, min(GRID_ROWS, len(x_np))).round().astype(int))
+    grid_reals, grid_labels = x_np[grid_rows], y_np[grid_rows]
 
     def write_grid(it: int) -> None:
         if grid_dir is not None:
-            grid = sample_grid(m.gen_ema, m.enc_ema, grid_reals, num_classes, z_fixed, device)
+            grid = sample_grid(m.synth_ema, grid_reals, grid_labels, num_classes, z_fixed, device)
             save_png(Path(grid_dir) / f"iter-{it:06d}.png", grid)
 
     def log_row(it: int, seconds: float, iters: int) -> None:
@@ -588,7 +679,7 @@ def train_fesgan(
             if cfg.hflip:
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             y = y_t[idx.to(device)]  # B
-            window.add(_train_step(m, prec.prep(x), y, it, rng, cfg, prec, identity_net, num_classes))
+            window.add(_train_step(m, prec.prep(x), y, it, rng, cfg, prec, identity_net, num_classes, protos))
             iters_window += 1
 
             if it % log_every == 0 or it == cfg.iterations:
@@ -618,8 +709,9 @@ def train_fesgan(
     if grid_dir is not None:
         if ran == 0:  # everything was restored: the last grid may predate this call
             write_grid(cfg.iterations)
-        for name, reals, z in (("final_real", grid_reals, None), ("final_prior", None, z_fixed)):
-            grid = sample_grid(m.gen_ema, m.enc_ema, reals, num_classes, z, device)
+        for name, reals, labels, z in (("final_real", grid_reals, grid_labels, None),
+                                       ("final_prior", None, None, z_fixed)):
+            grid = sample_grid(m.synth_ema, reals, labels, num_classes, z, device)
             save_png(Path(grid_dir) / f"{name}.png", grid)
 
     meta = {
@@ -629,6 +721,7 @@ def train_fesgan(
         "size": size,
         "channels": channels,
         "num_classes": num_classes,
+        "reexpress": cfg.reexpress,
         "iterations": cfg.iterations,
         "seed": seed,
         "ema": True,

@@ -14,8 +14,9 @@ Design decisions
   ``"prior-00017"`` in all K classes), so a recogniser trained on the set cannot use
   identity as a shortcut for expression, and identity metrics can average an identity's
   K renderings (``fer.evaluation.synthetic_quality``).
-* **Re-expressed identities** use the encoder code ``E(x)`` of a training image ``x`` with
-  the target expression. Source images are chosen round-robin over the training subjects
+* **Re-expressed identities** are a training image ``x`` given the target expression by
+  the synthesizer (``synth.reexpress(x, e, y)``: the editor, or ``G(E(x), e)`` without one;
+  the encoder code ``E(x)`` is recorded either way). Source images are chosen round-robin over the training subjects
   (subjects in a seeded random order, one global cursor running class by class over all
   re-expressed slots), so every subject contributes as soon as there are at least as many
   re-expressed slots (``K * (per_class - n_prior)``) as subjects, and no subject
@@ -58,6 +59,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from fer.models.fesgan import Synthesizer
 from fer.training.batches import ImageStore, normalize, to_uint8
 from fer.utils.io import save_npy, write_json, write_text
 
@@ -80,8 +82,6 @@ REEXPRESSED: str = "reexpressed"
 #: Columns of the synthetic manifest.csv (a superset of the aligned manifest's).
 MANIFEST_COLUMNS: tuple[str, ...] = ("index", "path", "subject", "label", "source", "source_index")
 
-Generator = Callable[[Tensor, Tensor], Tensor]
-Encoder = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,11 @@ def split_counts(per_class: int, prior_fraction: float) -> tuple[int, int]:
 def prior_identity_name(i: int) -> str:
     """Identity string of prior identity ``i`` (``"prior-00017"``)."""
     return f"prior-{i:05d}"
+
+
+def _inputs(x_uint8: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (N, H, W, C) -> network input in [-1, 1] (N, C, H, W) on ``device``."""
+    return normalize(ImageStore(x_uint8, device).batch(torch.arange(len(x_uint8))))
 
 
 @contextlib.contextmanager
@@ -211,8 +216,7 @@ def _run_batched(fn: Callable[[int, int], Tensor], n: int, batch_size: int) -> l
 
 @torch.no_grad()
 def synthesize_set(
-    generator: Generator,
-    encoder: Encoder,
+    synth: Synthesizer,
     train_images: np.ndarray,
     train_labels: np.ndarray,
     train_subjects: np.ndarray,
@@ -227,9 +231,10 @@ def synthesize_set(
     """Render a class-balanced synthetic set (see the module docstring for the design).
 
     Args:
-        generator: ``G(z (N, z_dim) in [-1, 1], expr (N, K) one-hot) -> (N, C, H, W)`` in
-            [-1, 1], with attribute ``z_dim``; already on ``device``.
-        encoder: ``E(x (N, C, H, W) in [-1, 1]) -> (N, z_dim)``; already on ``device``.
+        synth: FESGAN's synthesizer (``fer.models.fesgan.Synthesizer``; already on
+            ``device``): ``synth(z, e)`` renders prior identities, ``synth.reexpress(x,
+            e, y)`` re-expresses real faces, ``synth.encoder`` gives the identity codes
+            recorded for them.
         train_images: uint8 (N, H, W, C), the fold's TRAINING images only -- the function
             sees nothing else.
         train_labels: int (N,), indices into ``classes``.
@@ -254,7 +259,7 @@ def synthesize_set(
     labels_tr, subjects_tr = _check_train(train_images, train_labels, train_subjects, k)
     if n_re and len(labels_tr) == 0:
         raise ValueError("re-expressed images requested but train_images is empty")
-    z_dim = int(getattr(generator, "z_dim"))
+    z_dim = int(synth.z_dim)
     _, height, width, channels = train_images.shape
 
     # Identity codes: prior pool (CPU generator -> same on every device), then sources.
@@ -263,12 +268,12 @@ def synthesize_set(
     rng = np.random.default_rng(int(seed))
     sources = _choose_sources(labels_tr, subjects_tr, k, n_re, rng) if n_re else np.empty((k, 0), np.int64)
 
-    with _eval_mode(generator, encoder), _seeded_torch(int(seed), device):
+    with _eval_mode(synth), _seeded_torch(int(seed), device):
         uniq, inverse = np.unique(sources.ravel(), return_inverse=True)
         if uniq.size:
 
             def _enc(s: int, e: int) -> Tensor:
-                code = encoder(normalize(ImageStore(train_images[uniq[s:e]], device).batch(torch.arange(e - s)))).float().cpu()
+                code = synth.encoder(_inputs(train_images[uniq[s:e]], device)).float().cpu()
                 if code.shape != (e - s, z_dim):
                     raise ValueError(f"encoder returned {tuple(code.shape)}, expected ({e - s}, {z_dim})")
                 return code
@@ -280,15 +285,27 @@ def synthesize_set(
 
         # Rows: class by class, prior pool first, then re-expressed.
         codes = torch.cat([torch.cat([z_pool, enc_codes[c]]) for c in range(k)])  # M, z_dim
+        is_prior = np.tile(np.r_[np.ones(n_prior, bool), np.zeros(n_re, bool)], k)
+        source_index = np.full(len(is_prior), -1, dtype=np.int64)
+        source_index[~is_prior] = sources.ravel()
         target = torch.arange(k).repeat_interleave(per_class)  # M
         onehot = torch.nn.functional.one_hot(target, k).float()  # M, K
         m = codes.shape[0]
 
         def _gen(s: int, e: int) -> np.ndarray:
-            y = generator(codes[s:e].to(device), onehot[s:e].to(device))  # B, C, H, W
+            rows = np.arange(s, e)
+            parts = []
+            prior_rows, real_rows = rows[is_prior[rows]], rows[~is_prior[rows]]
+            if prior_rows.size:
+                parts.append((prior_rows, synth(codes[prior_rows].to(device), onehot[prior_rows].to(device))))
+            if real_rows.size:
+                x = _inputs(train_images[source_index[real_rows]], device)
+                src = torch.nn.functional.one_hot(torch.from_numpy(labels_tr[source_index[real_rows]]), k).float()
+                parts.append((real_rows, synth.reexpress(x, onehot[real_rows].to(device), src.to(device))))
+            y = torch.cat([t for _, t in parts])[np.argsort(np.concatenate([r for r, _ in parts]))]  # B, C, H, W
             if tuple(y.shape) != (e - s, channels, height, width):
                 raise ValueError(
-                    f"generator returned {tuple(y.shape)}, expected {(e - s, channels, height, width)} "
+                    f"synthesizer returned {tuple(y.shape)}, expected {(e - s, channels, height, width)} "
                     "(the training images' geometry)"
                 )
             return to_uint8(y)
@@ -299,9 +316,6 @@ def synthesize_set(
             else np.empty((0, height, width, channels), np.uint8)
         )
 
-    is_prior = np.tile(np.r_[np.ones(n_prior, bool), np.zeros(n_re, bool)], k)
-    source_index = np.full(m, -1, dtype=np.int64)
-    source_index[~is_prior] = sources.ravel()
     identity = np.empty(m, dtype=object)
     identity[is_prior] = np.tile([prior_identity_name(i) for i in range(n_prior)], k) if n_prior else []
     identity[~is_prior] = subjects_tr[sources.ravel()]

@@ -41,10 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "Editor",
     "Encoder",
     "Generator",
     "ImageDiscriminator",
     "LatentDiscriminator",
+    "Synthesizer",
     "check_geometry",
     "one_hot",
 ]
@@ -206,3 +208,117 @@ class LatentDiscriminator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).squeeze(1)  # N
+
+
+class _CondIN(nn.Module):
+    """Instance norm, expression-conditional per-channel scale/shift, ReLU."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.affine = nn.Linear(num_classes, 2 * channels)
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        gamma, beta = self.affine(e).chunk(2, dim=1)  # N, ch each
+        h = self.norm(h)
+        return F.relu(h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+
+
+class _EditRes(nn.Module):
+    """Residual block at the editor's bottleneck: two 3x3 convs, each followed by the
+    expression-conditional instance norm."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.cond1 = _CondIN(channels, num_classes)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.cond2 = _CondIN(channels, num_classes)
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        return h + self.cond2(self.conv2(self.cond1(self.conv1(h), e)), e)
+
+
+class Editor(nn.Module):
+    """(face in [-1, 1], a target expression, the face's own expression) -> the same face
+    with the target expression.
+
+    A small U-Net (StarGAN's encoder / residual bottleneck / decoder, with skip connections)
+    that predicts a RESIDUAL: ``out = x + delta``, ``delta`` starting at exactly zero (the
+    last convolution is zero-initialised), so the editor starts as the identity and every
+    pixel it does not change keeps the face's identity and background. It is told both the
+    target and the source expression (one-hot planes at the input; both modulate every
+    bottleneck and decoder block): an edit from anger to happiness is not the edit from
+    neutral to happiness, and the source is known wherever the editor is used (labelled
+    training faces, and rendered prior identities whose expression was chosen).
+    Up-sampling is nearest-neighbour + 3x3 convolution (no transposed-convolution
+    checkerboards). Outputs may leave [-1, 1] by the size of the edit; they are clamped
+    when they become uint8 images.
+
+    Sizes: side S a multiple of 4; widths (w, 2w, 4w) at (S, S/2, S/4).
+    """
+
+    def __init__(self, channels: int, size: int, num_classes: int, width: int = 32, blocks: int = 2) -> None:
+        super().__init__()
+        check_geometry(size, channels)
+        self.channels, self.size, self.num_classes, self.width = channels, size, num_classes, width
+        w1, w2, w3 = _ch(width, 1), _ch(width, 2), _ch(width, 4)
+        cond = 2 * num_classes  # target and source one-hots
+        self.inp = nn.Sequential(nn.Conv2d(channels + cond, w1, 3, padding=1), nn.InstanceNorm2d(w1, affine=True),
+                                 nn.ReLU())
+        self.down1 = nn.Sequential(nn.Conv2d(w1, w2, 4, stride=2, padding=1), nn.InstanceNorm2d(w2, affine=True),
+                                   nn.ReLU())
+        self.down2 = nn.Sequential(nn.Conv2d(w2, w3, 4, stride=2, padding=1), nn.InstanceNorm2d(w3, affine=True),
+                                   nn.ReLU())
+        self.blocks = nn.ModuleList(_EditRes(w3, cond) for _ in range(blocks))
+        self.up1 = nn.Conv2d(w3 + w2, w2, 3, padding=1)
+        self.cond_up1 = _CondIN(w2, cond)
+        self.up2 = nn.Conv2d(w2 + w1, w1, 3, padding=1)
+        self.cond_up2 = _CondIN(w1, cond)
+        self.delta = nn.Conv2d(w1, channels, 3, padding=1)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, x: Tensor, target: Tensor, source: Tensor) -> Tensor:
+        """x (N, C, S, S) in [-1, 1]; target, source (N, K) one-hot -> (N, C, S, S)."""
+        e = torch.cat([target, source], dim=1).to(x.dtype)  # N, 2K
+        n, _, s, _ = x.shape
+        planes = e[:, :, None, None].expand(n, e.shape[1], s, s)
+        h1 = self.inp(torch.cat([x, planes], dim=1))  # N, w, S, S
+        h2 = self.down1(h1)  # N, 2w, S/2, S/2
+        h = self.down2(h2)  # N, 4w, S/4, S/4
+        for block in self.blocks:
+            h = block(h, e)
+        h = F.interpolate(h, scale_factor=2, mode="nearest")  # N, 4w, S/2, S/2
+        h = self.cond_up1(self.up1(torch.cat([h, h2], dim=1)), e)  # N, 2w, S/2, S/2
+        h = F.interpolate(h, scale_factor=2, mode="nearest")  # N, 2w, S, S
+        h = self.cond_up2(self.up2(torch.cat([h, h1], dim=1)), e)  # N, w, S, S
+        return x + self.delta(h)  # N, C, S, S
+
+
+class Synthesizer(nn.Module):
+    """FESGAN's image synthesis as one module: ``forward(z, e)`` renders a new identity
+    from a prior code with expression e, ``reexpress(x, e, y)`` gives a real face of
+    expression y the expression e. ``z_dim`` is the identity code's size.
+
+    Without an editor (``reexpress: code``, the paper's reading): ``forward = G(z, e)`` and
+    ``reexpress = G(E(x), e)``. With one (``reexpress: edit``): ``reexpress =
+    Editor(x, e, y)`` and ``forward = Editor(G(z, e), e, e)`` (the rendered face already
+    has expression e; the editor sharpens it), so real identities are edited rather than
+    redrawn from a 64-d code.
+    """
+
+    def __init__(self, generator: Generator, encoder: Encoder, editor: Editor | None = None) -> None:
+        super().__init__()
+        self.generator, self.encoder, self.editor = generator, encoder, editor
+        self.z_dim = generator.z_dim
+
+    def forward(self, z: Tensor, e: Tensor) -> Tensor:
+        face = self.generator(z, e)  # N, C, S, S
+        return face if self.editor is None else self.editor(face, e, e)
+
+    def reexpress(self, x: Tensor, e: Tensor, source: Tensor) -> Tensor:
+        """x (N, C, S, S) in [-1, 1] of expressions ``source`` (N, K) -> expressions ``e``."""
+        if self.editor is None:
+            return self.generator(self.encoder(x), e)
+        return self.editor(x, e, source)

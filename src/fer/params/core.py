@@ -23,6 +23,7 @@ import yaml
 
 from fer.params import sections as _s
 from fer.params.coerce import ParamsError, build, field_key
+from fer.params.rows import budget_problems
 
 __all__ = [
     "SECTIONS",
@@ -95,6 +96,8 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
                 build(cls, params[name], name)
             except ParamsError as e:
                 problems.append(f"  {e}")
+    if all(k in params for k in ("baseline", "accnn", "finetune", "dgcn", "fersnet")) and not problems:
+        problems += [f"  {line}" for line in budget_problems(params)]
     data = params.get("data", {})
     regex = data.get("subject_regex")
     if regex is not None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DGCN_REFERENCES", "FERSNET_VARIANTS", "JOINT_ROWS", "JointRow"]
+__all__ = ["DGCN_REFERENCES", "FERSNET_VARIANTS", "JOINT_ROWS", "JointRow", "budget_problems", "recogniser_budgets"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,37 @@ DGCN_REFERENCES: tuple[str, ...] = ("generated", "real", "none")
 #: FERSNet rows (the authors' README order): single task, hard sharing, gated sharing,
 #: gated sharing + synthetic images.
 FERSNET_VARIANTS: tuple[str, ...] = ("single", "hard", "gated", "synth")
+
+
+def recogniser_budgets(params: Mapping[str, Any]) -> dict[str, int]:
+    """Epochs over the fold's labelled training images that each method's recogniser rows
+    train, as the params.yaml keys give them (``{expression: epochs}``): the baseline and
+    the joint rows read ``baseline.epochs``; the AC-CNN ``accnn.epochs``; the corpus row
+    ``(finetune.rounds + 1) * finetune.epochs`` (one training per clustering round); the
+    generative-contrastive rows ``dgcn.cls_epochs + dgcn.e2e_epochs`` (the generator's own
+    pre-training, ``dgcn.gen_epochs``, trains no recogniser); FERSNet ``fersnet.epochs``."""
+    ft = params["finetune"]
+    return {
+        "baseline.epochs": int(params["baseline"]["epochs"]),
+        "accnn.epochs": int(params["accnn"]["epochs"]),
+        "(finetune.rounds + 1) * finetune.epochs": (int(ft["rounds"]) + 1) * int(ft["epochs"]),
+        "dgcn.cls_epochs + dgcn.e2e_epochs": int(params["dgcn"]["cls_epochs"]) + int(params["dgcn"]["e2e_epochs"]),
+        "fersnet.epochs": int(params["fersnet"]["epochs"]),
+    }
+
+
+def budget_problems(params: Mapping[str, Any]) -> list[str]:
+    """Rows compared in a paired test must train their recognisers for the same number of
+    epochs (equal budgets): one problem line per budget that differs from
+    ``baseline.epochs``, naming the keys and the values that fix it."""
+    budgets = recogniser_budgets(params)
+    target = budgets["baseline.epochs"]
+    bad = {k: v for k, v in budgets.items() if v != target}
+    if not bad:
+        return []
+    lines = [f"every compared row trains its recogniser for baseline.epochs = {target} epochs (equal budgets); "
+             "these differ:"]
+    lines += [f"    {k} = {v}" for k, v in bad.items()]
+    lines.append("    set them to the same budget, e.g. dvc exp run -S baseline.epochs=N -S accnn.epochs=N "
+                 "-S fersnet.epochs=N -S dgcn.cls_epochs=N-e2e -S finetune.epochs=N/(rounds+1)")
+    return lines

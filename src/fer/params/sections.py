@@ -336,15 +336,25 @@ class FesganParams:
     hflip: bool = True  # horizontal flip of the real images (the only augmentation)
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
+    reexpress: str = "edit"  # code: G(E(x), e) (the paper's reading) | edit: a skip-connected editor
+    w_cycle: float = 10.0  # edit only: L1 of editing a re-expressed face back to its own expression
+    d_warmup: int = 0  # first iterations train only D's expression head on real images (included in iterations)
+    diffaugment: bool = False  # D sees real and fake images through the same random augmentation
+    w_proto: float = 0.0  # L1 of a re-expressed face to the source plus proto_scale x the class-typical change
+    proto_scale: float = 2.0  # how far the prototype target exaggerates the class-typical change
 
     def __post_init__(self) -> None:
+        if self.reexpress not in ("code", "edit"):
+            raise ValueError(f"fesgan.reexpress must be code or edit, got {self.reexpress!r}")
         if self.z_dim < 1 or self.width < 2 or self.iterations < 1 or self.batch_size < 2:
             raise ValueError("z_dim and iterations must be >= 1, width and batch_size >= 2")
         if self.lr <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ValueError("lr must be > 0 and beta1, beta2 in [0, 1)")
         if self.r1_every < 1 or self.grid_every < 0:
             raise ValueError("r1_every must be >= 1 and grid_every >= 0")
-        for name in ("r1_gamma", "w_cls", "w_rec", "w_id", "w_latent"):
+        if not 0 <= self.d_warmup < self.iterations:
+            raise ValueError(f"fesgan.d_warmup must be in [0, iterations), got {self.d_warmup}")
+        for name in ("r1_gamma", "w_cls", "w_rec", "w_id", "w_latent", "w_cycle", "w_proto", "proto_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"fesgan.{name} must be >= 0")
         if not 0 <= self.ema_decay < 1:
@@ -433,8 +443,7 @@ class ClusteringParams:
 class FinetuneParams:
     """``finetune``: corpus fine-tuning of the AC-CNN (``fer.methods.corpus``)."""
 
-    epochs: int = 8  # epochs of each training round
-    lr: float = 0.001  # fine-tuning LR (every other setting: the accnn section)
+    epochs: int = 8  # epochs of each training round (every other setting: the accnn section)
     rounds: int = 1  # re-clustering rounds after round 0 (0: cluster once, then fine-tune)
     pseudo_ratio: float = 0.5  # pseudo-labelled samples per real sample in each batch
     pseudo_weight: float = 0.5  # weight of the CE on pseudo-labelled images
@@ -445,7 +454,6 @@ class FinetuneParams:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"finetune.epochs must be >= 1, got {self.epochs}")
-        _finite_at_least("finetune.lr", self.lr, 0, strict=True)
         if self.rounds < 0:
             raise ValueError(f"finetune.rounds must be >= 0, got {self.rounds}")
         for name in ("pseudo_ratio", "synthetic_ratio"):
@@ -520,8 +528,7 @@ class FersnetParams:
     w_cycle: float = 0.5
     d_steps: int = 1  # discriminator updates per generator step (authors: 3)
     synth_per_image: int = 2  # "synth" row: target expressions per training image (0: all others)
-    synth_epochs: int = 2  # "synth" row: epochs over real + synthetic
-    synth_lr_factor: float = 0.1  # "synth" row: fine-tuning LR = lr * this (constant)
+    synth_ratio: float = 0.5  # "synth" row: synthetic images per real image in each batch
     grid_rows: int = 6  # validation faces in the synthesis grid
     select_metric: str = "val/mean_class_acc"
     amp: bool = True  # CUDA only
@@ -541,16 +548,15 @@ class FersnetParams:
             raise ValueError("fersnet.width, stages, disc_width and disc_layers must be >= 1")
         if self.gate_kernel not in (1, 3):
             raise ValueError(f"fersnet.gate_kernel must be 1 or 3, got {self.gate_kernel}")
-        if self.epochs < 1 or self.synth_epochs < 1 or self.batch_size < 2 or self.d_steps < 1:
-            raise ValueError("fersnet.epochs, synth_epochs and d_steps must be >= 1, batch_size >= 2")
+        if self.epochs < 1 or self.batch_size < 2 or self.d_steps < 1:
+            raise ValueError("fersnet.epochs and d_steps must be >= 1, batch_size >= 2")
         if not (self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0):
             raise ValueError("fersnet: lr > 0, beta1/beta2 in [0, 1), weight_decay >= 0 required")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("fersnet.dropout and label_smoothing must be in [0, 1)")
         for name in ("w_l1", "w_id", "w_adv", "w_cycle"):
             _finite_at_least(f"fersnet.{name}", getattr(self, name), 0)
-        if not 0 < self.synth_lr_factor <= 1:
-            raise ValueError(f"fersnet.synth_lr_factor must be in (0, 1], got {self.synth_lr_factor}")
+        _finite_at_least("fersnet.synth_ratio", self.synth_ratio, 0, strict=True)
         if self.synth_per_image < 0 or self.grid_rows < 0:
             raise ValueError("fersnet.synth_per_image and grid_rows must be >= 0")
         if self.select_metric not in SELECT_METRICS:
