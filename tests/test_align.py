@@ -291,6 +291,35 @@ def test_detector_small_images_are_upscaled_and_mapped_back(detector, astronaut)
     np.testing.assert_allclose(dets[0].points5, expected, atol=2.0)
 
 
+def test_detector_large_images_are_reduced_and_mapped_back(detector, astronaut, monkeypatch):
+    """An 8000 x 8000 photo went to dlib whole (28 s, 3.1 GB at one upsampling): it is now
+    reduced to DETECT_MAX_SIDE before detection, and the landmarks come back in the
+    photo's own pixels (within a few pixels of the 512 px image's, scaled)."""
+    import fer.align.detect as detect_module
+
+    seen = []
+    dlib, real_detector, predictor = detect_module._models()
+
+    class Recording:
+        def run(self, img, upsample, threshold):
+            seen.append(img.shape)
+            return real_detector.run(img, upsample, threshold)
+
+    monkeypatch.setattr(detect_module, "_models", lambda: (dlib, Recording(), predictor))
+    side = 8000
+    huge = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_LINEAR)
+    (ref, *_), (big, *_) = detector.detect(astronaut), detector.detect(huge)
+    assert seen[-1][:2] == (detect_module.DETECT_MAX_SIDE, detect_module.DETECT_MAX_SIDE)
+    scale = side / astronaut.shape[0]
+    np.testing.assert_allclose(big.points5, (ref.points5 + 0.5) * scale - 0.5, atol=1.5 * scale)
+    assert big.box[2] - big.box[0] > 0.1 * side  # the face's box, in the photo's pixels
+    # images at or below the limit go to dlib as they are; the limit is checked
+    detector.detect(astronaut)
+    assert seen[-1] == astronaut.shape
+    with pytest.raises(ValueError, match="max_side"):
+        Dlib68Detector(min_side=200, max_side=100)
+
+
 def test_detector_lfw_subset_rates(detector, lfw_uint8):
     """Detection rate on the 100 LFW face crops (25x25 px) and false-positive rate on the
     100 non-face patches. Measured with upsample=1, min_side=160 (dlib 20.0.1):
