@@ -27,12 +27,13 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import re
 import stat as stat_module
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
-__all__ = ["DatasetError", "FileEntry", "normalise_relpath", "walk_files"]
+__all__ = ["DatasetError", "FileEntry", "join", "normalise_relpath", "walk_files"]
 
 
 class DatasetError(ValueError):
@@ -48,16 +49,17 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class FileEntry:
     """One file under a root: its relative path (``/``-separated), its path as the walk
-    reached it (links not resolved) and, for a file, ``os.stat`` of what it points to."""
+    reached it (a string: the root joined with the relative path, links not resolved)
+    and, for a file, ``os.stat`` of what it points to."""
 
     rel: str
-    path: Path
+    path: str
     st: os.stat_result | None  # None for a broken link
     broken: bool = False  # a symbolic link whose target does not exist
     link_target: str | None = None  # what a broken link points to (os.readlink)
 
 
-def _listdir(folder: Path) -> list[os.DirEntry]:
+def _listdir(folder: str) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
             return sorted(it, key=lambda e: e.name)
@@ -69,10 +71,18 @@ def _listdir(folder: Path) -> list[os.DirEntry]:
         raise DatasetError(f"{folder}: folder not found") from e
 
 
+def join(base: str, rel: str) -> str:
+    """``str(Path(base) / rel)`` for a ``base`` already in ``str(Path(...))`` form and a
+    normalised ``rel``, without building Path objects (the readers and the walk join one
+    per image: hundreds of thousands)."""
+    if base == ".":
+        return rel
+    return base + rel if base.endswith("/") else f"{base}/{rel}"
+
+
 def walk_files(root: str | Path, exclude_names: Collection[str] = ()) -> Iterator[FileEntry]:
     """Every file under ``root`` (module docstring), depth first, names sorted in each
     folder; links followed, loops and special files are errors."""
-    root = Path(root)
     try:
         st = os.stat(root)
     except FileNotFoundError as e:
@@ -81,14 +91,14 @@ def walk_files(root: str | Path, exclude_names: Collection[str] = ()) -> Iterato
         raise DatasetError(f"{root}: cannot read the dataset folder ({e.strerror})") from e
     if not stat_module.S_ISDIR(st.st_mode):
         raise DatasetError(f"{root}: not a folder")
-    yield from _walk(root, "", [(st.st_dev, st.st_ino)], frozenset(exclude_names))
+    yield from _walk(str(Path(root)), "", [(st.st_dev, st.st_ino)], frozenset(exclude_names))
 
 
-def _walk(folder: Path, prefix: str, ancestors: list[tuple[int, int]], exclude: frozenset[str]) -> Iterator[FileEntry]:
+def _walk(folder: str, prefix: str, ancestors: list[tuple[int, int]], exclude: frozenset[str]) -> Iterator[FileEntry]:
     for entry in _listdir(folder):
         if entry.name in exclude:
             continue
-        path = folder / entry.name
+        path = join(folder, entry.name)
         rel = prefix + entry.name
         try:
             st = os.stat(path)  # follows links
@@ -115,6 +125,9 @@ def _walk(folder: Path, prefix: str, ancestors: list[tuple[int, int]], exclude: 
             raise DatasetError(f"{path}: neither a file nor a folder (a pipe, socket or device); remove it from the dataset")
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
 def normalise_relpath(rel: str) -> str:
     """The canonical spelling of a path relative to a dataset root (module docstring).
 
@@ -123,7 +136,7 @@ def normalise_relpath(rel: str) -> str:
     text = rel.strip()
     if not text:
         raise ValueError("empty image path")
-    if text.startswith(("/", "\\")) or PurePosixPath(text).is_absolute() or PureWindowsPath(text).drive:
+    if text.startswith(("/", "\\")) or _DRIVE.match(text):
         raise ValueError(
             f"image path {rel!r} is absolute: paths must be relative to the dataset root, so that "
             "every image is inside the folder whose content the pipeline tracks"

@@ -2,7 +2,8 @@
 
 A folder's own modification time says nothing about the files inside it (Snakemake judges
 a folder input by it), so the pipeline depends on a small **fingerprint file** instead: the
-SHA-256 of the sorted list of every file's relative path, size and content SHA-256
+SHA-256 of the list of every file's relative path, size and content SHA-256, one line
+each in the walk's order (names sorted)
 (:func:`fer.data.files.walk_files`: symbolic links followed, nothing skipped). Adding,
 removing, renaming, editing or relabelling one image (or editing one row of
 ``labels.csv`` in place) changes it; touching a file, copying the dataset elsewhere or
@@ -45,6 +46,7 @@ __all__ = [
     "compute_fingerprint",
     "file_sha256",
     "fingerprint_is_current",
+    "save_fingerprint",
     "write_fingerprint",
 ]
 
@@ -159,7 +161,7 @@ def compute_fingerprint(
     for entry in walk_files(root, exclude_names):
         n_files += 1
         if entry.broken:
-            row: list = [entry.rel, None, f"broken symbolic link to {entry.link_target}"]
+            row = f"{entry.rel!r}\t-\tbroken symbolic link to {entry.link_target!r}\n"
         else:
             st = entry.st
             assert st is not None
@@ -175,8 +177,8 @@ def compute_fingerprint(
                     put[entry.rel] = (stamp, sha)
             seen.add(entry.rel)
             n_bytes += st.st_size
-            row = [entry.rel, st.st_size, sha]
-        listing.update((json.dumps(row) + "\n").encode())
+            row = f"{entry.rel!r}\t{st.st_size}\t{sha}\n"
+        listing.update(row.encode("utf-8", "surrogateescape"))
     if cache is not None:
         cache.update(key, put, [rel for rel in known if rel not in seen])
     fp = Fingerprint(root=str(root), files=n_files, bytes=n_bytes, sha256=listing.hexdigest())
@@ -190,17 +192,23 @@ def _current_text(out: str | Path) -> str | None:
         return None
 
 
+def save_fingerprint(out: str | Path, fp: Fingerprint) -> bool:
+    """Write ``fp`` to ``out`` only when its text differs from what ``out`` holds
+    (atomically); return whether it was rewritten."""
+    text = fp.text()
+    if _current_text(out) == text:
+        return False
+    write_text(out, text)
+    return True
+
+
 def write_fingerprint(
     root: str | Path, out: str | Path, cache_path: str | Path | None = None, exclude_names: Collection[str] = ()
 ) -> tuple[bool, Fingerprint, FingerprintStats]:
-    """Compute the fingerprint of ``root`` and write it to ``out`` only when its text
-    differs from what ``out`` holds (atomically). Returns (rewritten, fingerprint, stats)."""
+    """Compute the fingerprint of ``root`` and :func:`save_fingerprint` it to ``out``.
+    Returns (rewritten, fingerprint, stats)."""
     fp, stats = compute_fingerprint(root, cache_path, exclude_names)
-    text = fp.text()
-    if _current_text(out) == text:
-        return False, fp, stats
-    write_text(out, text)
-    return True, fp, stats
+    return save_fingerprint(out, fp), fp, stats
 
 
 def fingerprint_is_current(

@@ -21,15 +21,16 @@ files are errors that name the file. Nothing is skipped silently.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fer.data.files import DatasetError, normalise_relpath, walk_files
+from fer.data.files import DatasetError, join, normalise_relpath, walk_files
 from fer.data.landmarks import SUFFIX as LANDMARK_SUFFIX
-from fer.data.landmarks import landmark_path
 from fer.labels import UnknownLabelError, canonical_label, dataset_classes
 
 __all__ = [
@@ -61,9 +62,11 @@ def _raise_problems(problems: list[str], what: str) -> None:
         raise DatasetError(f"{what}: {len(problems)} problem(s):\n{shown}{more}", problems)
 
 
-def _landmarks_for(image: Path) -> str | None:
-    lm = landmark_path(image)
-    return str(lm) if lm.exists() else None
+def _landmarks_for(image: str) -> str | None:
+    """The landmark file beside ``image`` (``fer.data.landmarks.landmark_path``, on
+    strings: this runs once per image), or None."""
+    lm = os.path.splitext(image)[0] + LANDMARK_SUFFIX
+    return lm if os.path.exists(lm) else None
 
 
 def _read_table(table: Path, need: Sequence[str]) -> tuple[list[str], list[dict]]:
@@ -97,6 +100,7 @@ def read_csv_dataset(
     absolute path or one that leaves the root is an error, and so is an image listed twice
     (under any spelling, or through a link to the same file)."""
     root = Path(root)
+    base = str(root)
     table = root / "labels.csv"
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -130,13 +134,13 @@ def read_csv_dataset(
             problems.append(f"{where}: image {rel}{spelled} listed twice (first on line {seen[rel]})")
             continue
         seen[rel] = n
-        image = root / rel
+        image = join(base, rel)
         try:
-            st = image.stat()
+            st = os.stat(image)
         except OSError:
             problems.append(f"{where}: image file {image} does not exist")
             continue
-        if not image.is_file():
+        if not stat.S_ISREG(st.st_mode):
             problems.append(f"{where}: {image} is not a file")
             continue
         same = files.get((st.st_dev, st.st_ino))
@@ -151,7 +155,7 @@ def read_csv_dataset(
             except UnknownLabelError as e:
                 problems.append(str(e))
                 continue
-        records.append(Record(str(image), subject, label, _landmarks_for(image)))
+        records.append(Record(image, subject, label, _landmarks_for(image)))
     _raise_problems(problems, str(table))
     return records
 
@@ -175,7 +179,7 @@ def read_folder_dataset(
     exts = {e.lower() for e in image_extensions}
     problems: list[str] = []
     records: list[Record] = []
-    files: dict[tuple[int, int], Path] = {}
+    files: dict[tuple[int, int], str] = {}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -194,13 +198,12 @@ def read_folder_dataset(
             problems.extend(e.problems)
             continue
         for f in listed:
-            path = f.path
-            if path.name.startswith(".") or path.name.endswith(LANDMARK_SUFFIX):
+            path, name = f.path, os.path.basename(f.path)
+            if name.startswith(".") or name.endswith(LANDMARK_SUFFIX):
                 continue
-            if path.suffix.lower() not in exts:
-                problems.append(
-                    f"{path}: not an image (extension {path.suffix!r} is not in data.image_extensions)"
-                )
+            suffix = os.path.splitext(name)[1]
+            if suffix.lower() not in exts:
+                problems.append(f"{path}: not an image (extension {suffix!r} is not in data.image_extensions)")
                 continue
             n_images += 1
             if f.broken:
@@ -212,11 +215,11 @@ def read_folder_dataset(
                 problems.append(f"{path}: the same file as {files[key]} (a link?); each image must appear once")
                 continue
             files[key] = path
-            m = pattern.search(path.name)
+            m = pattern.search(name)
             if not m or not m.group(1):
                 problems.append(f"{path}: data.subject_regex {subject_regex!r} does not match the file name")
                 continue
-            records.append(Record(str(path), m.group(1), label, _landmarks_for(path)))
+            records.append(Record(path, m.group(1), label, _landmarks_for(path)))
         if n_images == 0:
             problems.append(
                 f"{entry}: class folder holds no images (extensions {sorted(exts)}); add its images, "
