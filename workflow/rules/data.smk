@@ -20,8 +20,8 @@ rule make_demo:
 
 # The content fingerprints of the two image inputs (workflow/scripts/_dataset.py). Both
 # tools evaluate them on every run: Snakemake when it reads the Snakefile (common.smk
-# removes a fingerprint file that no longer matches its data, so this job runs again),
-# DVC because an output named `fingerprint` makes an always_changed stage (dvcgen.py).
+# rewrites a fingerprint file that no longer matches its data; this job makes a missing
+# one), DVC because an output named `fingerprint` makes an always_changed stage (dvcgen.py).
 # The file changes only when the content did, so alignment re-runs exactly then. No
 # `cfg` param and ancient() code: a changed key or script must not re-run alignment by
 # itself (the file's content decides); the job still reads only its declared keys.
