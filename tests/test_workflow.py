@@ -217,8 +217,9 @@ def test_same_params_same_numbers_under_both_tools(dvc_run, smk_run):
 # ----------------------------------------------------------------------------- 5
 @pytest.mark.parametrize(
     ("key", "value", "named"),
-    [("baseline.lrr", 1, "lrr"), ("baseline.epochs", "ten", "epochs")],
-    ids=["unknown-key", "wrong-type"],
+    [("baseline.lrr", 1, "lrr"), ("baseline.epochs", "ten", "epochs"),
+     ("folds.n_folds", 2.0, "folds.n_folds: 2.0 is not of type 'integer'")],  # was a TypeError in common.smk
+    ids=["unknown-key", "wrong-type", "integral-float"],
 )
 def test_invalid_params_fail_before_any_job(base_repo, tmp_path, key, value, named):
     repo = copy_repo(base_repo, tmp_path / "repo")
