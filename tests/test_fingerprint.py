@@ -180,3 +180,12 @@ def test_fingerprint_file_is_rewritten_only_when_the_content_changes(tree, tmp_p
     assert not fingerprint_is_current(tree, out, cache)
     assert write_fingerprint(tree, out, cache)[0] is True and out.stat().st_mtime_ns != stamp
     assert len(out.read_bytes()) < 300  # small, whatever the dataset's size
+
+
+def test_an_unreadable_file_is_named(tree, monkeypatch):
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("fer.data.fingerprint.file_sha256", denied)
+    with pytest.raises(DatasetError, match=r"a.png: cannot read \(Permission denied\)"):
+        compute_fingerprint(tree)

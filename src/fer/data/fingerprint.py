@@ -34,7 +34,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from fer.data.files import walk_files
+from fer.data.files import DatasetError, walk_files
 from fer.utils.io import write_text
 
 __all__ = [
@@ -171,7 +171,10 @@ def compute_fingerprint(
                 sha = hit[1]
                 cached += 1
             else:
-                sha = file_sha256(entry.path)
+                try:
+                    sha = file_sha256(entry.path)
+                except OSError as e:
+                    raise DatasetError(f"{entry.path}: cannot read ({e.strerror})") from e
                 hashed += 1
                 if now - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
                     put[entry.rel] = (stamp, sha)
