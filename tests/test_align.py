@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ from fer.align.pipeline import (
     run_alignment,
     select_largest,
     warp_to_template,
+    write_aligned,
 )
 from fer.align.similarity import alignment_residual, apply_affine, estimate_similarity, similarity_scale
 from fer.align.template import ARCFACE_112, template_points
@@ -289,6 +291,35 @@ def test_detector_small_images_are_upscaled_and_mapped_back(detector, astronaut)
     np.testing.assert_allclose(dets[0].points5, expected, atol=2.0)
 
 
+def test_detector_large_images_are_reduced_and_mapped_back(detector, astronaut, monkeypatch):
+    """An 8000 x 8000 photo went to dlib whole (28 s, 3.1 GB at one upsampling): it is now
+    reduced to DETECT_MAX_SIDE before detection, and the landmarks come back in the
+    photo's own pixels (within a few pixels of the 512 px image's, scaled)."""
+    import fer.align.detect as detect_module
+
+    seen = []
+    dlib, real_detector, predictor = detect_module._models()
+
+    class Recording:
+        def run(self, img, upsample, threshold):
+            seen.append(img.shape)
+            return real_detector.run(img, upsample, threshold)
+
+    monkeypatch.setattr(detect_module, "_models", lambda: (dlib, Recording(), predictor))
+    side = 8000
+    huge = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_LINEAR)
+    (ref, *_), (big, *_) = detector.detect(astronaut), detector.detect(huge)
+    assert seen[-1][:2] == (detect_module.DETECT_MAX_SIDE, detect_module.DETECT_MAX_SIDE)
+    scale = side / astronaut.shape[0]
+    np.testing.assert_allclose(big.points5, (ref.points5 + 0.5) * scale - 0.5, atol=1.5 * scale)
+    assert big.box[2] - big.box[0] > 0.1 * side  # the face's box, in the photo's pixels
+    # images at or below the limit go to dlib as they are; the limit is checked
+    detector.detect(astronaut)
+    assert seen[-1] == astronaut.shape
+    with pytest.raises(ValueError, match="max_side"):
+        Dlib68Detector(min_side=200, max_side=100)
+
+
 def test_detector_lfw_subset_rates(detector, lfw_uint8):
     """Detection rate on the 100 LFW face crops (25x25 px) and false-positive rate on the
     100 non-face patches. Measured with upsample=1, min_side=160 (dlib 20.0.1):
@@ -518,10 +549,23 @@ def test_write_aligned_and_run_alignment(tmp_path, astronaut):
     recs = _failure_records(tmp_path, astronaut)
     recs.append(AlignRecord(recs[0].path, "s4", "neutral"))
     cfg = AlignParams(landmarks="detector", max_failure_fraction=0.25)
-    out_dir = tmp_path / "aligned"
-    with pytest.raises(AlignmentFailedError, match="qa.csv"):
-        run_alignment(recs, out_dir, cfg, classes=["anger", "happiness", "neutral"])
-    # the QA and the data were written before the stage failed
+    out_dir, evidence = tmp_path / "aligned", tmp_path / "logs" / "align"
+    with pytest.raises(AlignmentFailedError) as ei:
+        run_alignment(recs, out_dir, cfg, classes=["anger", "happiness", "neutral"], evidence_dir=evidence)
+    # A failed stage leaves no declared output, not even a partial one; its evidence is in
+    # the evidence folder (the job's log folder), and the message points there.
+    assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
+    msg = str(ei.value)
+    assert f"{evidence / 'qa.csv'}" in msg and f"all 2 failures are listed in {evidence / 'failures.txt'}" in msg
+    with open(evidence / "qa.csv", newline="") as f:
+        qa = list(csv.DictReader(f))
+    assert [r["status"] for r in qa] == ["ok", "failed", "failed", "ok"]
+    failures = (evidence / "failures.txt").read_text().splitlines()
+    assert failures[0].startswith("# 2 of 4 images failed") and "0.25" in failures[0]
+    assert failures[1].startswith(f"{recs[1].path}: unreadable image") and failures[2].startswith(f"{recs[2].path}: no face")
+
+    cfg = AlignParams(landmarks="detector", max_failure_fraction=0.5)
+    run_alignment(recs, out_dir, cfg, classes=["anger", "happiness", "neutral"])
     images = np.load(out_dir / "images.npy")
     assert images.dtype == np.uint8 and images.shape == (2, 64, 64, 1)
     with open(out_dir / "manifest.csv", newline="") as f:
@@ -549,9 +593,30 @@ def test_write_aligned_and_run_alignment(tmp_path, astronaut):
     rgb_cfg = AlignParams(landmarks="detector", channels="rgb", max_failure_fraction=0.5)
     ok = run_alignment(recs, tmp_path / "rgb", rgb_cfg, ["anger", "happiness", "neutral"])
     assert np.load(tmp_path / "rgb" / "images.npy").shape == (2, 64, 64, 3) and ok.kept == [0, 3]
-    # a label outside the class list is an error, not a silent row
+    # a label outside the class list is an error, not a silent row; nothing is written
     with pytest.raises(ValueError, match="not one of the classes"):
         run_alignment(recs, tmp_path / "bad", cfg, classes=["anger"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_write_aligned_is_all_or_nothing(tmp_path, astronaut, monkeypatch):
+    """An error while the aligned set is being written (here: the disk fills up on the
+    last file) leaves none of its files: every file goes to a temporary name first."""
+    recs = _failure_records(tmp_path, astronaut)[:1]
+    cfg = AlignParams(landmarks="detector")
+    out = align_records(recs, cfg)
+    original = Path.write_text
+
+    def full_disk(self, text, *a, **k):
+        if self.name.startswith(".metrics.json"):
+            raise OSError(28, "No space left on device")
+        return original(self, text, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    out_dir = tmp_path / "aligned"
+    with pytest.raises(OSError, match="No space"):
+        write_aligned(out_dir, out, recs, cfg, ["happiness"], extra_json={tmp_path / "m" / "metrics.json": {"a": 1}})
+    assert list(out_dir.iterdir()) == [] and list((tmp_path / "m").iterdir()) == []
 
 
 def test_config_validation():

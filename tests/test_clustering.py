@@ -182,8 +182,10 @@ def test_guided_reports_empty_class_and_validates(caplog):
 
 
 def test_clustering_config_from_mapping():
-    cfg = build(ClusteringParams, {"guidance": "overcluster", "niter": 5.0, "keep_fraction": 1})
+    cfg = build(ClusteringParams, {"guidance": "overcluster", "niter": 5, "keep_fraction": 1})
     assert cfg.niter == 5 and cfg.keep_fraction == 1.0 and cfg.guidance == "overcluster"
+    with pytest.raises(ValueError, match="niter must be an integer"):  # integers are integers (issue 9)
+        build(ClusteringParams, {"niter": 5.0})
     with pytest.raises(ValueError, match="unknown key"):
         build(ClusteringParams, {"k": 3})
     with pytest.raises(ValueError, match="embedder"):

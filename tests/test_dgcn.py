@@ -145,7 +145,9 @@ def test_missing_neutral_in_training_is_an_error(tmp_path: Path) -> None:
 
 
 def test_config_is_strict() -> None:
-    assert build(DgcnParams, {"gen_epochs": 3.0}).gen_epochs == 3
+    assert build(DgcnParams, {"gen_epochs": 3}).gen_epochs == 3
+    with pytest.raises(ValueError, match="gen_epochs must be an integer"):  # integers are integers (issue 9)
+        build(DgcnParams, {"gen_epochs": 3.0})
     with pytest.raises(ValueError, match="unknown key dgcn.'epochs'"):
         build(DgcnParams, {"epochs": 3}, "dgcn")
     with pytest.raises(ValueError, match="contrast"):

@@ -377,8 +377,10 @@ def test_identity_network_state_is_restored(tmp_path: Path) -> None:
 
 
 def test_config_from_mapping() -> None:
-    cfg = build(FesganParams, {"iterations": 10.0, "lr": 1, "hflip": False})
+    cfg = build(FesganParams, {"iterations": 10, "lr": 1, "hflip": False})
     assert cfg.iterations == 10 and isinstance(cfg.lr, float) and not cfg.hflip
+    with pytest.raises(ValueError, match="iterations must be an integer"):  # integers are integers (issue 9)
+        build(FesganParams, {"iterations": 10.0})
     with pytest.raises(ValueError, match="w_idd"):
         build(FesganParams, {"w_idd": 1.0})
     with pytest.raises(ValueError):

@@ -57,3 +57,30 @@ def test_check_folds_catches_leaks():
     leak = {"train": ["a", "d"], "val": ["c"], "test": ["b", "d"]}
     with pytest.raises(FoldError, match="both train and test"):
         check_folds([good, leak], ["a", "b", "c", "d"])
+
+
+def test_too_few_training_subjects_gives_advice_that_helps():
+    """A smaller folds.val_fraction asks for MORE training subjects (the validation split
+    is 1/round(1/val_fraction) of them), and so do FEWER folds (larger test parts): the
+    message must not advise lowering val_fraction (it did), and each fix it names must work."""
+    from fer.data.folds import fold_plan_problems, val_splits
+
+    subjects, labels = _data(n_subjects=6, per=1)
+    with pytest.raises(FoldError) as e:
+        make_folds(subjects, labels, 3, 0.2, seed=0)  # 4 training subjects, 1/5 needs 5
+    msg = str(e.value)
+    assert "lower folds.val_fraction" not in msg
+    assert "needs at least 5" in msg and "folds.n_folds: 6 or more" in msg and "folds.val_fraction: 0.25" in msg
+    make_folds(subjects, labels, 6, 0.2, seed=0)  # more folds works
+    make_folds(subjects, labels, 3, 0.25, seed=0)  # so does the larger fraction named
+    # the same arithmetic before any fold is drawn (what the pipeline checks before any job)
+    (problem,) = fold_plan_problems(6, 3, 0.2)
+    assert "folds.val_fraction: 0.25" in problem and "folds.n_folds: 6" in problem
+    assert fold_plan_problems(6, 3, 0.25) == [] and fold_plan_problems(6, 6, 0.2) == []
+    assert "set folds.n_folds to 3 or less" in fold_plan_problems(3, 4, 0.2)[0]
+    assert val_splits(0.2) == 5 and val_splits(0.45) == 2 and val_splits(0.34) == 3
+
+
+def test_sklearn_refusals_become_fold_errors():
+    with pytest.raises(FoldError, match="folds.n_folds = 4.*fewer folds"):
+        make_folds(["a", "b", "c", "d", "e"], [0, 1, 0, 1, 0], 4, 0.2, seed=0)

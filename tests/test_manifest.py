@@ -95,3 +95,84 @@ def test_landmark_files(tmp_path):
     p.write_text("1 2\n3 x\n")
     with pytest.raises(LandmarkFileError, match=":2"):
         read_landmarks(p)
+
+
+# ----------------------------------------------------------------------------- issue 9, point 7
+def test_images_in_a_linked_subfolder_are_read(tmp_path):
+    """A class folder assembled from links: the linked sub-folder's images are read (they
+    were skipped with no trace: pathlib's rglob does not enter linked folders)."""
+    root = tmp_path / "ds"
+    _img(root / "happy" / "S001_a.png")
+    _img(tmp_path / "disk2" / "happy" / "S002_b.png")
+    _img(root / "sad" / "S001_c.png")
+    (root / "happy" / "more").symlink_to(tmp_path / "disk2" / "happy")
+    recs = read_dataset("folders", root, subject_regex=r"^(S\d+)_", image_extensions=EXTS)
+    assert sorted(r.subject for r in recs if r.label == "happiness") == ["S001", "S002"]
+    # the same file reached twice (a link inside the dataset to its own folder) is an error
+    (root / "sad" / "again").symlink_to(root / "happy" / "more")
+    with pytest.raises(DatasetError, match="the same file as"):
+        read_dataset("folders", root, subject_regex=r"^(S\d+)_", image_extensions=EXTS)
+
+
+def test_an_empty_class_folder_is_an_error(tmp_path):
+    _img(tmp_path / "happy" / "S001_a.png")
+    _img(tmp_path / "sad" / "S001_b.png")
+    (tmp_path / "fear").mkdir()
+    (tmp_path / "surprise" / "sub").mkdir(parents=True)
+    with pytest.raises(DatasetError) as e:
+        read_dataset("folders", tmp_path, subject_regex=r"^(S\d+)_", image_extensions=EXTS)
+    msg = str(e.value)
+    assert f"{tmp_path / 'fear'}: class folder holds no images" in msg
+    assert f"{tmp_path / 'surprise'}: class folder holds no images" in msg
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [("/abs/images/a.png", "is absolute"), ("../outside/a.png", "leaves the dataset root"),
+     ("images/../../outside/a.png", "leaves the dataset root")],
+)
+def test_csv_paths_must_stay_inside_the_root(tmp_path, row, needle):
+    """Files outside the root are not in the dataset's fingerprint: a change there would
+    go unseen, so such rows are refused (they were accepted)."""
+    root = tmp_path / "ds"
+    _img(root / "images" / "a.png")
+    _img(tmp_path / "outside" / "a.png")
+    row = row.replace("/abs", str(root))
+    (root / "labels.csv").write_text(f"image,subject,expression\nimages/a.png,S1,happy\n{row},S2,sad\n")
+    with pytest.raises(DatasetError, match=needle) as e:
+        read_dataset("csv", root)
+    assert "labels.csv:3" in str(e.value)
+
+
+def test_csv_same_image_under_two_spellings_is_listed_twice(tmp_path):
+    _img(tmp_path / "img" / "x.png")
+    (tmp_path / "labels.csv").write_text("image,subject,expression\nimg/x.png,S1,happy\n./img/x.png,S1,sad\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:3: image img/x.png \(as './img/x.png'\) listed twice \(first on line 2\)"):
+        read_dataset("csv", tmp_path)
+    # and through a link to the same file
+    (tmp_path / "alias").symlink_to(tmp_path / "img")
+    (tmp_path / "labels.csv").write_text("image,subject,expression\nimg/x.png,S1,happy\nalias/x.png,S1,sad\n")
+    with pytest.raises(DatasetError, match="is the same file as img/x.png on line 2"):
+        read_dataset("csv", tmp_path)
+
+
+def test_csv_written_by_excel_reads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: it is not part of the first
+    column's name (it was: "missing column(s) ['image']; found ['\\ufeffimage', ...]")."""
+    _img(tmp_path / "img" / "x.png")
+    (tmp_path / "labels.csv").write_bytes("image,subject,expression\r\nimg/x.png,S1,happy\r\n".encode("utf-8-sig"))
+    (rec,) = read_dataset("csv", tmp_path)
+    assert (rec.subject, rec.label) == ("S1", "happiness")
+    (tmp_path / "labels.csv").write_bytes("image,subject,expression\nimg/x.png,Sé,happy\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8 text"):
+        read_dataset("csv", tmp_path)
+
+
+def test_csv_rows_with_the_wrong_number_of_fields(tmp_path):
+    _img(tmp_path / "img" / "x,1.png")
+    _img(tmp_path / "img" / "y.png")
+    (tmp_path / "labels.csv").write_text("image,subject,expression\nimg/x,1.png,S1,happy\nimg/y.png,S2\n")
+    with pytest.raises(DatasetError) as e:
+        read_dataset("csv", tmp_path)
+    msg = str(e.value)
+    assert "labels.csv:2: 4 field(s), the header has 3" in msg and "labels.csv:3: 2 field(s)" in msg

@@ -40,6 +40,9 @@ def test_shipped_params_are_valid(params):
         (("rdbp_typo",), 1, "rdbp_typo"),  # unknown top-level section
         (("baseline", "epochs"), "ten", "baseline.epochs"),  # wrong type
         (("baseline", "epochs"), 2.5, "baseline.epochs"),  # float where int
+        (("folds", "n_folds"), 2.0, "folds.n_folds"),  # an integral float is not an integer either
+        (("seed",), 0.0, "seed"),  # top-level integer: the schema's own check is strict too
+        (("fersnet", "lr_milestones"), [150.0], "fersnet.lr_milestones"),  # list items too
         (("align", "channels"), "bgr", "align.channels"),  # not in enum
         (("folds", "n_folds"), 1, "folds.n_folds"),  # below minimum
         (("baseline", "augment", "flip"), True, "flip"),  # unknown nested key
@@ -185,6 +188,19 @@ def test_build_coerces_and_rejects(params):
         build(RdbpParams, {"anchor": "nearest"}, "rdbp")
     with pytest.raises(ParamsError, match="rdbp.stop_gradient must be true or false"):
         build(RdbpParams, {"stop_gradient": 1}, "rdbp")
+
+
+def test_integers_are_integers():
+    """``n_folds: 2.0`` used to pass the schema and the dataclass (coerced to 2) while
+    common.smk did ``range(config["folds"]["n_folds"])`` on the raw 2.0 (a TypeError): an
+    int field takes an int and nothing else, in the dataclasses and in the schema."""
+    from fer.params import FoldsParams
+
+    assert build(FoldsParams, {"n_folds": 3}).n_folds == 3
+    for bad in (2.0, 3.5, True, "3"):
+        with pytest.raises(ParamsError, match="folds.n_folds must be an integer"):
+            build(FoldsParams, {"n_folds": bad}, "folds")
+    assert isinstance(build(RdbpParams, {"lambda": 1}).lambda_, float)  # an int is a number
 
 
 def test_declared_sections_with_a_rows_overrides(params):

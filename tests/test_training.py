@@ -131,8 +131,10 @@ def test_augment_config_validation() -> None:
 
 # ----------------------------------------------------------------------------- config
 def test_train_config_from_mapping() -> None:
-    cfg = build(RecognizerParams, {"epochs": 5.0, "lr": 1, "augment": {"rotate_deg": 15}})
+    cfg = build(RecognizerParams, {"epochs": 5, "lr": 1, "augment": {"rotate_deg": 15}})
     assert cfg.epochs == 5 and isinstance(cfg.epochs, int)
+    with pytest.raises(ValueError, match="epochs must be an integer"):  # integers are integers (issue 9)
+        build(RecognizerParams, {"epochs": 5.0})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.augment == AugmentParams(rotate_deg=15.0)
     assert build(RecognizerParams, {}) == RecognizerParams()

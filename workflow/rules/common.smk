@@ -1,10 +1,12 @@
-# Helpers shared by the rules: parameter validation, declared keys, code dependencies.
+# Helpers shared by the rules: parameter validation, the checks of the image inputs and
+# their fingerprints, declared keys, code dependencies.
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps)
 
 from _common import check_pipeline_params
+from _dataset import CHECK_KEYS, fingerprint_file, preflight
 from codedeps import code_files
 from fer.params import ParamsError, load_yaml, subset, validate_params
 
@@ -20,6 +22,13 @@ if config != load_yaml(PARAMS_FILE):
     )
 validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
 check_pipeline_params(config, PARAMS_FILE)
+# Before any job: the dataset and the corpus are read and checked against what params.yaml
+# asks of them, and a content fingerprint that no longer matches its data is rewritten, so
+# that alignment and everything after it re-run (workflow/scripts/_dataset.py).
+for _note in preflight(
+    config, made_from={"dataset": "data/aligned/meta.json", "corpus": "data/aligned_corpus/meta.json"}
+):
+    print(_note, file=sys.stderr)
 
 FOLDS = list(range(config["folds"]["n_folds"]))
 
@@ -50,15 +59,19 @@ def code(script):
 
 
 def corpus_input():
-    """The unlabelled corpus the identity network (and later the clustering) uses."""
-    if config["data"]["format"] == "demo":
-        return "data/demo"
-    return config["corpus"]["root"]
+    """What the corpus alignment depends on: the content fingerprint of the unlabelled
+    corpus (corpus.root), not the folder, whose own time stamp says nothing about the
+    files inside."""
+    return fingerprint_file("corpus")
 
 
 def dataset_input():
-    """What the alignment depends on: the demo generator's output folder, or the user's
-    dataset root (for the csv and folders formats)."""
-    if config["data"]["format"] == "demo":
-        return "data/demo"
-    return config["data"]["root"]
+    """What the alignment depends on: the content fingerprint of the dataset (data.root:
+    the demo generator's output, or the user's dataset for the csv and folders formats)."""
+    return fingerprint_file("dataset")
+
+
+def demo_output():
+    """The demo generator's output folder with data.format demo (the image inputs are in
+    it), nothing otherwise."""
+    return ["data/demo"] if config["data"]["format"] == "demo" else []

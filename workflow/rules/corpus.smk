@@ -26,7 +26,10 @@ def finetune_synthetic_arg(wildcards):
 
 def corpus_truth_input():
     """The corpus's hidden expression truth (corpus.truth), read only by the pseudo-label
-    evaluation: for the demo it lies inside the generator's output folder."""
+    evaluation: for the demo it lies inside the generator's output folder; none when
+    corpus.truth is '' (an empty path would make Snakemake warn on every run)."""
+    if not config["corpus"]["truth"]:
+        return []
     if config["data"]["format"] == "demo":
         return "data/demo"
     return config["corpus"]["truth"]

@@ -18,9 +18,55 @@ rule make_demo:
         + TO_LOG
 
 
+# The content fingerprints of the two image inputs (workflow/scripts/_dataset.py). Both
+# tools evaluate them on every run: Snakemake when it reads the Snakefile (common.smk
+# rewrites a fingerprint file that no longer matches its data; this job makes a missing
+# one), DVC because an output named `fingerprint` makes an always_changed stage (dvcgen.py).
+# The file changes only when the content did, so alignment re-runs exactly then. No
+# `cfg` param and ancient() code: a changed key or script must not re-run alignment by
+# itself (the file's content decides); the job still reads only its declared keys.
+
+
+rule fingerprint_dataset:
+    """Check the labelled dataset (its list of images; the classes, subjects and folds
+    params.yaml asks of it) and write its content fingerprint, which alignment depends on."""
+    input:
+        demo=demo_output(),
+        code=ancient(code("fingerprint")),
+    output:
+        fingerprint=fingerprint_file("dataset"),
+    params:
+        declared=",".join(CHECK_KEYS["dataset"]),
+    log:
+        "logs/fingerprint_dataset.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/fingerprint.py --input dataset --keys {params.declared} "
+        "--out {output.fingerprint} "
+        + TO_LOG
+
+
+rule fingerprint_corpus:
+    """Check the face-recognition corpus (its list of images) and write its content
+    fingerprint, which the corpus alignment depends on."""
+    input:
+        demo=demo_output(),
+        code=ancient(code("fingerprint")),
+    output:
+        fingerprint=fingerprint_file("corpus"),
+    params:
+        declared=",".join(CHECK_KEYS["corpus"]),
+    log:
+        "logs/fingerprint_corpus.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/fingerprint.py --input corpus --keys {params.declared} "
+        "--out {output.fingerprint} "
+        + TO_LOG
+
+
 rule align:
     """Read the dataset (demo, csv or folders format), align every face to the 5-point
-    template and write one uint8 array, the manifest, and a per-image QA table."""
+    template and write one uint8 array, the manifest, and a per-image QA table. The QA
+    table and every failure also go to logs/align/, which a failed job keeps."""
     input:
         dataset=dataset_input(),
         code=code("align"),
@@ -36,7 +82,7 @@ rule align:
         "logs/align.log",
     shell:
         "mkdir -p logs && python workflow/scripts/align.py --keys {params.declared} "
-        "--out-dir data/aligned --metrics {output.metrics} "
+        "--out-dir data/aligned --metrics {output.metrics} --evidence-dir logs/align "
         + TO_LOG
 
 

@@ -52,7 +52,7 @@ rule align_corpus:
         "logs/align_corpus.log",
     shell:
         "mkdir -p logs && python workflow/scripts/align.py --corpus --keys {params.declared} "
-        "--out-dir data/aligned_corpus --metrics {output.metrics} "
+        "--out-dir data/aligned_corpus --metrics {output.metrics} --evidence-dir logs/align_corpus "
         + TO_LOG
 
 

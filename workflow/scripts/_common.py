@@ -8,8 +8,10 @@ This is the workflow side: it knows the pipeline's paths; ``fer`` does not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,16 @@ def setup_logging() -> None:
 def declared(args: argparse.Namespace) -> DeclaredParams:
     """Validate the whole parameter file, then expose only the declared keys."""
     return DeclaredParams(load_pipeline_params(args.params), [k for k in args.keys.split(",") if k])
+
+
+@contextlib.contextmanager
+def reported_errors(*errors: type[BaseException]) -> Iterator[None]:
+    """Errors in the user's data or params.yaml end the script with their message and
+    exit status 1, not with a Python traceback: ``ParamsError`` and the ``errors`` the
+    script names (``DatasetError``, ``FoldError``, ...; passed in, so that this module
+    imports nothing more). Anything else (a bug) keeps its traceback."""
+    try:
+        yield
+    except (ParamsError, *errors) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -24,6 +24,12 @@ every job is listed even when its outputs already exist):
   ``dvc checkout`` and experiments restore it (reports/ is git-ignored), and it is listed
   under the top-level ``plots:`` so ``dvc plots show`` renders it as an image; anything
   else (``directory()`` outputs included) -> ``outs``. Logs are not outputs.
+* an output named ``fingerprint`` (:data:`FINGERPRINT_OUTPUT`; a dataset's content
+  fingerprint, workflow/scripts/_dataset.py) -> ``{path: {cache: false, persist: true}}``,
+  and its stage gets ``always_changed: true``: DVC re-evaluates it on every run, the
+  command rewrites the file only when the content changed (``persist`` keeps DVC from
+  deleting it first), so the stages that depend on it re-run exactly then. Snakemake
+  re-evaluates the same fingerprint when it reads the Snakefile (workflow/rules/common.smk).
 * top-level ``plots:``: per rule with ``plots`` outputs, one curve plot per group of
   :data:`CURVE_PLOTS` (x: epoch) across all of that rule's CSVs (e.g. all folds), plus
   the report images.
@@ -89,6 +95,9 @@ CURVE_PLOTS: dict[str, tuple[str, ...]] = {
     "accuracy": ("train/acc", "val/acc", "val/mean_class_acc"),
 }
 CURVE_X = "epoch"
+
+#: Output name of a content fingerprint: an always-changed stage, its output persisted.
+FINGERPRINT_OUTPUT = "fingerprint"
 
 #: Name of the rule param holding the declared keys as a nested dict (common.smk).
 CFG_PARAM = "cfg"
@@ -285,6 +294,8 @@ def _stage(job: JobInfo) -> dict[str, Any]:
     if job.cmd is None:
         raise DvcGenError(f"rule {job.rule}: has outputs but no shell: command (run:/script: cannot go in dvc.yaml)")
     stage: dict[str, Any] = {"cmd": job.cmd.strip()}
+    if any(name == FINGERPRINT_OUTPUT for _, name, _ in job.outputs):
+        stage["always_changed"] = True
     deps = sorted(set(job.inputs))
     if deps:
         stage["deps"] = deps
@@ -296,6 +307,8 @@ def _stage(job: JobInfo) -> dict[str, Any]:
     for path, name, flags in job.outputs:
         if "directory" in flags:
             outs.append(path)
+        elif name == FINGERPRINT_OUTPUT:
+            outs.append({path: {"cache": False, "persist": True}})
         elif name == "metrics":
             metrics.append({path: {"cache": False}})
         elif name == "plots":

@@ -2,9 +2,9 @@
 
 import logging
 
-from _common import declared, parser, setup_logging
+from _common import declared, parser, reported_errors, setup_logging
 
-from fer.data.folds import write_folds
+from fer.data.folds import FoldError, write_folds
 
 if __name__ == "__main__":
     ap = parser(__doc__)
@@ -13,7 +13,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     setup_logging()
-    p = declared(args)
-    f = p.section("folds")
-    summary = write_folds(args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"))
+    with reported_errors(FoldError):
+        p = declared(args)
+        f = p.section("folds")
+        summary = write_folds(args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"))
     logging.info("folds: %s", summary)

@@ -2,8 +2,12 @@
 
 Every input image ends up either as one aligned ``size`` x ``size`` crop or as a
 ``failed`` row with a reason in the QA table; nothing is dropped silently. The stage
-fails as a whole (:class:`AlignmentFailedError`, raised by :func:`check_failures` *after*
-the QA table is written) when more than ``max_failure_fraction`` of the images fail.
+fails as a whole (:class:`AlignmentFailedError`, raised by :func:`check_failures`) when
+more than ``max_failure_fraction`` of the images fail. The evidence comes first and the
+artifact last: the QA table and the full list of failures go to a folder that is not an
+output of the stage (:func:`write_evidence`; the workflow uses the job's log folder), then
+the checks run, and only then is the aligned set written, all files or none
+(:func:`write_aligned`), so a failed stage leaves no partial output behind.
 
 Landmark sources (``AlignParams.landmarks``):
 
@@ -20,24 +24,26 @@ five points onto the ArcFace template scaled by ``face_scale``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fer.align.detect import Detection, Dlib68Detector
+from fer.align.detect import DETECT_MAX_SIDE, Detection, Dlib68Detector
 from fer.align.similarity import alignment_residual, apply_affine, estimate_similarity, similarity_scale
 from fer.align.template import template_points
 from fer.data.landmarks import LandmarkFileError, read_landmarks
 from fer.params import AlignParams, to_dict
 from fer.utils.images import ImageReadError, read_image
-from fer.utils.io import save_npy, write_json, write_text
+from fer.utils.io import atomic_path, write_text
 
 __all__ = [
     "make_detector",
@@ -48,6 +54,7 @@ __all__ = [
     "align_image",
     "align_records",
     "write_aligned",
+    "write_evidence",
     "check_failures",
     "run_alignment",
     "select_largest",
@@ -73,7 +80,11 @@ class AlignmentFailedError(RuntimeError):
 
 def make_detector(cfg: AlignParams) -> Dlib68Detector:
     """The face detector of the ``align`` settings."""
-    return Dlib68Detector(upsample=cfg.detector_upsample, min_side=cfg.detector_min_side)
+    return Dlib68Detector(
+        upsample=cfg.detector_upsample,
+        min_side=cfg.detector_min_side,
+        max_side=max(DETECT_MAX_SIDE, cfg.detector_min_side),
+    )
 
 
 @dataclass
@@ -102,7 +113,8 @@ class AlignOutput:
     images: np.ndarray  # (N_ok, size, size, C) uint8
     kept: list[int]  # indices into the records of the ok rows, same order as images
     qa: list[dict]  # one row per input record, keys QA_COLUMNS
-    qa_path: str | None = field(default=None)  # set by write_aligned
+    qa_path: str | None = field(default=None)  # set by write_evidence
+    failures_path: str | None = field(default=None)  # set by write_evidence
 
     @property
     def n_input(self) -> int:
@@ -399,12 +411,40 @@ def _summary(output: AlignOutput, cfg: AlignParams, classes: Sequence[str]) -> d
     }
 
 
+def write_evidence(evidence_dir: str | Path, output: AlignOutput, cfg: AlignParams) -> tuple[Path, Path]:
+    """Write the QA table and the full list of failures into ``evidence_dir``, a folder
+    that is not a declared output of the stage (the job's log folder), so both survive a
+    failed stage: Snakemake deletes the declared outputs of a failed job.
+
+    * ``qa.csv``: every input row, columns :data:`QA_COLUMNS` (as ``qa.csv`` of the
+      aligned set);
+    * ``failures.txt``: a header line with the counts and the threshold, then one line per
+      failed image, ``<path>: <reason>`` (all of them, not the first few).
+
+    Sets ``output.qa_path`` and ``output.failures_path``; returns both paths.
+    """
+    evidence_dir = Path(evidence_dir)
+    qa_path = evidence_dir / "qa.csv"
+    failures_path = evidence_dir / "failures.txt"
+    write_text(qa_path, _csv_text(QA_COLUMNS, output.qa))
+    failed = [r for r in output.qa if r["status"] != "ok"]
+    lines = [
+        f"# {len(failed)} of {output.n_input} images failed to align ({output.failure_fraction:.1%}); "
+        f"align.max_failure_fraction = {cfg.max_failure_fraction:g}"
+    ]
+    lines += [f"{r['path']}: {r['reason']}" for r in failed]
+    write_text(failures_path, "\n".join(lines) + "\n")
+    output.qa_path, output.failures_path = str(qa_path), str(failures_path)
+    return qa_path, failures_path
+
+
 def write_aligned(
     out_dir: str | Path,
     output: AlignOutput,
     records: Sequence[AlignRecord],
     cfg: AlignParams,
     classes: Sequence[str],
+    extra_json: Mapping[str | Path, object] | None = None,
 ) -> None:
     """Write ``images.npy``, ``manifest.csv``, ``qa.csv`` and ``meta.json`` into ``out_dir``.
 
@@ -416,10 +456,13 @@ def write_aligned(
       n_failed, failure_fraction, landmark_sources`` (counts over the ok images),
       ``landmark_sources_all`` (over all inputs), ``failure_reasons`` (counts per
       :func:`failure_kind`), ``residual_median, residual_p95`` (over the ok images with
-      landmarks; null when none) and ``config`` (the whole AlignParams).
+      landmarks; null when none) and ``config`` (the whole AlignParams);
+    * ``extra_json``: more JSON files written with them (path -> object; the stage's metrics).
 
-    All files are written atomically; qa.csv and meta.json are written even when nothing
-    aligned, so :func:`check_failures` can point at them.
+    All or nothing: every file is written to a temporary name first and the files are
+    renamed into place only when all of them are complete, so an error leaves none of them.
+    Call it after :func:`check_failures`, so a failed stage writes no declared output (its
+    evidence is in :func:`write_evidence`'s folder).
     """
     out_dir = Path(out_dir)
     if len(records) != len(output.qa):
@@ -439,20 +482,34 @@ def write_aligned(
             raise ValueError(f"{rec.path}: label {rec.label!r} is not one of the classes {list(classes)}")
         manifest.append({"index": row, "path": str(rec.path), "subject": rec.subject, "label": rec.label})
 
+    texts: dict[Path, str] = {
+        out_dir / "manifest.csv": _csv_text(MANIFEST_COLUMNS, manifest),
+        out_dir / "qa.csv": _csv_text(QA_COLUMNS, output.qa),
+        out_dir / "meta.json": json.dumps(_summary(output, cfg, classes), indent=2) + "\n",
+    }
+    for path, obj in (extra_json or {}).items():
+        texts[Path(path)] = json.dumps(obj, indent=2) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    qa_path = out_dir / "qa.csv"
-    write_text(qa_path, _csv_text(QA_COLUMNS, output.qa))
-    output.qa_path = str(qa_path)
-    save_npy(out_dir / "images.npy", np.ascontiguousarray(output.images, dtype=np.uint8))
-    write_text(out_dir / "manifest.csv", _csv_text(MANIFEST_COLUMNS, manifest))
-    write_json(out_dir / "meta.json", _summary(output, cfg, classes))
+    with contextlib.ExitStack() as stack:  # each atomic_path renames on a clean exit only
+        images_tmp = stack.enter_context(atomic_path(out_dir / "images.npy"))
+        tmps = {path: stack.enter_context(atomic_path(path)) for path in texts}
+        with open(images_tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(output.images, dtype=np.uint8), allow_pickle=False)
+        for path, text in texts.items():
+            tmps[path].write_text(text)
 
 
-def check_failures(output: AlignOutput, cfg: AlignParams, qa_path: str | Path | None = None) -> None:
+def check_failures(
+    output: AlignOutput,
+    cfg: AlignParams,
+    qa_path: str | Path | None = None,
+    failures_path: str | Path | None = None,
+) -> None:
     """Raise :class:`AlignmentFailedError` when the failed fraction exceeds
-    ``cfg.max_failure_fraction`` (or there is no input at all). Call it after
-    :func:`write_aligned`, so the QA table it points to exists."""
+    ``cfg.max_failure_fraction`` (or there is no input at all). The message names the QA
+    table and the list of failures (default: where :func:`write_evidence` put them)."""
     qa_path = qa_path or output.qa_path
+    failures_path = failures_path or output.failures_path
     where = f"; every image's status is in {qa_path}" if qa_path else ""
     if output.n_input == 0:
         raise AlignmentFailedError(f"alignment got no input images{where}")
@@ -460,6 +517,8 @@ def check_failures(output: AlignOutput, cfg: AlignParams, qa_path: str | Path | 
     if frac <= cfg.max_failure_fraction:
         return
     failed = [r for r in output.qa if r["status"] != "ok"]
+    if failures_path:
+        where += f", and all {len(failed)} failures are listed in {failures_path}"
     first = "\n".join(f"  {r['path']}: {r['reason']}" for r in failed[:5])
     more = f"\n  ... and {len(failed) - 5} more" if len(failed) > 5 else ""
     raise AlignmentFailedError(
@@ -475,9 +534,13 @@ def run_alignment(
     cfg: AlignParams,
     classes: Sequence[str],
     progress: bool = False,
+    evidence_dir: str | Path | None = None,
 ) -> AlignOutput:
-    """align_records -> write_aligned -> check_failures, in that order."""
+    """align_records -> write_evidence (with ``evidence_dir``) -> check_failures ->
+    write_aligned: a failed check writes nothing into ``out_dir``."""
     output = align_records(records, cfg, progress=progress)
+    if evidence_dir is not None:
+        write_evidence(evidence_dir, output, cfg)
+    check_failures(output, cfg)
     write_aligned(out_dir, output, records, cfg, classes)
-    check_failures(output, cfg, Path(out_dir) / "qa.csv")
     return output

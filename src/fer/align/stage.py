@@ -2,8 +2,17 @@
 
 Reads and validates the dataset (``fer.data.manifest``: unknown labels, missing files
 and unparseable subject ids are errors), aligns every image (``fer.align.pipeline``),
-writes the artifact and the QA table, and only then fails when more images failed than
-``max_failure_fraction`` allows, so the QA table is there to read.
+writes the evidence (QA table, list of failures) into ``evidence_dir``, then checks:
+more failed images than ``max_failure_fraction`` allows, no image aligned, or a class
+left without images stops the stage *before* any declared output is written. Only then
+are the aligned set and the metrics written, all together.
+
+``evidence_dir`` is a folder that is not an output of the stage (the workflow passes the
+job's log folder, ``logs/align``): what is in it survives a failed stage, and the error
+message points there. It holds, after every run, only that run's files: ``qa.csv`` and
+``failures.txt`` (:func:`fer.align.pipeline.write_evidence`) once the images were
+aligned, or ``problems.txt`` (every problem of the dataset's list, when reading it
+failed).
 """
 
 from __future__ import annotations
@@ -11,60 +20,108 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fer.align.pipeline import AlignRecord, align_records, check_failures, write_aligned
-from fer.data.manifest import DatasetError, read_csv_dataset, read_dataset, resolve_classes
+from fer.align.pipeline import AlignOutput, AlignRecord, align_records, check_failures, write_aligned, write_evidence
+from fer.data.manifest import DatasetError, Record, read_csv_dataset, read_dataset, resolve_classes
 from fer.params import AlignParams, CorpusParams, DataParams
-from fer.utils.io import read_json, write_json
+from fer.utils.io import write_text
+
+EVIDENCE_FILES = ("qa.csv", "failures.txt", "problems.txt")
+
+
+def _clear_evidence(evidence_dir: Path) -> None:
+    for name in EVIDENCE_FILES:
+        (evidence_dir / name).unlink(missing_ok=True)
+
+
+def _read_or_report(read, evidence_dir: Path) -> list[Record]:
+    """``read()``; a :class:`DatasetError` is re-raised with every problem written to
+    ``evidence_dir/problems.txt`` and the message pointing there."""
+    try:
+        return read()
+    except DatasetError as e:
+        path = evidence_dir / "problems.txt"
+        write_text(path, "\n".join(e.problems) + "\n")
+        raise DatasetError(f"{e}\n(all {len(e.problems)} problem(s) are listed in {path})", e.problems) from e
 
 
 def run_alignment_stage(
-    data: DataParams, align: AlignParams, out_dir: str | Path, metrics_path: str | Path
+    data: DataParams,
+    align: AlignParams,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    evidence_dir: str | Path,
 ) -> dict[str, Any]:
     """Run the stage for the ``data`` and ``align`` params sections; return summary metrics."""
-    records = read_dataset(
-        data.format,
-        data.root,
-        subject_regex=data.subject_regex,
-        image_extensions=data.image_extensions,
-        label_map=data.label_map,
-    )
-    classes = resolve_classes(records, data.classes)
-    return _align_and_write(records, classes, align, out_dir, metrics_path, "align")
+    evidence = Path(evidence_dir)
+    _clear_evidence(evidence)
+
+    def read() -> tuple[list[Record], list[str]]:
+        records = read_dataset(
+            data.format,
+            data.root,
+            subject_regex=data.subject_regex,
+            image_extensions=data.image_extensions,
+            label_map=data.label_map,
+        )
+        return records, resolve_classes(records, data.classes)
+
+    records, classes = _read_or_report(read, evidence)
+    return _align_and_write(records, classes, align, out_dir, metrics_path, "align", evidence)
 
 
 def run_corpus_alignment_stage(
-    corpus: CorpusParams, align: AlignParams, out_dir: str | Path, metrics_path: str | Path
+    corpus: CorpusParams,
+    align: AlignParams,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    evidence_dir: str | Path,
 ) -> dict[str, Any]:
     """Align the unlabelled face-recognition corpus (csv layout: ``labels.csv`` with
     columns image, subject; any expression column is ignored, never read) with the same
     alignment settings as the labelled set."""
-    records = read_csv_dataset(corpus.root, labelled=False)
-    return _align_and_write(records, [], align, out_dir, metrics_path, "align_corpus")
+    evidence = Path(evidence_dir)
+    _clear_evidence(evidence)
+    records = _read_or_report(lambda: read_csv_dataset(corpus.root, labelled=False), evidence)
+    return _align_and_write(records, [], align, out_dir, metrics_path, "align_corpus", evidence)
+
+
+def _summary(output: AlignOutput, prefix: str) -> dict[str, Any]:
+    import numpy as np
+
+    residuals = np.array(
+        [r["residual"] for r in output.qa if r["status"] == "ok" and r["residual"] is not None], dtype=np.float64
+    )
+    return {
+        f"{prefix}/n_input": output.n_input,
+        f"{prefix}/n_ok": output.n_input - output.n_failed,
+        f"{prefix}/n_failed": output.n_failed,
+        f"{prefix}/failure_fraction": output.failure_fraction,
+        f"{prefix}/residual_median": float(np.median(residuals)) if residuals.size else None,
+        f"{prefix}/residual_p95": float(np.percentile(residuals, 95)) if residuals.size else None,
+    }
 
 
 def _align_and_write(
-    records: list, classes: list[str], cfg: AlignParams, out_dir: str | Path, metrics_path: str | Path,
+    records: list[Record],
+    classes: list[str],
+    cfg: AlignParams,
+    out_dir: str | Path,
+    metrics_path: str | Path,
     prefix: str,
+    evidence_dir: Path,
 ) -> dict[str, Any]:
     inputs = [AlignRecord(r.path, r.subject, r.label, r.landmarks_path) for r in records]
     output = align_records(inputs, cfg, progress=True)
-    write_aligned(out_dir, output, inputs, cfg, classes)
-    meta = read_json(Path(out_dir) / "meta.json")
+    write_evidence(evidence_dir, output, cfg)
+    check_failures(output, cfg)
+    where = f"see {output.qa_path}"
+    if not output.kept:
+        raise DatasetError(f"no image could be aligned ({where})")
     # Every class must keep images after alignment (an empty class cannot be learned or tested).
     kept_labels = {inputs[i].label for i in output.kept}
     empty = [c for c in classes if c not in kept_labels]
-    summary = {
-        f"{prefix}/n_input": meta["n_input"],
-        f"{prefix}/n_ok": meta["n_ok"],
-        f"{prefix}/n_failed": meta["n_failed"],
-        f"{prefix}/failure_fraction": meta["failure_fraction"],
-        f"{prefix}/residual_median": meta.get("residual_median"),
-        f"{prefix}/residual_p95": meta.get("residual_p95"),
-    }
-    write_json(metrics_path, summary)
-    check_failures(output, cfg, qa_path=Path(out_dir) / "qa.csv")
-    if not output.kept:
-        raise DatasetError(f"no image could be aligned (see {Path(out_dir) / 'qa.csv'})")
     if empty:
-        raise DatasetError(f"classes {empty} have no image left after alignment (see {Path(out_dir) / 'qa.csv'})")
+        raise DatasetError(f"classes {empty} have no image left after alignment ({where})")
+    summary = _summary(output, prefix)
+    write_aligned(out_dir, output, inputs, cfg, classes, extra_json={metrics_path: summary})
     return summary

@@ -8,19 +8,71 @@ stratified, from the remaining training subjects.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 PARTS = ("train", "val", "test")
+
+#: The largest folds.val_fraction suggested (the schema's bound is exclusive 0.5; 0.45
+#: gives a validation split of 1/2).
+MAX_SUGGESTED_VAL_FRACTION = 0.45
 
 
 class FoldError(ValueError):
     """The data cannot be split as asked."""
+
+
+def val_splits(val_fraction: float) -> int:
+    """The inner split's number of parts: the validation split is 1/n of a fold's training
+    subjects, n = max(2, round(1 / val_fraction)), so it needs at least n of them (a
+    SMALLER val_fraction needs MORE training subjects)."""
+    return max(2, int(round(1.0 / val_fraction)))
+
+
+def _training_subjects(n_subjects: int, n_folds: int) -> int:
+    """Training subjects (train + val) of a fold whose test part has its even share."""
+    return n_subjects - math.ceil(n_subjects / n_folds)
+
+
+def _advice(n_subjects: int, n_folds: int, val_fraction: float, n_train: int) -> str:
+    """What helps when ``n_train`` training subjects cannot give the validation split."""
+    need = val_splits(val_fraction)
+    ways = []
+    # More folds make each test part smaller and so each training part larger.
+    more = [k for k in range(n_folds + 1, n_subjects + 1) if _training_subjects(n_subjects, k) >= need]
+    if more:
+        ways.append(f"more folds (folds.n_folds: {more[0]} or more: smaller test parts leave more training subjects)")
+    if n_train >= 2:
+        vf = min(math.ceil(100 / n_train) / 100, MAX_SUGGESTED_VAL_FRACTION)
+        if val_splits(vf) <= n_train and vf > val_fraction:
+            ways.append(f"a larger validation fraction (folds.val_fraction: {vf:g} or more; a smaller one needs more subjects)")
+    ways.append("more subjects")
+    return "use " + ", or ".join(ways)
+
+
+def fold_plan_problems(n_subjects: int, n_folds: int, val_fraction: float) -> list[str]:
+    """Problems that the subject count alone shows before any fold is drawn (empty when
+    none). The folds drawn later may still have fewer training subjects than the even
+    share assumed here; :func:`make_folds` checks each fold."""
+    if n_subjects < n_folds:
+        return [
+            f"{n_subjects} subjects cannot make {n_folds} subject-independent folds: set folds.n_folds to "
+            f"{n_subjects} or less (at least 2), or use more subjects"
+        ]
+    n_train = _training_subjects(n_subjects, n_folds)
+    need = val_splits(val_fraction)
+    if n_train < need:
+        return [
+            f"{n_subjects} subjects in {n_folds} folds leave about {n_train} training subjects per fold, but "
+            f"folds.val_fraction = {val_fraction:g} takes the validation split as 1/{need} of them, which needs at "
+            f"least {need}: {_advice(n_subjects, n_folds, val_fraction, n_train)}"
+        ]
+    return []
 
 
 def make_folds(
@@ -37,19 +89,24 @@ def make_folds(
         raise FoldError("subjects and labels differ in length")
     uniq = np.unique(subj)
     if len(uniq) < n_folds:
-        raise FoldError(f"{len(uniq)} subjects cannot make {n_folds} subject-independent folds")
-    n_val_splits = max(2, int(round(1.0 / val_fraction)))
+        raise FoldError(fold_plan_problems(len(uniq), n_folds, val_fraction)[0])
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_val_splits = val_splits(val_fraction)
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
-    for k, (trval_idx, test_idx) in enumerate(outer.split(np.zeros(len(y)), y, groups=subj)):
+    for k, (trval_idx, test_idx) in enumerate(_split(outer, y, subj, f"folds.n_folds = {n_folds}")):
         tv_subjects = np.unique(subj[trval_idx])
         if len(tv_subjects) < n_val_splits:
             raise FoldError(
                 f"fold {k}: {len(tv_subjects)} training subjects cannot give a validation split of "
-                f"1/{n_val_splits}; lower folds.val_fraction or use more subjects"
+                f"1/{n_val_splits} (folds.val_fraction = {val_fraction:g} needs at least {n_val_splits}): "
+                + _advice(len(uniq), n_folds, val_fraction, len(tv_subjects))
             )
         inner = StratifiedGroupKFold(n_splits=n_val_splits, shuffle=True, random_state=seed + 1000 + k)
-        tr_rel, va_rel = next(inner.split(np.zeros(len(trval_idx)), y[trval_idx], groups=subj[trval_idx]))
+        tr_rel, va_rel = next(
+            _split(inner, y[trval_idx], subj[trval_idx], f"fold {k}'s validation split of 1/{n_val_splits}")
+        )
         folds.append(
             {
                 "train": sorted(set(subj[trval_idx][tr_rel].tolist())),
@@ -59,6 +116,23 @@ def make_folds(
         )
     check_folds(folds, uniq.tolist())
     return folds
+
+
+def _split(splitter: Any, y: np.ndarray, groups: np.ndarray, what: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``splitter.split`` (lazily, as scikit-learn yields them) with its refusals as
+    :class:`FoldError`."""
+    splits = splitter.split(np.zeros(len(y)), y, groups=groups)
+    while True:
+        try:
+            item = next(splits)
+        except StopIteration:
+            return
+        except ValueError as e:
+            raise FoldError(
+                f"cannot split {len(y)} images of {len(np.unique(groups))} subjects for {what}: {e} "
+                "(use fewer folds or more images per class)"
+            ) from e
+        yield item
 
 
 def check_folds(folds: Sequence[dict[str, list[str]]], all_subjects: Sequence[str]) -> None:

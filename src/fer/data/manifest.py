@@ -21,21 +21,28 @@ files are errors that name the file. Nothing is skipped silently.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fer.data.files import DatasetError, join, normalise_relpath, walk_files
 from fer.data.landmarks import SUFFIX as LANDMARK_SUFFIX
-from fer.data.landmarks import landmark_path
 from fer.labels import UnknownLabelError, canonical_label, dataset_classes
 
+__all__ = [
+    "DatasetError",
+    "Record",
+    "read_csv_dataset",
+    "read_dataset",
+    "read_folder_dataset",
+    "resolve_classes",
+]
+
 MAX_LISTED = 20
-
-
-class DatasetError(ValueError):
-    """The input dataset is malformed; the message lists the offending files."""
 
 
 @dataclass(frozen=True)
@@ -52,53 +59,95 @@ def _raise_problems(problems: list[str], what: str) -> None:
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise DatasetError(f"{what}: {len(problems)} problem(s):\n{shown}{more}")
+        raise DatasetError(f"{what}: {len(problems)} problem(s):\n{shown}{more}", problems)
 
 
-def _landmarks_for(image: Path) -> str | None:
-    lm = landmark_path(image)
-    return str(lm) if lm.exists() else None
+def _landmarks_for(image: str) -> str | None:
+    """The landmark file beside ``image`` (``fer.data.landmarks.landmark_path``, on
+    strings: this runs once per image), or None."""
+    lm = os.path.splitext(image)[0] + LANDMARK_SUFFIX
+    return lm if os.path.exists(lm) else None
+
+
+def _read_table(table: Path, need: Sequence[str]) -> tuple[list[str], list[dict]]:
+    """The rows of a csv list file. UTF-8 with or without a byte-order mark (Excel writes
+    one); every row must have as many fields as the header."""
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, restkey="\0extra", restval=None)
+            columns = list(reader.fieldnames or [])
+            missing = [c for c in need if c not in columns]
+            if missing:
+                raise DatasetError(f"{table}: missing column(s) {missing}; found {columns}")
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{table}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "save it as UTF-8 (for example 'CSV UTF-8' in Excel)"
+        ) from None
+    except csv.Error as e:
+        raise DatasetError(f"{table}: not a readable csv file ({e})") from None
+    return columns, rows
 
 
 def read_csv_dataset(
     root: str | Path, label_map: Mapping[str, str] | None = None, labelled: bool = True
 ) -> list[Record]:
-    """Read ``<root>/labels.csv`` (columns image, subject[, expression])."""
+    """Read ``<root>/labels.csv`` (columns image, subject[, expression]).
+
+    Image paths are relative to ``root`` and are normalised before use
+    (:func:`fer.data.files.normalise_relpath`: ``./img/x.png`` is ``img/x.png``); an
+    absolute path or one that leaves the root is an error, and so is an image listed twice
+    (under any spelling, or through a link to the same file)."""
     root = Path(root)
+    base = str(root)
     table = root / "labels.csv"
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
     if not table.is_file():
         raise DatasetError(f"{table}: not found (the csv format needs labels.csv in the dataset root)")
-    with open(table, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        need = ["image", "subject"] + (["expression"] if labelled else [])
-        missing = [c for c in need if c not in columns]
-        if missing:
-            raise DatasetError(f"{table}: missing column(s) {missing}; found {columns}")
-        rows = list(reader)
+    columns, rows = _read_table(table, ["image", "subject"] + (["expression"] if labelled else []))
     if not rows:
         raise DatasetError(f"{table}: no rows")
     problems: list[str] = []
     records: list[Record] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # normalised path -> line
+    files: dict[tuple[int, int], tuple[int, str]] = {}  # (device, inode) -> (line, path)
     for n, row in enumerate(rows, start=2):  # line 1 is the header
-        rel = (row.get("image") or "").strip()
-        subject = (row.get("subject") or "").strip()
         where = f"{table}:{n}"
-        if not rel:
-            problems.append(f"{where}: empty image path")
+        if "\0extra" in row or any(row.get(c) is None for c in columns):
+            got = len(columns) + len(row.get("\0extra") or []) - sum(row.get(c) is None for c in columns)
+            problems.append(f"{where}: {got} field(s), the header has {len(columns)} (a comma inside an unquoted value?)")
+            continue
+        raw = row.get("image") or ""
+        subject = (row.get("subject") or "").strip()
+        try:
+            rel = normalise_relpath(raw)
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
             continue
         if not subject:
             problems.append(f"{where}: empty subject id for {rel}")
             continue
         if rel in seen:
-            problems.append(f"{where}: image {rel} listed twice")
+            spelled = f" (as {raw.strip()!r})" if raw.strip() != rel else ""
+            problems.append(f"{where}: image {rel}{spelled} listed twice (first on line {seen[rel]})")
             continue
-        seen.add(rel)
-        image = root / rel
-        if not image.is_file():
+        seen[rel] = n
+        image = join(base, rel)
+        try:
+            st = os.stat(image)
+        except OSError:
             problems.append(f"{where}: image file {image} does not exist")
             continue
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"{where}: {image} is not a file")
+            continue
+        same = files.get((st.st_dev, st.st_ino))
+        if same is not None:
+            problems.append(f"{where}: image {rel} is the same file as {same[1]} on line {same[0]} (a link?)")
+            continue
+        files[(st.st_dev, st.st_ino)] = (n, rel)
         label = None
         if labelled:
             try:
@@ -106,7 +155,7 @@ def read_csv_dataset(
             except UnknownLabelError as e:
                 problems.append(str(e))
                 continue
-        records.append(Record(str(image), subject, label, _landmarks_for(image)))
+        records.append(Record(image, subject, label, _landmarks_for(image)))
     _raise_problems(problems, str(table))
     return records
 
@@ -117,7 +166,12 @@ def read_folder_dataset(
     image_extensions: Sequence[str],
     label_map: Mapping[str, str] | None = None,
 ) -> list[Record]:
-    """Read ``<root>/<class>/<image>`` with subject ids parsed from file names."""
+    """Read ``<root>/<class>/<image>`` with subject ids parsed from file names.
+
+    Sub-folders of a class folder are read too, symbolic links followed
+    (:func:`fer.data.files.walk_files`); a class folder without images, and the same file
+    reached twice (through links), are errors. Hidden files (names starting with ``.``)
+    and landmark files are not images."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -125,6 +179,7 @@ def read_folder_dataset(
     exts = {e.lower() for e in image_extensions}
     problems: list[str] = []
     records: list[Record] = []
+    files: dict[tuple[int, int], str] = {}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -136,21 +191,40 @@ def read_folder_dataset(
         except UnknownLabelError as e:
             problems.append(str(e))
             continue
-        for path in sorted(entry.rglob("*")):
-            if path.is_dir() or path.name.startswith("."):
+        n_images = 0
+        try:
+            listed = list(walk_files(entry))
+        except DatasetError as e:
+            problems.extend(e.problems)
+            continue
+        for f in listed:
+            path, name = f.path, os.path.basename(f.path)
+            if name.startswith(".") or name.endswith(LANDMARK_SUFFIX):
                 continue
-            if path.name.endswith(LANDMARK_SUFFIX):
+            suffix = os.path.splitext(name)[1]
+            if suffix.lower() not in exts:
+                problems.append(f"{path}: not an image (extension {suffix!r} is not in data.image_extensions)")
                 continue
-            if path.suffix.lower() not in exts:
-                problems.append(
-                    f"{path}: not an image (extension {path.suffix!r} is not in data.image_extensions)"
-                )
+            n_images += 1
+            if f.broken:
+                problems.append(f"{path}: broken symbolic link (to {f.link_target})")
                 continue
-            m = pattern.search(path.name)
+            assert f.st is not None
+            key = (f.st.st_dev, f.st.st_ino)
+            if key in files:
+                problems.append(f"{path}: the same file as {files[key]} (a link?); each image must appear once")
+                continue
+            files[key] = path
+            m = pattern.search(name)
             if not m or not m.group(1):
                 problems.append(f"{path}: data.subject_regex {subject_regex!r} does not match the file name")
                 continue
-            records.append(Record(str(path), m.group(1), label, _landmarks_for(path)))
+            records.append(Record(path, m.group(1), label, _landmarks_for(path)))
+        if n_images == 0:
+            problems.append(
+                f"{entry}: class folder holds no images (extensions {sorted(exts)}); add its images, "
+                "or remove the folder"
+            )
     _raise_problems(problems, str(root))
     if not records:
         raise DatasetError(f"{root}: no images found")

@@ -4,9 +4,10 @@ Every parameter dataclass of :mod:`fer.params.sections` is built by :func:`build
 written back by :func:`to_dict`, so the rules are the same for every section:
 
 * an unknown key is an error naming ``section.key`` and the known keys;
-* values are checked against the field's annotation: ``bool``, ``int`` (an integral
-  float such as ``2.0`` is accepted and becomes ``2``), ``float`` (an ``int`` becomes a
-  float), ``str``, ``tuple[int, ...]`` / ``tuple[str, ...]`` (from a list),
+* values are checked against the field's annotation: ``bool``, ``int`` (an integer only:
+  ``2.0`` is refused, as is ``true``; a count written as a float is a typo or a computed
+  value, and ``range(2.0)`` would fail later far from the key), ``float`` (an ``int``
+  becomes a float), ``str``, ``tuple[int, ...]`` / ``tuple[str, ...]`` (from a list),
   ``dict[str, str]``, or another parameter dataclass (from a nested mapping);
 * a key missing from the mapping keeps the field's default (library use; the pipeline's
   params.yaml always has every key: the schema requires them); inside a nested mapping
@@ -55,9 +56,9 @@ def _coerce(typ: str, value: Any, where: str, base: Any = None) -> Any:
             raise ParamsError(f"{where} must be true or false, got {value!r}")
         return value
     if typ == "int":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"{where} must be an integer, got {value!r}")
-        return int(value)
+        return value
     if typ == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamsError(f"{where} must be a number, got {value!r}")

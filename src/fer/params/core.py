@@ -81,7 +81,7 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
     import jsonschema
 
     schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _strict_validator(jsonschema)(schema)
     errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -108,6 +108,17 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
             problems.append(f"  data.subject_regex {regex!r}: {e}")
     if problems:
         raise ParamsError(f"{source} is invalid:\n" + "\n".join(problems))
+
+
+def _strict_validator(jsonschema: Any) -> type:
+    """Draft 2020-12, except that ``type: integer`` means an integer: JSON Schema counts
+    ``2.0`` as one, params.yaml does not (``folds.n_folds: 2.0`` is an error, as in the
+    sections' dataclasses)."""
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
 
 
 def load_params(path: str | Path, schema_path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""What params.yaml asks of the dataset, checked before any job runs.
+
+Every method of the pipeline runs on every dataset, so what a method needs from the data
+is known as soon as params.yaml and the dataset's list of images are: the workflow calls
+:func:`check_requirements` when Snakemake reads the Snakefile and in the first DVC stage,
+so a dataset that cannot work stops the run at once, not an hour in. Each problem names
+the params.yaml key or the data it is about and says what fixes it:
+
+* ``dgcn.reference_target: neutral`` (the generative-contrastive rows compare a face with
+  its subject's neutral face) needs a ``neutral`` class and a neutral image of every
+  subject; ``subject_mean`` needs neither;
+* FERSNet learns to turn a subject's face into its other expressions, so pairs of one
+  subject's images with two different expressions must exist in every fold's training
+  part: with fewer than two such subjects some fold has none;
+* the folds: enough subjects for ``folds.n_folds`` subject-independent folds and for the
+  validation split of each fold's training part (:func:`fer.data.folds.fold_plan_problems`).
+
+What can still differ at job time (images that fail to align, the actual folds drawn) is
+checked again by the stages themselves.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fer.data.files import DatasetError
+from fer.data.folds import fold_plan_problems
+from fer.data.manifest import Record
+from fer.params import FoldsParams
+
+__all__ = ["DatasetSummary", "check_requirements", "requirement_problems", "summarise"]
+
+MAX_NAMED = 10
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the checks need to know about a labelled dataset."""
+
+    classes: tuple[str, ...]
+    n_images: int
+    images_per_class: Mapping[str, int]
+    labels_by_subject: Mapping[str, frozenset[str]]
+
+
+def summarise(records: Sequence[Record], classes: Sequence[str]) -> DatasetSummary:
+    """The summary of a labelled dataset's records and its class list."""
+    by_subject: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r.label is not None:
+            by_subject[r.subject].add(r.label)
+    counts = Counter(r.label for r in records if r.label is not None)
+    return DatasetSummary(
+        classes=tuple(classes),
+        n_images=len(records),
+        images_per_class={c: counts.get(c, 0) for c in classes},
+        labels_by_subject={s: frozenset(v) for s, v in sorted(by_subject.items())},
+    )
+
+
+def _named(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:MAX_NAMED])
+    return shown + (f", ... ({len(items) - MAX_NAMED} more)" if len(items) > MAX_NAMED else "")
+
+
+def requirement_problems(summary: DatasetSummary, folds: FoldsParams, reference_target: str) -> list[str]:
+    """Every way the dataset cannot meet what params.yaml asks (module docstring); empty
+    when it can. ``reference_target`` is ``dgcn.reference_target``."""
+    problems: list[str] = []
+    subjects = summary.labels_by_subject
+    if reference_target == "neutral":
+        if "neutral" not in summary.classes:
+            problems.append(
+                f"dgcn.reference_target is 'neutral', but the dataset has no neutral class (its classes: "
+                f"{', '.join(summary.classes)}): the generative-contrastive rows take each subject's neutral face "
+                "as the reference. Set dgcn.reference_target: subject_mean in params.yaml (the subject's mean "
+                "face; for datasets without neutral images), or add neutral images"
+            )
+        else:
+            lacking = [s for s, labels in subjects.items() if "neutral" not in labels]
+            if lacking:
+                problems.append(
+                    f"dgcn.reference_target is 'neutral', but {len(lacking)} of {len(subjects)} subjects have no "
+                    f"neutral image ({_named(lacking)}): the generative-contrastive rows need every subject's "
+                    "neutral face. Set dgcn.reference_target: subject_mean in params.yaml, or add their neutral images"
+                )
+    paired = [s for s, labels in subjects.items() if len(labels) >= 2]
+    if len(paired) < 2:
+        problems.append(
+            f"{len(paired)} subject(s) have images of two or more expressions ({_named(paired) or 'none'}): FERSNet "
+            "learns to turn a subject's face into the same subject's other expressions and needs such subjects in "
+            "every fold's training part, so at least 2 (each is the test subject of one fold). Use a dataset with "
+            "several expressions per subject (subject ids: data.subject_regex for folders, the subject column for csv)"
+        )
+    problems.extend(fold_plan_problems(len(subjects), folds.n_folds, folds.val_fraction))
+    if summary.images_per_class and max(summary.images_per_class.values()) < folds.n_folds:
+        problems.append(
+            f"every class has fewer images than folds.n_folds = {folds.n_folds} "
+            f"({dict(summary.images_per_class)}): stratified folds cannot be drawn; use fewer folds or more images"
+        )
+    return problems
+
+
+def check_requirements(summary: DatasetSummary, folds: FoldsParams, reference_target: str, where: str) -> None:
+    """Raise :class:`DatasetError` listing :func:`requirement_problems` (``where`` names
+    the dataset in the message)."""
+    problems = requirement_problems(summary, folds, reference_target)
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise DatasetError(
+            f"the dataset {where} cannot run the pipeline as params.yaml sets it up "
+            f"({summary.n_images} images, {len(summary.labels_by_subject)} subjects):\n{listed}",
+            problems,
+        )
