@@ -234,3 +234,63 @@ def test_toy_rejects_rules_without_shell(tmp_path):
 def test_stage_name_sanitised():
     assert dvcgen.stage_name("train", [("fold", "3")]) == "train__fold-3"
     assert dvcgen.stage_name("r", [("a", "0.5"), ("b", "x@y")]) == "r__a-0_5__b-x_y"
+
+
+# ----------------------------------------------------------------------------- the DAG check
+CHECKED_SNAKEFILE = textwrap.dedent(
+    '''
+    configfile: "params.yaml"
+
+    rule all:
+        input: expand("out/{n}.txt", n=range(config["n"]))
+
+    rule check_dag:
+        input: "params.yaml"
+        output: "data/dag.ok"
+        log: "logs/check_dag.log"
+        shell: "python render.py --check dvc.yaml --stamp {output} > {log} 2>&1"
+
+    rule make:
+        input: ancient("data/dag.ok")
+        output: "out/{n}.txt"
+        log: "logs/{n}.log"
+        shell: "echo {wildcards.n} > {output}"
+    '''
+)
+
+
+def test_dag_check_stage_is_rendered_first_without_run_cache(tmp_path):
+    (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    doc = dvcgen.render(tmp_path)
+    assert list(doc["stages"])[0] == dvcgen.DAG_CHECK_RULE
+    # persist: DVC keeps no run cache for the check, so it cannot be skipped by a cache hit
+    assert doc["stages"][dvcgen.DAG_CHECK_RULE]["outs"] == [{dvcgen.DAG_CHECK_STAMP: {"persist": True}}]
+    assert all(dvcgen.DAG_CHECK_STAMP in doc["stages"][f"make__n-{n}"]["deps"] for n in (0, 1))
+
+
+def test_a_rule_that_skips_the_dag_check_is_refused(tmp_path):
+    snakefile = CHECKED_SNAKEFILE.replace('input: ancient("data/dag.ok")', 'input: "params.yaml"')
+    snakefile = snakefile.replace('input: expand(', 'input: "data/dag.ok", expand(')  # the check still runs
+    (tmp_path / "Snakefile").write_text(snakefile)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    with pytest.raises(dvcgen.DvcGenError, match=r"\['make'\] do not depend on data/dag.ok"):
+        dvcgen.render(tmp_path)
+
+
+def test_check_writes_the_stamp_only_when_fresh_and_names_the_fix(tmp_path, capsys):
+    (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    out, stamp = tmp_path / "dvc.yaml", tmp_path / "data" / "dag.ok"
+    assert dvcgen.main(["--workdir", str(tmp_path), "--out", str(out)]) == 0
+    assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 0
+    assert stamp.read_text() == dvcgen.STAMP_TEXT
+    stamp.unlink()
+    (tmp_path / "params.yaml").write_text("n: 3\n")  # the DAG grows a job; dvc.yaml does not
+    capsys.readouterr()
+    assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 1
+    assert not stamp.exists()
+    err = capsys.readouterr().err
+    assert "out of date" in err and "run `make dvc-yaml`" in err and "adds 1 stages (make__n-2)" in err, err
+    with pytest.raises(SystemExit):
+        dvcgen.main(["--workdir", str(tmp_path), "--out", str(out), "--stamp", str(stamp)])
