@@ -294,3 +294,55 @@ def test_check_writes_the_stamp_only_when_fresh_and_names_the_fix(tmp_path, caps
     assert "out of date" in err and "run `make dvc-yaml`" in err and "adds 1 stages (make__n-2)" in err, err
     with pytest.raises(SystemExit):
         dvcgen.main(["--workdir", str(tmp_path), "--out", str(out), "--stamp", str(stamp)])
+
+
+# ----------------------------------------------------------------------------- one state after Snakemake
+RECORDING_SNAKEFILE = textwrap.dedent(
+    '''
+    import sys
+    sys.path.insert(0, {scripts!r})
+    from dvcgen import record_in_dvc
+
+    rule all:
+        input: "b.txt"
+
+    rule a:
+        output: "a.txt"
+        log: "logs/a.log"
+        shell: "echo a > {{output}}"
+
+    rule b:
+        input: "a.txt"
+        output: "b.txt"
+        log: "logs/b.log"
+        shell: "cat {{input}} > {{output}}"
+
+    onsuccess:
+        print("recorded:", ",".join(record_in_dvc(workflow.dag.jobs)))
+    '''
+)
+
+
+def test_a_snakemake_run_records_exactly_its_own_stages_in_dvc_lock(tmp_path):
+    """After `snakemake a.txt` DVC knows stage a and not b (b never ran: recording it
+    would make DVC believe a missing output is up to date); after the full run, `dvc
+    status` is clean with no `dvc commit` by hand. Outside a DVC repository nothing is
+    recorded and the run still succeeds."""
+    (tmp_path / "Snakefile").write_text(RECORDING_SNAKEFILE.format(scripts=str(ROOT / "workflow" / "scripts")))
+    (tmp_path / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(tmp_path)))
+    smk = [str(BIN / "snakemake"), "--cores", "1"]
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("Snakefile", "dvc.yaml"):
+        (plain / name).write_text((tmp_path / name).read_text())
+    assert "recorded: \n" in _run(smk, plain)
+
+    _run(["git", "-c", "init.defaultBranch=main", "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], tmp_path)
+    assert "recorded: a\n" in _run([*smk, "a.txt"], tmp_path)
+    status = _run([str(BIN / "dvc"), "status"], tmp_path)
+    assert "b:" in status and "a:" not in status, status
+    assert "recorded: a,b\n" in _run(smk, tmp_path)
+    assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], tmp_path)
