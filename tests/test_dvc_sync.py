@@ -234,3 +234,115 @@ def test_toy_rejects_rules_without_shell(tmp_path):
 def test_stage_name_sanitised():
     assert dvcgen.stage_name("train", [("fold", "3")]) == "train__fold-3"
     assert dvcgen.stage_name("r", [("a", "0.5"), ("b", "x@y")]) == "r__a-0_5__b-x_y"
+
+
+# ----------------------------------------------------------------------------- the DAG check
+CHECKED_SNAKEFILE = textwrap.dedent(
+    '''
+    configfile: "params.yaml"
+
+    rule all:
+        input: expand("out/{n}.txt", n=range(config["n"]))
+
+    rule check_dag:
+        input: "params.yaml"
+        output: "data/dag.ok"
+        log: "logs/check_dag.log"
+        shell: "python render.py --check dvc.yaml --stamp {output} > {log} 2>&1"
+
+    rule make:
+        input: ancient("data/dag.ok")
+        output: "out/{n}.txt"
+        log: "logs/{n}.log"
+        shell: "echo {wildcards.n} > {output}"
+    '''
+)
+
+
+def test_dag_check_stage_is_rendered_first_without_run_cache(tmp_path):
+    (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    doc = dvcgen.render(tmp_path)
+    assert list(doc["stages"])[0] == dvcgen.DAG_CHECK_RULE
+    # persist: DVC keeps no run cache for the check, so it cannot be skipped by a cache hit
+    assert doc["stages"][dvcgen.DAG_CHECK_RULE]["outs"] == [{dvcgen.DAG_CHECK_STAMP: {"persist": True}}]
+    assert all(dvcgen.DAG_CHECK_STAMP in doc["stages"][f"make__n-{n}"]["deps"] for n in (0, 1))
+
+
+def test_a_rule_that_skips_the_dag_check_is_refused(tmp_path):
+    snakefile = CHECKED_SNAKEFILE.replace('input: ancient("data/dag.ok")', 'input: "params.yaml"')
+    snakefile = snakefile.replace('input: expand(', 'input: "data/dag.ok", expand(')  # the check still runs
+    (tmp_path / "Snakefile").write_text(snakefile)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    with pytest.raises(dvcgen.DvcGenError, match=r"\['make'\] do not depend on data/dag.ok"):
+        dvcgen.render(tmp_path)
+
+
+def test_check_writes_the_stamp_only_when_fresh_and_names_the_fix(tmp_path, capsys):
+    (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
+    (tmp_path / "params.yaml").write_text("n: 2\n")
+    out, stamp = tmp_path / "dvc.yaml", tmp_path / "data" / "dag.ok"
+    assert dvcgen.main(["--workdir", str(tmp_path), "--out", str(out)]) == 0
+    assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 0
+    assert stamp.read_text() == dvcgen.STAMP_TEXT
+    stamp.unlink()
+    (tmp_path / "params.yaml").write_text("n: 3\n")  # the DAG grows a job; dvc.yaml does not
+    capsys.readouterr()
+    assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 1
+    assert not stamp.exists()
+    err = capsys.readouterr().err
+    assert "out of date" in err and "run `make dvc-yaml`" in err and "adds 1 stages (make__n-2)" in err, err
+    with pytest.raises(SystemExit):
+        dvcgen.main(["--workdir", str(tmp_path), "--out", str(out), "--stamp", str(stamp)])
+
+
+# ----------------------------------------------------------------------------- one state after Snakemake
+RECORDING_SNAKEFILE = textwrap.dedent(
+    '''
+    import sys
+    sys.path.insert(0, {scripts!r})
+    from dvcgen import record_in_dvc
+
+    rule all:
+        input: "b.txt"
+
+    rule a:
+        output: "a.txt"
+        log: "logs/a.log"
+        shell: "echo a > {{output}}"
+
+    rule b:
+        input: "a.txt"
+        output: "b.txt"
+        log: "logs/b.log"
+        shell: "cat {{input}} > {{output}}"
+
+    onsuccess:
+        print("recorded:", ",".join(record_in_dvc(workflow.dag.jobs)))
+    '''
+)
+
+
+def test_a_snakemake_run_records_exactly_its_own_stages_in_dvc_lock(tmp_path):
+    """After `snakemake a.txt` DVC knows stage a and not b (b never ran: recording it
+    would make DVC believe a missing output is up to date); after the full run, `dvc
+    status` is clean with no `dvc commit` by hand. Outside a DVC repository nothing is
+    recorded and the run still succeeds."""
+    (tmp_path / "Snakefile").write_text(RECORDING_SNAKEFILE.format(scripts=str(ROOT / "workflow" / "scripts")))
+    (tmp_path / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(tmp_path)))
+    smk = [str(BIN / "snakemake"), "--cores", "1"]
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("Snakefile", "dvc.yaml"):
+        (plain / name).write_text((tmp_path / name).read_text())
+    assert "recorded: \n" in _run(smk, plain)
+
+    _run(["git", "-c", "init.defaultBranch=main", "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], tmp_path)
+    assert "recorded: a\n" in _run([*smk, "a.txt"], tmp_path)
+    status = _run([str(BIN / "dvc"), "status"], tmp_path)
+    assert "b:" in status and "a:" not in status, status
+    assert "recorded: a,b\n" in _run(smk, tmp_path)
+    assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], tmp_path)

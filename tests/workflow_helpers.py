@@ -3,6 +3,7 @@ and running Snakemake / DVC / git in it with their output kept for assertion mes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -87,13 +88,15 @@ def run(
     *,
     check: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``cmd`` in ``cwd``; stdout and stderr together in ``.stdout``. With ``check``,
-    a non-zero exit fails the test with the command's output."""
+    a non-zero exit fails the test with the command's output. ``extra_env`` adds to (or
+    replaces in) the environment of :func:`env`."""
     proc = subprocess.run(
         list(cmd),
         cwd=cwd,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -171,6 +174,60 @@ def copy_repo(src: Path, dest: Path) -> Path:
     """A copy of a repo (git, DVC cache, Snakemake metadata, outputs and all)."""
     shutil.copytree(src, dest, symlinks=True)
     return dest
+
+
+def clone_repo(src: Path, dest: Path) -> Path:
+    """A fresh `git clone` of a repo: what a new user gets (committed files only, no DVC
+    cache, no outputs, no Snakemake metadata)."""
+    run(["git", "clone", "-q", str(src), str(dest)], src.parent)
+    return dest
+
+
+def render_dvc_yaml(repo: Path) -> None:
+    """`make dvc-yaml` in ``repo`` (after editing what shapes the DAG in its params.yaml)."""
+    run([str(BIN / "python"), "workflow/scripts/render_dvc_yaml.py", "--out", "dvc.yaml"], repo)
+
+
+# ----------------------------------------------------------------------------- outputs
+#: Where the pipeline writes its artifacts.
+ARTIFACT_DIRS = ("data", "models", "metrics", "plots", "results", "reports")
+#: Files in those folders that are not artifacts: DVC's per-folder .gitignore and the
+#: marker Snakemake writes into directory outputs (in .dvcignore, so DVC never sees it).
+NOT_ARTIFACTS = (".gitignore", ".snakemake_timestamp")
+
+
+def declared_outputs(stages: Mapping[str, Any]) -> list[str]:
+    """Every output path of dvc.yaml's stages (outs, metrics, plots; folders as given)."""
+    out = []
+    for st in stages.values():
+        for entry in st.get("outs", []) + st.get("metrics", []) + st.get("plots", []):
+            out.extend([entry] if isinstance(entry, str) else list(entry))
+    return sorted(out)
+
+
+def output_md5s(repo: Path, stages: Mapping[str, Any]) -> dict[str, str]:
+    """md5 of every file of every declared output (the files inside folder outputs)."""
+    md5s = {}
+    for rel in declared_outputs(stages):
+        path = repo / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if f.name in NOT_ARTIFACTS:
+                continue
+            md5s[str(f.relative_to(repo))] = hashlib.md5(f.read_bytes()).hexdigest() if f.is_file() else "missing"
+    return md5s
+
+
+def artifact_md5s(repo: Path) -> dict[str, str]:
+    """md5 of every file under the artifact folders (declared outputs or not), the
+    non-artifacts aside."""
+    return {
+        str(f.relative_to(repo)): hashlib.md5(f.read_bytes()).hexdigest()
+        for d in ARTIFACT_DIRS
+        if (repo / d).is_dir()
+        for f in sorted((repo / d).rglob("*"))
+        if f.is_file() and f.name not in NOT_ARTIFACTS
+    }
 
 
 # ----------------------------------------------------------------------------- parsing output

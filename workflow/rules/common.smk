@@ -1,13 +1,17 @@
 # Helpers shared by the rules: parameter validation, the checks of the image inputs and
-# their fingerprints, declared keys, code dependencies.
+# their fingerprints, declared keys, code dependencies; the check that dvc.yaml is a fresh
+# render (rule check_dag), and the record of every Snakemake run's outputs in dvc.lock
+# (onsuccess), so that both tools share one state.
 import os
 import sys
+from glob import glob
 
-sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps)
+sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps, dvcgen)
 
 from _common import check_pipeline_params
 from _dataset import CHECK_KEYS, fingerprint_file, preflight
 from codedeps import code_files
+from dvcgen import DAG_CHECK_STAMP, record_in_dvc
 from fer.params import ParamsError, load_yaml, subset, validate_params
 
 PARAMS_FILE = "params.yaml"
@@ -54,8 +58,21 @@ def code(script):
     """Code files a rule depends on, derived from its script's import closure inside the
     project (workflow/scripts/codedeps.py): the script, its helpers, every fer module it
     can import. Listed file by file, because Snakemake judges a directory input by the
-    directory's own mtime."""
-    return code_files(f"workflow/scripts/{script}.py")
+    directory's own mtime.
+
+    Plus the DAG check's stamp (rule check_dag below), so that every stage runs after the
+    check that dvc.yaml is a fresh render; ``ancient``: a re-run of the check (whose stamp
+    never changes) re-runs nothing else under Snakemake either."""
+    return [*code_files(f"workflow/scripts/{script}.py"), ancient(DAG_CHECK_STAMP)]
+
+
+def dag_inputs():
+    """Everything the render of dvc.yaml reads: the Snakefile and its rules, params.yaml
+    and its schema, every script (the rules' code inputs are their import closures) and
+    every fer module. When none of them changed, dvc.yaml cannot have become stale."""
+    files = ["Snakefile", PARAMS_FILE, SCHEMA_FILE, *glob("workflow/rules/*.smk"), *glob("workflow/scripts/*.py"),
+             *glob("src/fer/**/*.py", recursive=True)]
+    return sorted(set(files))
 
 
 def corpus_input():
@@ -75,3 +92,30 @@ def demo_output():
     """The demo generator's output folder with data.format demo (the image inputs are in
     it), nothing otherwise."""
     return ["data/demo"] if config["data"]["format"] == "demo" else []
+
+
+rule check_dag:
+    """dvc.yaml is a fresh render of the Snakefile for params.yaml (`make dvc-yaml`), or
+    the run stops here, before any other job, naming that command. Every other rule
+    depends on its output (see code()): under DVC it is the first stage of every
+    `dvc repro` and `dvc exp run`, and it re-runs whenever anything that shapes the DAG
+    changed (the number of folds, the dataset or corpus root, a rule, a script's imports).
+    Its output never changes, so a passing check re-runs nothing downstream."""
+    input:
+        dag_inputs(),
+    output:
+        DAG_CHECK_STAMP,
+    log:
+        "logs/check_dag.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/render_dvc_yaml.py --check dvc.yaml --stamp {output} "
+        + TO_LOG
+
+
+onsuccess:
+    # One state for both tools: DVC records what this run made (and what it found up to
+    # date) in dvc.lock, so `dvc status` is clean and `dvc exp run` re-runs only what a
+    # changed parameter affects. Outside a DVC repository there is nothing to record.
+    recorded = record_in_dvc(workflow.dag.jobs)
+    if recorded:
+        print(f"DVC: recorded the outputs of {len(recorded)} stages in dvc.lock (dvc commit -f)", file=sys.stderr)

@@ -22,6 +22,7 @@ rule summarize:
     input:
         fold_metrics=method_fold_metrics,
         meta="data/aligned/meta.json",
+        folds="data/folds.json",
         code=code("summarize"),
     output:
         metrics="metrics/{method}/summary.json",
@@ -34,7 +35,7 @@ rule summarize:
         "logs/summarize/{method}.log",
     shell:
         "mkdir -p logs/summarize && python workflow/scripts/summarize.py --method {wildcards.method} "
-        "--meta {input.meta} --out {output.metrics} --figure {output.figure} "
+        "--meta {input.meta} --folds {input.folds} --out {output.metrics} --figure {output.figure} "
         "{input.fold_metrics} "
         + TO_LOG
 

@@ -15,7 +15,25 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fer.params import DeclaredParams, ParamsError, load_params
+
+def require_project_environment() -> None:
+    """Exit with one line naming the fix when this ``python`` cannot import the project
+    (a stage started outside the project's environment: ``python`` is the system's, not
+    ``.venv``'s). Every script imports this module before anything outside the standard
+    library, so this is the first thing a stage checks."""
+    try:
+        import fer.params  # noqa: F401  (fer and its dependencies: numpy, yaml, jsonschema, ...)
+    except ImportError as e:
+        script = Path(sys.argv[0]).name or "this stage"
+        sys.exit(
+            f"{script}: this python ({sys.executable}) cannot import the project ({e}): activate the project's "
+            "environment first (`source .venv/bin/activate`; `make install` creates it), then re-run"
+        )
+
+
+require_project_environment()
+
+from fer.params import DeclaredParams, ParamsError, load_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"

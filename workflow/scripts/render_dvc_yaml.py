@@ -8,6 +8,7 @@ The work is done by dvcgen.py beside this script (one DVC stage per Snakemake jo
 
 import sys
 
+import _common  # noqa: F401  (first: one line naming the fix when this python lacks the project)
 from dvcgen import main
 
 if __name__ == "__main__":

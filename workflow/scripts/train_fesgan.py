@@ -29,6 +29,9 @@ if __name__ == "__main__":
         resume_path=Path(args.resume_dir) / f"fold-{args.fold}.pt",
         log_path=Path(args.train_log),
     )
+    # Wall-clock times go to the log, not to the metrics: same params, same bytes.
+    timings = {k: summary.pop(k) for k in ("seconds", "sec_per_iter") if k in summary}
+    logging.info("fold %d FESGAN timings: %s", args.fold, timings)
     write_json(args.metrics, {f"fesgan/{k}": v for k, v in summary.items()})
     # What the GAN was trained on, for the leak checks (subjects, never test ones).
     write_json(Path(args.results_dir) / "training_subjects.json",

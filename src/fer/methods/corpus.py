@@ -58,8 +58,11 @@ Outputs:
   ``xy`` of ``embedding_map`` of the corpus features those pseudo-labels were made from,
   with ``label``/``kept`` of the mapped points and ``features`` naming their source),
   ``source.json`` (what made the pseudo-labels; written last), ``model.pt`` / ``last.pt``
-  (the round's selected / last-epoch weights), ``train_log.jsonl`` and ``round.json``
-  (the round's fingerprint and history; written when the round is complete).
+  (the round's selected / last-epoch weights) and ``round.json`` (the round's fingerprint
+  and history without wall-clock times, so that the same run gives the same bytes;
+  written when the round is complete). The round's training log, with each epoch's
+  ``seconds``, is not an output: it goes beside ``out.log`` (``<log stem>.round-R.jsonl``,
+  :func:`round_log`), and ``out.log`` gathers every round's rows.
   Round 0's map uses ``pseudo0_feats`` (the features ``pseudo0`` was clustered from);
   when they are not given, the corpus is embedded with round 0's INITIAL network and
   ``map.npz["features"]`` says so.
@@ -313,8 +316,22 @@ def _train_round(
     )
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
+def round_log(log_path: Path | None, r: int) -> Path | None:
+    """Round ``r``'s training log beside the fold's log (None without a fold log): the
+    epochs' wall-clock ``seconds`` stay in the logs, out of the declared outputs."""
+    if log_path is None:
+        return None
+    log_path = Path(log_path)
+    return log_path.with_name(f"{log_path.stem}.round-{r}{log_path.suffix}")
+
+
+def _without_timings(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """History rows without the wall-clock ``seconds`` (which differ from run to run)."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _read_jsonl(path: Path | None) -> list[dict[str, Any]]:
+    if path is None or not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -411,7 +428,7 @@ def run_corpus_finetune_fold(
             return
         rows = []
         for r in range(upto + 1):
-            rows += [{**row, "round": r} for row in _read_jsonl(round_dir(out_dir, r) / "train_log.jsonl")]
+            rows += [{**row, "round": r} for row in _read_jsonl(round_log(log_path, r))]
         write_text(log_path, "".join(json.dumps(row) + "\n" for row in rows))
 
     for r in range(ft.rounds + 1):
@@ -474,7 +491,7 @@ def run_corpus_finetune_fold(
                 seed=seed_r,
                 fp=fp,
                 resume_path=resume_path,
-                log_path=rdir / "train_log.jsonl",
+                log_path=round_log(log_path, r),
                 on_epoch_end=lambda row, r=r: write_combined_log(r),
             )
             last_state = cpu_state_dict(model.state_dict())
@@ -490,7 +507,7 @@ def run_corpus_finetune_fold(
                     "best_epoch": int(result.best_epoch),
                     "best_metric": float(result.best_metric),
                     "n_pseudo": int(kept.size),
-                    "history": result.history,
+                    "history": _without_timings(result.history),
                 },
             )
             clear_resume(resume_path)

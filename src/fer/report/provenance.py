@@ -1,4 +1,9 @@
-"""Provenance of a run: git commit, package versions, device."""
+"""Provenance of a run: git commit, package versions, device.
+
+Nothing here depends on how the report's own process was started (its thread count
+differs between Snakemake and DVC): the same commit, packages and machine give the same
+provenance. The training jobs' threads are a parameter (``compute.threads``), shown with
+the other parameters."""
 
 from __future__ import annotations
 
@@ -42,7 +47,6 @@ def device_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
     }
     try:

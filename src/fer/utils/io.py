@@ -1,12 +1,17 @@
 """Atomic file writes: everything is written to a temporary name and renamed into place,
-so a killed job never leaves a half-written artifact behind."""
+so a killed job never leaves a half-written artifact behind.
+
+Files get the permissions an ordinary ``open(path, "w")`` would give them (``0o666``
+less the user's umask), not the private ``0o600`` of :func:`tempfile.mkstemp`: a report
+must stay readable to a web server or a colleague.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +19,27 @@ from typing import Any
 import numpy as np
 
 
+def _create_temp(path: Path) -> Path:
+    """Create an empty, new temporary file beside ``path`` with mode ``0o666`` less the
+    umask (what ``open(path, "w")`` gives), and return its path."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path next to ``path`` (an empty file with the permissions of a
+    normally created one); rename it onto ``path`` on success, delete it on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
