@@ -70,3 +70,33 @@ def test_summarize_single_fold_and_errors() -> None:
         summarize_folds([{"acc": 0.5}, {"f1": 0.5}])
     nan = summarize_folds([{"acc": float("nan")}, {"acc": 0.5}])
     assert math.isnan(nan["acc"]["mean"])
+
+
+def test_still_rising_flags_a_new_best_in_the_last_fifth() -> None:
+    from fer.training.protocol import still_rising
+
+    flat = [{"val/acc": a} for a in (0.2, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6)]
+    assert not still_rising(flat)
+    late = [{"val/acc": a} for a in (0.2, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.61)]
+    assert still_rising(late)
+    # a best at epoch 8 of 10 is outside the last fifth (epochs 9, 10)
+    assert not still_rising([{"val/acc": a} for a in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.7, 0.7)])
+    assert not still_rising([{"val/acc": 0.5}])
+
+
+def test_report_budget_and_generator_probe() -> None:
+    from fer.report.html import budget_text
+    from fer.report.sections import generator_probe_section
+
+    folds = [{"epochs": 40, "best_epoch": 12, "val/still_rising": False},
+             {"epochs": 40, "best_epoch": 39, "val/still_rising": True},
+             {"epochs": 40, "best_epoch": 20, "val/still_rising": False}]
+    assert budget_text(folds) == "40 (20), still rising on 1/3 folds"
+    assert budget_text([{"epochs": 30, "best_epoch": 3}, {"epochs": 40, "best_epoch": 5}]) == "30-40 (5)"
+    synthetic = [{"synth/expr_acc_prior": 0.6, "synth/expr_acc_reexpressed": 0.3, "synth/real_val_acc": 0.7,
+                  "synth/expr_acc_ratio_prior": 0.6 / 0.7, "synth/expr_acc_ratio_reexpressed": 0.3 / 0.7}]
+    fersnet = [{"fersnet_synth/expr_acc": 0.2, "fersnet_synth/real_val_acc": 0.7, "fersnet_synth/expr_acc_ratio": 0.2 / 0.7}]
+    html = generator_probe_section(synthetic, fersnet)
+    assert "<td class=\"l\">FESGAN prior</td><td class=\"\">0.86</td>" in html and "reaches 0.8" in html
+    assert "<td class=\"l\">FESGAN re-expressed</td><td class=\"\">0.43</td>" in html
+    assert "<td class=\"l\">FERSNet synthesis</td><td class=\"\">0.29</td>" in html and "below 0.8" in html

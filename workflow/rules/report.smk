@@ -57,6 +57,7 @@ rule report:
         corpus_rounds=expand("results/accnn_corpus/fold-{fold}", fold=FOLDS),
         dgcn_results=expand("results/dgcn_generated/fold-{fold}", fold=FOLDS),
         fersnet_results=expand("results/fersnet_gated/fold-{fold}", fold=FOLDS),
+        fersnet_synthesis=expand("metrics/fersnet_synthesis/fold-{fold}.json", fold=FOLDS),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",
@@ -77,6 +78,7 @@ rule report:
         "--fesgan {input.fesgan} --fesgan-results {input.fesgan_results} --identity {input.identity} "
         "--pseudo {input.pseudo} {params.quality} --corpus-rounds {input.corpus_rounds} "
         "--dgcn-results {input.dgcn_results} --fersnet-results {input.fersnet_results} "
+        "--fersnet-synthesis {input.fersnet_synthesis} "
         "--folds {input.folds} --images {input.images} --manifest {input.manifest} "
         "--qa {input.qa} --meta {input.meta} --out {output.html} "
         + TO_LOG

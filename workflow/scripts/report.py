@@ -8,7 +8,7 @@ from _common import declared, parser, setup_logging
 from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
 from fer.report.html import FesganSection, MethodResult, build_report, read_curve
-from fer.report.sections import corpus_section, grids_section
+from fer.report.sections import corpus_section, generator_probe_section, grids_section
 from fer.utils.io import read_json
 
 DESCRIPTIONS = {
@@ -33,8 +33,8 @@ DESCRIPTIONS = {
     "fersnet_single": "FERSNet ablation (Zhao et al., ICPR 2020): the recognition branch alone (single task).",
     "fersnet_hard": "FERSNet ablation: recognition and synthesis share one encoder (hard sharing, no gates).",
     "fersnet_gated": "FERSNet: recognition and synthesis branches exchanging features through ConvFLU gates.",
-    "fersnet_synth": "FERSNet + synthetic images: the gated model continues training on real images plus a "
-                     "class-balanced set from its own synthesis branch.",
+    "fersnet_synth": "FERSNet + synthetic images: a fresh gated model trained for the same epochs on real images "
+                     "plus a class-balanced set from the fold's gated model's synthesis branch.",
 }
 STATUS = (
     "Methods: the real-data baseline; FESGAN + joint training + RDBP with its ablation (Yan et al., TMM 2020); "
@@ -48,7 +48,7 @@ if __name__ == "__main__":
     for name in ("folds", "images", "manifest", "qa", "meta", "identity", "out"):
         ap.add_argument(f"--{name}", required=True)
     for name in ("summaries", "curves", "synthetic", "fesgan", "fesgan-results", "pseudo", "corpus-rounds",
-                 "dgcn-results", "fersnet-results"):
+                 "dgcn-results", "fersnet-results", "fersnet-synthesis"):
         ap.add_argument(f"--{name}", nargs="+", required=True, help="one file per method / fold, in order")
     ap.add_argument("--pseudo-quality", help="pseudo-label quality (only when the corpus has expression truth)")
     args = ap.parse_args()
@@ -74,6 +74,7 @@ if __name__ == "__main__":
     meta = read_json(args.meta)
     classes = meta["classes"]
     extra = [
+        generator_probe_section([read_json(f) for f in args.synthetic], [read_json(f) for f in args.fersnet_synthesis]),
         corpus_section(
             stats=[read_json(f) for f in args.pseudo],
             quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,

@@ -14,6 +14,8 @@ Terms are named ``train/cls``, ``G/l1``, ``G/id``, ``G/adv``, ``G/cycle``, ``D/a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -39,8 +41,8 @@ def synthesis_loss(
     *,
     fp: FersnetParams,
     identity: nn.Module | None = None,
-    adv_score: Tensor | None = None,
-    cycled: Tensor | None = None,
+    adversary: Callable[[Tensor], Tensor] | None = None,
+    cycle: Callable[[Tensor], Tensor] | None = None,
     source: Tensor | None = None,
     prec: Precision = Precision(),
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -51,16 +53,21 @@ def synthesis_loss(
         synthesised, target: I_syn and its real target (V, C, H, W) in [-1, 1], for the
             V images of the batch that have a target.
         identity: frozen identity embedder for the ID term (None: term off).
-        adv_score: the frozen discriminator's patch scores of I_syn (None: term off).
-        cycled, source: G(I_syn, source expression) and the source images (None: term
-            off).
+        adversary: I_syn -> the discriminator's patch scores of I_syn under frozen
+            weights (it may take the discriminator's own steps first; None: term off).
+        cycle, source: I_syn -> G(I_syn, source expression), and the source images
+            (None: term off).
+
+    The terms are computed in the order L1, ID, adversarial, cycle: the order in which
+    their gradients reach I_syn, which fixes the floating-point sums and so the bytes of
+    the trained model (the same order as before the losses moved here).
     Returns:
         (total, {"G/l1", "G/id", "G/adv", "G/cycle"}) with a term that is off at 0.
     """
     zero = torch.zeros((), device=synthesised.device)
     l1 = (synthesised.float() - target).abs().mean()
     total = cls + fp.w_l1 * l1
-    id_term = adv = cycle = zero
+    id_term = adv = zero
     if identity is not None:
         with prec.autocast():
             e_s = identity(synthesised.float()).float()  # V, D
@@ -68,11 +75,12 @@ def synthesis_loss(
                 e_t = identity(target).float()  # V, D
         id_term = (e_s - e_t).pow(2).sum(1).mean()
         total = total + fp.w_id * id_term
-    if adv_score is not None:
-        adv = (adv_score.float() - 1).pow(2).mean()
+    if adversary is not None:
+        adv = (adversary(synthesised).float() - 1).pow(2).mean()
         total = total + fp.w_adv * adv
-    if cycled is not None:
+    cyc = zero
+    if cycle is not None:
         assert source is not None
-        cycle = (cycled.float() - source.float()).pow(2).mean()
-        total = total + fp.w_cycle * cycle
-    return total, {"G/l1": l1, "G/id": id_term, "G/adv": adv, "G/cycle": cycle}
+        cyc = (cycle(synthesised).float() - source.float()).pow(2).mean()
+        total = total + fp.w_cycle * cyc
+    return total, {"G/l1": l1, "G/id": id_term, "G/adv": adv, "G/cycle": cyc}

@@ -520,19 +520,23 @@ def run_fersnet_fold(
                 return StepOutput(loss=cls, logits=logits, labels=y, terms=terms)
             v = valid.to(device)
             sv, tv, ev = syn[v].float(), t[v], eye[b_lab[v]]  # V, C, H, W / V, K
-            d_loss = zero
-            adv_score = None
-            if disc is not None:
-                d_loss = disc.update(tv, sv.detach(), ev)
-                adv_score = disc.score(sv, ev)
-            cycled = None
-            if fc.w_cycle > 0:
+            d_loss = [zero]
+
+            def adversary(images: Tensor) -> Tensor:  # the discriminator's steps, then its frozen scores
+                assert disc is not None
+                d_loss[0] = disc.update(tv, images.detach(), ev)
+                return disc.score(images, ev)
+
+            def cycle(images: Tensor) -> Tensor:
                 with prec.autocast():
-                    cycled = net.synthesise(sv, eye[y[v]]).float()  # V, C, H, W
+                    back = net.synthesise(images, eye[y[v]]).float()  # V, C, H, W
                 net.gate_means()  # the cycle pass's gates are not logged
+                return back
+
             loss, syn_terms = synthesis_loss(cls, sv, tv, fp=fc, identity=identity if use_id else None,
-                                             adv_score=adv_score, cycled=cycled, source=x[v], prec=prec)
-            terms.update({**syn_terms, "D/adv": d_loss})
+                                             adversary=adversary if disc is not None else None,
+                                             cycle=cycle if fc.w_cycle > 0 else None, source=x[v], prec=prec)
+            terms.update({**syn_terms, "D/adv": d_loss[0]})
             if syn_set is not None:  # the synth row: classification of the fold's synthetic images
                 xs, ys, _ = syn_set.sample(n_per_batch(len(ib), fc.synth_ratio))
                 xs = model_input(augment_batch(xs, fc.augment, ctx.g_aug), setup.channels_last)

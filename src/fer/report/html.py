@@ -134,10 +134,15 @@ def build_report(
         vs = ["", "", "", ""] if pt is None else [
             f"{100 * pt['mean_diff']:+.2f}", f"{pt['wins']}/{pt['losses']}", _p(pt["t_p"]), _p(pt["wilcoxon_p"])]
         rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS]
-                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"]] + vs)
+                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds)] + vs)
     parts.append(_table(["method"] + [n for _, n in METRICS]
-                        + ["accuracy, last epoch", "folds", "Δ accuracy vs baseline", "folds better/worse",
-                           "paired t p", "Wilcoxon p"], rows))
+                        + ["accuracy, last epoch", "folds", "budget: epochs (selected, median)",
+                           "Δ accuracy vs baseline", "folds better/worse", "paired t p", "Wilcoxon p"], rows))
+    parts.append("<p>Budget: the recogniser's training epochs per fold and, in brackets, the median selected "
+                 "(best-validation) epoch. <b>still rising</b> marks a row whose validation accuracy reached a new "
+                 "best in the last fifth of its epochs on some folds: its budget may have stopped it while it was "
+                 "still learning. Rows compared in a paired test train the same number of epochs over the labelled "
+                 "images (params validation enforces it); each job's wall time is in its log under logs/.</p>")
     parts.append("<p>Each fold's model is selected on a validation split of subjects inside that fold's training part; "
                  "the test fold is used once, for these numbers. 'Last epoch' is the model after the final epoch, "
                  "shown for comparison only (never used for selection). The paired tests compare per-fold test "
@@ -201,6 +206,22 @@ def build_report(
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>FER pipeline report</title>"
            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     write_text(out, doc)
+
+
+def budget_text(folds: Sequence[Mapping[str, Any]]) -> str:
+    """'40 (31)' -- epochs per fold (a range when they differ) and the median selected
+    epoch -- plus 'still rising on k/n folds' when validation was still improving."""
+    epochs = sorted({int(f["epochs"]) for f in folds if "epochs" in f})
+    if not epochs:
+        return "n/a"
+    best = sorted(int(f["best_epoch"]) for f in folds if "best_epoch" in f)
+    text = (str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}")
+    if best:
+        text += f" ({best[len(best) // 2]})"
+    rising = sum(bool(f.get("val/still_rising")) for f in folds)
+    if rising:
+        text += f", still rising on {rising}/{len(folds)} folds"
+    return text
 
 
 def _fmt(x: Any) -> str:

@@ -52,6 +52,7 @@ __all__ = [
     "model_from_weights",
     "prepare_fold",
     "recognizer_meta",
+    "still_rising",
     "test_selected",
     "write_curve",
 ]
@@ -65,6 +66,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "val/acc",
     "val/mean_class_acc",
     "best_epoch",
+    "epochs",
+    "val/still_rising",
     "n_train",
     "n_val",
     "n_test",
@@ -205,6 +208,17 @@ def write_curve(path: Path, history: list[dict[str, float]], columns: Sequence[s
                 writer.writerow([row.get(c, 0.0) for c in columns])
 
 
+def still_rising(history: Sequence[Mapping[str, float]], key: str = "val/acc", tail: float = 0.2) -> bool:
+    """Was the validation curve still rising over the last fifth of training? True when
+    the best ``key`` of the last ``tail`` of the epochs (at least one) beats every earlier
+    epoch's: the budget may have stopped a model that was still learning."""
+    values = [float(row[key]) for row in history if key in row]
+    if len(values) < 2:
+        return False
+    n_tail = max(1, round(tail * len(values)))
+    return max(values[-n_tail:]) > max(values[:-n_tail])
+
+
 def test_selected(
     model: nn.Module,
     result: FitResult,
@@ -240,6 +254,8 @@ def test_selected(
         "val/acc": float(best_row["val/acc"]),
         "val/mean_class_acc": float(best_row["val/mean_class_acc"]),
         "best_epoch": int(result.best_epoch),
+        "epochs": len(result.history),
+        "val/still_rising": still_rising(result.history),
         "n_train": int(idx["train"].size),
         "n_val": int(idx["val"].size),
         "n_test": int(idx["test"].size),
@@ -301,6 +317,8 @@ def finish_fold(
     run's), delete the resume file. ``model`` holds the last epoch's weights on entry.
     Returns the metrics."""
     metrics = test_selected(model, result, fold, ev, test_images)
+    if history is not None:  # the whole run (e.g. every round of the corpus method), not its last part
+        metrics.update({"epochs": len(history), "val/still_rising": still_rising(history)})
     metrics.update(extra_metrics or {})
     if after_test is not None:
         metrics.update(after_test(model))
