@@ -134,7 +134,7 @@ CHANGES = {"add": _add_image, "remove": _remove_image, "edit": _edit_image, "rel
 
 def test_nothing_changed_nothing_runs(smk_aligned, dvc_aligned):
     repo, first = smk_aligned
-    assert set(job_stats(first)) == {"fingerprint_dataset", "fingerprint_corpus", "align", "align_corpus"}, first
+    assert set(job_stats(first)) == {"check_dag", "fingerprint_dataset", "fingerprint_corpus", "align", "align_corpus"}, first
     proc = run(["snakemake", "-n", "--cores", "1", *ALIGN_TARGETS], repo)
     assert job_stats(proc.stdout) == {} and "Nothing to be done" in proc.stdout, describe(proc)
     assert "missing provenance" not in proc.stdout, describe(proc)  # the fingerprint jobs ran under Snakemake
@@ -211,19 +211,20 @@ def test_bad_input_fails_before_any_job_under_both_tools(user_repo, tmp_path, pr
     assert smk.returncode != 0 and needle in smk.stdout, describe(smk)
     assert job_stats(smk.stdout) == {}, describe(smk, "planned jobs")
 
-    # DVC: the fingerprint stages come first and make the same checks; the message is the
-    # data error itself, not a Python traceback
+    # DVC: the DAG check (which parses the Snakefile, preflight included) and the
+    # fingerprint stages come first and make the same checks; the message is the data
+    # error itself, not a Python traceback
     dvc = run(["dvc", "repro"], repo, check=False)
     assert dvc.returncode != 0, describe(dvc)
     ran = running_stages(dvc.stdout)
-    assert set(ran) <= FINGERPRINTS and ran, describe(dvc)
+    assert set(ran) <= FINGERPRINTS | {"check_dag"} and ran, describe(dvc)
     assert needle in dvc.stdout, describe(dvc)
-    logs = {p.name: p.read_text() for p in (repo / "logs").glob("fingerprint_*.log")}
+    logs = {p.name: p.read_text() for p in (repo / "logs").glob("*.log") if p.name.startswith(("fingerprint_", "check_dag"))}
     failed = [text for text in logs.values() if needle in text]
     assert failed and all("Traceback" not in t and "error: " in t for t in failed), logs
     assert not (repo / "data" / "aligned").exists() and not (repo / "data" / "aligned_corpus").exists()
     if (repo / "dvc.lock").exists():  # a fingerprint stage that passed its checks is recorded
-        assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) <= FINGERPRINTS
+        assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) <= FINGERPRINTS | {"check_dag"}
 
 
 # ----------------------------------------------------------------------------- evidence of a failed alignment

@@ -191,6 +191,45 @@ def test_editor_starts_as_the_identity_and_code_mode_decodes() -> None:
         assert torch.equal(Synthesizer(gen, enc, editor).reexpress(x, e, y), editor(x, e, y))
 
 
+def test_editor_offsets_add_the_class_change_and_prior_faces_start_at_the_mean_expression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editor's class offsets add offsets[target] - offsets[source] (nothing when the
+    expression does not change); a prior identity is rendered at the mean expression and
+    edited from it; train_fesgan starts the offsets (editor and its EMA copy) at
+    proto_scale x the expression prototypes of the training images it is given."""
+    torch.manual_seed(0)
+    editor = Editor(1, SIZE, K, 8)
+    offsets = torch.randn(K, 1, SIZE, SIZE)
+    editor.init_offsets(offsets)
+    x = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    t, s = torch.tensor([0, 1, 2]), torch.tensor([2, 2, 0])
+    with torch.no_grad():
+        out = editor(x, one_hot(t, K), one_hot(s, K))
+        assert torch.allclose(out, x + offsets[t] - offsets[s], atol=1e-5)
+        assert torch.equal(editor(x, one_hot(t, K), one_hot(t, K)), x)
+    with pytest.raises(ValueError, match="offsets of shape"):
+        editor.init_offsets(torch.zeros(K, 1, 4, 4))
+
+    gen, enc = Generator(8, K, 1, SIZE, 8), Encoder(1, SIZE, 8, 8)
+    seen: list[torch.Tensor] = []
+    gen.register_forward_hook(lambda m, inp, out: seen.append(inp[1]))
+    z = torch.rand(3, 8) * 2 - 1
+    with torch.no_grad():
+        faces = Synthesizer(gen, enc, editor)(z, one_hot(t, K))
+        assert torch.equal(seen[-1], torch.full((3, K), 1.0 / K))
+        assert torch.allclose(faces, gen(z, seen[-1]) + offsets[t] - offsets.mean(0), atol=1e-5)
+
+    from fer.training.prototypes import expression_prototypes
+
+    starts: list[torch.Tensor] = []
+    original = Editor.init_offsets
+    monkeypatch.setattr(Editor, "init_offsets", lambda self, o: (starts.append(o.clone()), original(self, o))[1])
+    run(tmp_path, tiny_cfg(iterations=2, d_warmup=1, grid_every=0, proto_scale=2.0))
+    expected = 2.0 * expression_prototypes(X, Y, K)
+    assert len(starts) == 2 and all(torch.allclose(o, expected) for o in starts)
+
+
 # ------------------------------------------------------------------------- fake batch
 class LabelPainter(nn.Module):
     """Stub generator: paints the expression it is asked for (argmax of the one-hot) and

@@ -132,6 +132,9 @@ def test_every_rule_reads_only_declared_keys():
 
     for script in SCRIPTS.glob("*.py"):
         text = script.read_text()
+        if script.name == "dvcgen.py":  # renders and parses dvc.yaml; its params reading is load_params
+            assert "load_yaml" not in text, script
+            continue
         assert "yaml.safe_load" not in text and "load_yaml" not in text, script
 
 

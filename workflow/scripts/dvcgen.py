@@ -533,6 +533,11 @@ def _commit_stages(names: Sequence[str], workdir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
+#: Errors of the user's inputs that the Snakefile raises while it is parsed (the preflight
+#: checks of the dataset against params.yaml, params validation): under DVC they surface in
+#: the DAG check, the first stage, and are printed as they are.
+INPUT_ERRORS = ("DatasetError", "ParamsError")
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="render_dvc_yaml.py",
@@ -555,7 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         text = dump(render(args.workdir, args.snakefile))
     except Exception as e:  # snakemake parse/DAG errors, convention violations
-        print(f"render_dvc_yaml: cannot render dvc.yaml: {type(e).__name__}: {e}", file=sys.stderr)
+        if type(e).__name__ in INPUT_ERRORS:  # the dataset or params.yaml: the user's problem, said plainly
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            print(f"render_dvc_yaml: cannot render dvc.yaml: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     if args.out:
         from fer.utils.io import write_text

@@ -82,6 +82,7 @@ from fer.models.fesgan import (
     LatentDiscriminator,
     Synthesizer,
     check_geometry,
+    mean_expression,
     one_hot,
 )
 from fer.params import AugmentParams, FesganParams, to_dict
@@ -191,8 +192,9 @@ def make_edited_batch(
 ) -> FakeBatch:
     """``make_fake_batch`` for the editing synthesizer (``reexpress: edit``): the same
     draws (real targets among the other classes, prior codes, prior targets), but the real
-    identities are re-expressed by editing their image, ``Editor(x, e')``, and the prior
-    identities are rendered by the generator and then edited, ``Editor(G(z, e), e)``."""
+    identities are re-expressed by editing their image, ``Editor(x, e', y)``, and the prior
+    identities are rendered by the generator at the mean expression m and then edited,
+    ``Editor(G(z, m), e, m)`` (``Synthesizer.forward``)."""
     device = real_codes.device
     n_real, z_dim = real_codes.shape
     if num_classes > 1:
@@ -202,10 +204,10 @@ def make_edited_batch(
         t_real = torch.zeros(n_real, dtype=torch.long, device=device)
     z_prior = sample_prior(n_prior, z_dim, rng, device).to(real_codes.dtype)  # P, z
     t_prior = torch.randint(0, num_classes, (n_prior,), generator=rng).to(device)  # P
-    e_prior = one_hot(t_prior, num_classes)  # P, K
-    base = generator(z_prior, e_prior)  # P, C, S, S: rendered with expression t_prior already
+    mean = mean_expression(one_hot(t_prior, num_classes))  # P, K
+    base = generator(z_prior, mean)  # P, C, S, S: rendered at the mean expression
     target = one_hot(torch.cat([t_real, t_prior]), num_classes)  # R+P, K
-    source = one_hot(torch.cat([real_labels.long(), t_prior]), num_classes)  # R+P, K
+    source = torch.cat([one_hot(real_labels.long(), num_classes), mean])  # R+P, K
     images = editor(torch.cat([real_images, base]), target, source)  # R+P, C, S, S
     codes = torch.cat([real_codes, z_prior])  # R+P, z
     from_prior = torch.arange(n_real + n_prior, device=device) >= n_real
@@ -612,6 +614,12 @@ def train_fesgan(
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # initialisation
     m = _Models(cfg, channels, size, num_classes, device, prec)
+    use_protos = cfg.w_proto > 0 or m.edit is not None
+    protos = expression_prototypes(x_np, y_np, num_classes, subjects).to(device) if use_protos else None
+    if m.edit is not None and m.edit_ema is not None and protos is not None:
+        # the editor's class offsets start at the class-typical change (proto_scale x prototypes)
+        m.edit.init_offsets(cfg.proto_scale * protos)
+        m.edit_ema.init_offsets(cfg.proto_scale * protos)
     fingerprint = _fingerprint(cfg, x_np, y_np, num_classes, seed, m.nets, identity_net, log_every)
     history: list[dict[str, float]] = []
     window = _Window()
@@ -632,7 +640,6 @@ def train_fesgan(
 
     store = ImageStore(x_np, device)
     y_t = torch.from_numpy(y_np).to(device)
-    protos = expression_prototypes(x_np, y_np, num_classes, subjects).to(device) if cfg.w_proto > 0 else None
     sampler = EpochSampler(n, batch, seed, _STREAM_EPOCH)
     z_fixed = sample_prior(GRID_ROWS, cfg.z_dim, derived_generator(seed, _STREAM_GRID, 0), device)
     # Real rows: images spread over the training set (it is ordered by subject), so the

@@ -48,6 +48,7 @@ __all__ = [
     "LatentDiscriminator",
     "Synthesizer",
     "check_geometry",
+    "mean_expression",
     "one_hot",
 ]
 
@@ -65,6 +66,11 @@ def check_geometry(size: int, channels: int) -> None:
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     """Integer labels (N,) -> float one-hot (N, K) on the labels' device."""
     return F.one_hot(labels.long(), num_classes).float()
+
+
+def mean_expression(like: Tensor) -> Tensor:
+    """The mean expression code (every class 1/K), shaped and typed like ``like`` (N, K)."""
+    return torch.full_like(like, 1.0 / like.shape[1])
 
 
 def _ch(width: int, mult: float) -> int:
@@ -251,6 +257,12 @@ class Editor(nn.Module):
     bottleneck and decoder block): an edit from anger to happiness is not the edit from
     neutral to happiness, and the source is known wherever the editor is used (labelled
     training faces, and rendered prior identities whose expression was chosen).
+    Beside the convolutional residual, a learned expression offset per class
+    (``offsets``, (K, C, S, S)) adds ``offsets[target] - offsets[source]`` (for one-hot
+    codes: ``(target - source) @ offsets``): the class-typical change of a face from one
+    expression to another, which a network otherwise has to assemble pixel by pixel at the
+    optimiser's pace. It starts at zero, or at the training faces' expression prototypes
+    (``init_offsets``; see ``fer.training.prototypes``), and is trained with the rest.
     Up-sampling is nearest-neighbour + 3x3 convolution (no transposed-convolution
     checkerboards). Outputs may leave [-1, 1] by the size of the edit; they are clamped
     when they become uint8 images.
@@ -278,6 +290,14 @@ class Editor(nn.Module):
         self.delta = nn.Conv2d(w1, channels, 3, padding=1)
         nn.init.zeros_(self.delta.weight)
         nn.init.zeros_(self.delta.bias)
+        self.offsets = nn.Parameter(torch.zeros(num_classes, channels, size, size))  # K, C, S, S
+
+    @torch.no_grad()
+    def init_offsets(self, offsets: Tensor) -> None:
+        """Start the class offsets at ``offsets`` (K, C, S, S), e.g. scaled prototypes."""
+        if offsets.shape != self.offsets.shape:
+            raise ValueError(f"offsets of shape {tuple(offsets.shape)}, the editor needs {tuple(self.offsets.shape)}")
+        self.offsets.copy_(offsets.to(self.offsets.device, self.offsets.dtype))
 
     def forward(self, x: Tensor, target: Tensor, source: Tensor) -> Tensor:
         """x (N, C, S, S) in [-1, 1]; target, source (N, K) one-hot -> (N, C, S, S)."""
@@ -293,7 +313,8 @@ class Editor(nn.Module):
         h = self.cond_up1(self.up1(torch.cat([h, h2], dim=1)), e)  # N, 2w, S/2, S/2
         h = F.interpolate(h, scale_factor=2, mode="nearest")  # N, 2w, S, S
         h = self.cond_up2(self.up2(torch.cat([h, h1], dim=1)), e)  # N, w, S, S
-        return x + self.delta(h)  # N, C, S, S
+        shift = torch.einsum("nk,kchw->nchw", (target - source).to(x.dtype), self.offsets.to(x.dtype))
+        return x + self.delta(h) + shift  # N, C, S, S
 
 
 class Synthesizer(nn.Module):
@@ -303,9 +324,10 @@ class Synthesizer(nn.Module):
 
     Without an editor (``reexpress: code``, the paper's reading): ``forward = G(z, e)`` and
     ``reexpress = G(E(x), e)``. With one (``reexpress: edit``): ``reexpress =
-    Editor(x, e, y)`` and ``forward = Editor(G(z, e), e, e)`` (the rendered face already
-    has expression e; the editor sharpens it), so real identities are edited rather than
-    redrawn from a 64-d code.
+    Editor(x, e, y)`` and ``forward = Editor(G(z, m), e, m)`` with ``m`` the mean
+    expression code (every class 1/K): a prior identity is rendered at the average
+    expression and edited into e like any real face, so real identities are edited rather
+    than redrawn from a 64-d code and prior identities get the same learned edit.
     """
 
     def __init__(self, generator: Generator, encoder: Encoder, editor: Editor | None = None) -> None:
@@ -314,8 +336,10 @@ class Synthesizer(nn.Module):
         self.z_dim = generator.z_dim
 
     def forward(self, z: Tensor, e: Tensor) -> Tensor:
-        face = self.generator(z, e)  # N, C, S, S
-        return face if self.editor is None else self.editor(face, e, e)
+        if self.editor is None:
+            return self.generator(z, e)  # N, C, S, S
+        mean = mean_expression(e)  # N, K
+        return self.editor(self.generator(z, mean), e, mean)
 
     def reexpress(self, x: Tensor, e: Tensor, source: Tensor) -> Tensor:
         """x (N, C, S, S) in [-1, 1] of expressions ``source`` (N, K) -> expressions ``e``."""
