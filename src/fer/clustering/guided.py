@@ -281,6 +281,13 @@ class RejectionRule:
         """(B,) bool: rows farther from their class's anchor than its radius."""
         return self.distance(xb, cls) > self.radius[cls]
 
+    def within_any(self, xb: np.ndarray) -> np.ndarray:
+        """(B,) bool: prepared rows ``xb`` (B, D) inside the radius of at least one class."""
+        x = xb.astype(np.float64)
+        a = self.anchors.astype(np.float64)
+        d = (x * x).sum(1)[:, None] - 2.0 * x @ a.T + (a * a).sum(1)[None, :]  # B, C
+        return (d <= self.radius[None, :]).any(axis=1)
+
     def radii_json(self) -> list[float | None]:
         """The radii for the stats (None for a class without training features)."""
         return [float(r) if np.isfinite(r) else None for r in self.radius]
@@ -402,6 +409,31 @@ def guided_pseudo_labels(
     n = corpus_feats.shape[0]
     xl = prepare_batch(train_feats, cfg.normalize, what="train_feats")  # M, D
 
+    # rejection radii from the labelled TRAINING features only (module docstring); the
+    # faces outside every class's radius cannot get a pseudo-label and do not move centroids
+    rule = (
+        calibrate_rejection(train_feats, y, num_classes, cfg.reject_quantile, normalize=cfg.normalize)
+        if cfg.reject_quantile < 1.0 else None
+    )
+    fit_feats: np.ndarray = corpus_feats
+    n_fit = n
+    if rule is not None:
+        candidates = np.zeros(n, dtype=bool)
+        for start in range(0, n, cfg.batch_size):
+            sl = slice(start, min(start + cfg.batch_size, n))
+            candidates[sl] = rule.within_any(prepare_batch(corpus_feats[sl], cfg.normalize, what="corpus_feats"))
+        n_fit = int(candidates.sum())
+        k_needed = num_classes if cfg.guidance == "anchored" else cfg.clusters_per_class * num_classes
+        if n_fit < k_needed:
+            raise ValueError(
+                f"clustering.reject_quantile={cfg.reject_quantile}: only {n_fit} of {n} corpus faces lie within "
+                f"the training spread of any labelled class, fewer than the {k_needed} clusters to fit; raise "
+                "the quantile (1 = no rejection) or check that the corpus and the labelled set share a feature space"
+            )
+        fit_feats = np.asarray(corpus_feats[np.flatnonzero(candidates)])
+        log.info("pseudo-labels: centroids fitted on the %d of %d corpus faces within some class's training spread",
+                 n_fit, n)
+
     iterations = cfg.niter
     if cfg.guidance == "anchored":
         k = num_classes
@@ -410,12 +442,12 @@ def guided_pseudo_labels(
         means = _class_means(xl, y, num_classes)
         if cfg.anchor_weight == 0.0:
             centroids, n_train, subsampled, _, _ = train_centroids(
-                corpus_feats, k, niter=cfg.niter, seed=seed, init_centroids=means,
+                fit_feats, k, niter=cfg.niter, seed=seed, init_centroids=means,
                 max_points_per_centroid=cfg.max_points_per_centroid, use_gpu=cfg.use_gpu,
                 normalize=cfg.normalize,
             )
         else:
-            centroids, n_train, subsampled, iterations = _anchored_centroids(corpus_feats, means, cfg, seed, gpu)
+            centroids, n_train, subsampled, iterations = _anchored_centroids(fit_feats, means, cfg, seed, gpu)
         cluster_class = np.arange(k, dtype=np.int64)
         share = np.ones(k, dtype=np.float32)
     else:
@@ -425,17 +457,11 @@ def guided_pseudo_labels(
                 f"overcluster needs k = clusters_per_class * num_classes = {k} <= N = {n} corpus points"
             )
         centroids, n_train, subsampled, _, _ = train_centroids(
-            corpus_feats, k, niter=cfg.niter, seed=seed,
+            fit_feats, k, niter=cfg.niter, seed=seed,
             max_points_per_centroid=cfg.max_points_per_centroid, use_gpu=cfg.use_gpu,
             normalize=cfg.normalize,
         )
         cluster_class, share = _vote(centroids, xl, y, num_classes, cfg.neighbours)
-
-    # rejection radii from the labelled TRAINING features only (module docstring)
-    rule = (
-        calibrate_rejection(train_feats, y, num_classes, cfg.reject_quantile, normalize=cfg.normalize)
-        if cfg.reject_quantile < 1.0 else None
-    )
 
     # one streamed pass: nearest centroid, nearest centroid of another class (+ rejection)
     rejected = np.zeros(n, dtype=bool)
@@ -487,6 +513,7 @@ def guided_pseudo_labels(
         "not_kept_per_class": (assigned_per_class - kept_per_class).tolist(),
         "rejected_per_class": rejected_per_class.tolist(),
         "reject_radius": rule.radii_json() if rule is not None else None,
+        "n_fit": n_fit,
         "empty_classes": empty,
         "k": int(k),
         "n_train": int(n_train),
