@@ -49,6 +49,14 @@ rejected as well: its assignment and the labelled geometry disagree. A class wit
 training features is always calibrated; one without (``overcluster`` never votes for it)
 has no radius and gets no face. q = 1 switches rejection OFF (every face is assigned, the
 behaviour before the option existed), rather than meaning "the farthest training image".
+With rejection on, faces outside EVERY class's radius (``RejectionRule.within_any``) do
+not pull the centroids: the k-means of either guidance (and the anchored updates) is
+fitted on the other faces only (``stats["n_fit"]``; fewer than k of them is an error
+naming the param), then every face is assigned and judged as above. Without this a cloud
+of faces of no labelled class drags an anchored centroid away from its class (seen on the
+far-cloud scene of ``tests/test_rejection.py`` before this filter existed: at anchor
+weight 0.75 the cloud pulled class 0's centroid so far that all of class 0's own faces
+went to class 2 and were then rejected there).
 
 Why the default is OFF (1.0): the network that embeds the corpus was trained on these very
 training images, so their features are tighter around the class anchors than unseen faces
