@@ -47,9 +47,10 @@ def scene(seed: int = 0) -> dict[str, np.ndarray]:
     [dict(guidance="anchored", anchor_weight=0.75), dict(guidance="anchored", anchor_weight=0.0),
      dict(guidance="overcluster", clusters_per_class=2, neighbours=5)],
 )
-def test_far_cloud_is_rejected_in_class_points_are_kept(kw):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_far_cloud_is_rejected_in_class_points_are_kept(kw, normalize):
     s = scene()
-    cfg = ClusteringParams(normalize=False, use_gpu="never", keep_fraction=1.0, balance=False, reject_quantile=0.95,
+    cfg = ClusteringParams(normalize=normalize, use_gpu="never", keep_fraction=1.0, balance=False, reject_quantile=0.95,
                            niter=10, **kw)
     pl = guided_pseudo_labels(s["corpus"], s["train"], s["ty"], K, cfg, seed=0, threads=1)
     n_in = len(s["cy"])

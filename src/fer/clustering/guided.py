@@ -404,7 +404,8 @@ def guided_pseudo_labels(
     TRAINING split only (see the module docstring). ``stats`` holds: n, n_kept,
     kept_per_class, assigned_per_class, n_assigned, n_rejected, not_kept_per_class,
     rejected_per_class, reject_radius (per class, None when off or for a class without
-    training features), empty_classes, k, n_train, subsampled, used_gpu,
+    training features), n_fit (corpus faces the centroids were fitted on: all of them
+    without rejection), empty_classes, k, n_train, subsampled, used_gpu,
     objective (sum of squared distances of all N points to their nearest centroid, in the
     normalised space when ``cfg.normalize``), guidance, iterations, cluster_class,
     cluster_share, cluster_sizes, config, seed.
