@@ -63,7 +63,10 @@ training images, so their features are tighter around the class anchors than uns
 of the same classes; any q < 1 therefore also rejects corpus faces that DO show a labelled
 expression, and how many depends on that network's overfit. The right q for a corpus is a
 measurement (``pseudo/rejected_unknown`` of ``fer.clustering.quality`` scores it where the
-corpus has truth), not yet made on the demo; off keeps the demo's artifacts as they were.
+corpus has truth), not yet made on the demo; off keeps the demo's pseudo-labels (labels,
+confidences, kept flags) as they were; the files only gain the ``rejected`` column and counts.
+The demo corpus has (by construction, ``fer.data.demo``) only faces of the labelled seven
+classes, so on it rejection could only drop faces of a labelled class.
 Use e.g. 0.95 for a corpus known to hold many faces of no labelled class.
 
 Counts (``stats``): every corpus face is either rejected or ASSIGNED a pseudo-label; an
