@@ -238,3 +238,13 @@ def test_counts_reach_the_report_section(tmp_path):
     assert summary0[3] == str(stats[0]["n_rejected"] + stats[1]["n_rejected"])
     assert int(summary0[3]) >= 120  # both folds reject the far cloud
     assert summary0[0] == str(stats[0]["n_assigned"] + stats[1]["n_assigned"])
+
+
+def test_counts_table_says_n_a_for_stats_without_rejection_counts():
+    """Stats written before the option (no rejected_per_class) show n/a, not a made-up 0."""
+    from fer.report.sections import counts_table
+
+    old = {"fold": 0, "round": 0, "assigned": [5, 6, 7], "kept": [2, 3, 4], "rejected": None}
+    html = counts_table([old], CLASSES)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html)]
+    assert ["fold 0", "round 0", "18", "9", "9", "n/a", "5 / 2 / n/a", "6 / 3 / n/a", "7 / 4 / n/a"] in rows
