@@ -244,3 +244,40 @@ def test_synthetic_term_and_no_feats(tmp_path: Path) -> None:
     mp = np.load(tmp_path / "syn" / "rounds" / "round-0" / "map.npz")
     assert "initial network" in str(mp["features"])
     assert not (tmp_path / "syn" / "rounds" / "round-1").exists()
+
+
+def test_rejected_corpus_faces_are_never_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A face the clustering rejected ("none of these", clustering.reject_quantile) has no
+    pseudo-label: the round trains on the kept faces only, none of them rejected, and the
+    round's labels.csv records the rejection; all rejected -> an error naming the param."""
+    pseudo0, feats0 = make_pseudo0(tmp_path)
+    rejected = np.zeros(len(CORPUS), dtype=bool)
+    kept_idx = np.flatnonzero(pseudo0.kept)
+    rejected[kept_idx[::2]] = True  # half of the kept faces (and one face that was not kept)
+    rejected[np.flatnonzero(~pseudo0.kept)[0]] = True
+    pl = PseudoLabels(label=pseudo0.label, confidence=pseudo0.confidence, kept=pseudo0.kept & ~rejected,
+                      cluster=pseudo0.cluster, stats=pseudo0.stats, rejected=rejected)
+    seen: list[np.ndarray] = []
+    orig = corpus._train_round
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append(k["pseudo"][0])
+        return orig(*a, **k)
+
+    monkeypatch.setattr(corpus, "_train_round", spy)
+    run(tmp_path, "rej", pl, feats0, ft=FinetuneParams(epochs=1, rounds=0))
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], CORPUS[np.flatnonzero(pl.kept)])
+    with open(tmp_path / "rej" / "rounds" / "round-0" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["rejected"] == "1" for r in rows] == rejected.tolist()
+    assert not any(r["rejected"] == "1" and r["kept"] == "1" for r in rows)
+    everything = PseudoLabels(label=pseudo0.label, confidence=pseudo0.confidence,
+                              kept=np.zeros_like(pseudo0.kept), cluster=pseudo0.cluster, stats=pseudo0.stats,
+                              rejected=np.ones(len(CORPUS), dtype=bool))
+    with pytest.raises(ValueError, match=rf"{len(CORPUS)} of {len(CORPUS)} rejected .*reject_quantile"):
+        run(tmp_path, "all", everything, feats0, ft=FinetuneParams(epochs=1, rounds=0))
+    bad = PseudoLabels(label=pseudo0.label, confidence=pseudo0.confidence, kept=pseudo0.kept,
+                       cluster=pseudo0.cluster, stats=pseudo0.stats, rejected=pseudo0.kept.copy())
+    with pytest.raises(ValueError, match="pseudo0: a rejected corpus image is marked kept"):
+        run(tmp_path, "bad", bad, feats0, ft=FinetuneParams(epochs=1, rounds=0))

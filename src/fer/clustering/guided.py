@@ -32,11 +32,54 @@ Confidence (both modes): ``share(cluster) * (d_other - d_own) / (d_other + d_own
 squared distance to the nearest centroid that maps to a DIFFERENT expression (share = 1 in
 ``anchored``; margin 1 when every centroid maps to the same expression). It lies in [0, 1].
 
+Rejection ("none of these", ``reject_quantile`` q; issue 11): the clustering above puts
+every corpus face into some class, but a real face-recognition corpus holds many faces of
+no labelled class (neutral, smiling, extreme lighting on a labelled set without them). With
+q < 1 a face is REJECTED -- it gets no pseudo-label -- when it lies farther from the
+labelled anchor of its best class than the labelled training images of that class
+themselves: per class c, the anchor is the mean a_c of the (normalised) training features
+of class c (the same class mean the ``anchored`` mode starts and anchors its centroids on)
+and the radius r_c is the q-quantile (numpy ``linear``) of the squared distances of those
+training features to a_c; corpus face x with best class c (its nearest centroid's class,
+the label the clustering gives it) is rejected when ``|x - a_c|^2 > r_c``. The calibration
+sees the fold's TRAINING features only (``calibrate_rejection`` is given nothing else; the
+radii do not depend on the corpus), per fold, in the feature space of the network that
+embeds the corpus. A face inside another class's radius but outside its own best class's is
+rejected as well: its assignment and the labelled geometry disagree. A class with
+training features is always calibrated; one without (``overcluster`` never votes for it)
+has no radius and gets no face. q = 1 switches rejection OFF (every face is assigned, the
+behaviour before the option existed), rather than meaning "the farthest training image".
+With rejection on, faces outside EVERY class's radius (``RejectionRule.within_any``) do
+not pull the centroids: the k-means of either guidance (and the anchored updates) is
+fitted on the other faces only (``stats["n_fit"]``; fewer than k of them is an error
+naming the param), then every face is assigned and judged as above. Without this a cloud
+of faces of no labelled class drags an anchored centroid away from its class (seen on the
+far-cloud scene of ``tests/test_rejection.py`` before this filter existed: at anchor
+weight 0.75 the cloud pulled class 0's centroid so far that all of class 0's own faces
+went to class 2 and were then rejected there).
+
+Why the default is OFF (1.0): the network that embeds the corpus was trained on these very
+training images, so their features are tighter around the class anchors than unseen faces
+of the same classes; any q < 1 therefore also rejects corpus faces that DO show a labelled
+expression, and how many depends on that network's overfit. The right q for a corpus is a
+measurement (``pseudo/rejected_unknown`` of ``fer.clustering.quality`` scores it where the
+corpus has truth), not yet made on the demo; off keeps the demo's pseudo-labels (labels,
+confidences, kept flags) as they were; the files only gain the ``rejected`` column and counts.
+The demo corpus has (by construction, ``fer.data.demo``) only faces of the labelled seven
+classes, so on it rejection could only drop faces of a labelled class.
+Use e.g. 0.95 for a corpus known to hold many faces of no labelled class.
+
+Counts (``stats``): every corpus face is either rejected or ASSIGNED a pseudo-label; an
+assigned face is either KEPT or not kept by the selection below. Per class (best class for
+a rejected face): ``assigned_per_class = kept_per_class + not_kept_per_class``;
+``rejected_per_class`` separately; ``n = n_assigned + n_rejected``.
+
 Selection (``select_pseudo_labels``): per class the round(keep_fraction * n_c) most
-confident points are kept (ties: lower index first); with ``balance`` every class is capped
-at the smallest NON-ZERO kept count. A class with zero kept pseudo-labels does not vanish
-silently: it is listed in ``stats["empty_classes"]`` and a WARNING is logged; no error is
-raised, the caller (the fine-tuning) decides.
+confident ASSIGNED points are kept (n_c: the class's assigned, i.e. not rejected, points;
+ties: lower index first); with ``balance`` every class is capped at the smallest NON-ZERO
+kept count. A rejected face is never kept. A class with zero kept pseudo-labels does not
+vanish silently: it is listed in ``stats["empty_classes"]`` and a WARNING is logged; no
+error is raised, the caller (the fine-tuning) decides.
 
 Default guidance chosen by measurement on the demo artifacts (4 folds; train split of
 each fold embedded by models/<embedder>/fold-k.pt, corpus of 960 images embedded by the same
@@ -105,36 +148,62 @@ __all__ = [
     "EMBEDDERS",
     "GUIDANCE_MODES",
     "PseudoLabels",
+    "RejectionRule",
+    "calibrate_rejection",
     "guided_pseudo_labels",
     "read_pseudo_labels",
     "select_pseudo_labels",
     "write_pseudo_labels",
 ]
 
-CSV_COLUMNS: tuple[str, ...] = ("index", "path", "label", "confidence", "cluster", "kept")
+#: ``label`` of a rejected row is its best class (not a pseudo-label: ``kept`` is 0 there).
+CSV_COLUMNS: tuple[str, ...] = ("index", "path", "label", "confidence", "cluster", "kept", "rejected")
 _EPS = 1e-12
 
 
 @dataclass
 class PseudoLabels:
-    """Expression pseudo-labels of every corpus image."""
+    """Expression pseudo-labels of every corpus image.
 
-    label: np.ndarray  # (N,) int64 expression index for every corpus image
+    ``label`` is the best (nearest-centroid) class of every image; for a ``rejected`` image
+    it is not a pseudo-label (never kept, never trained on). ``rejected`` defaults to
+    nothing rejected."""
+
+    label: np.ndarray  # (N,) int64 expression index (best class) for every corpus image
     confidence: np.ndarray  # (N,) float32 in [0, 1]
-    kept: np.ndarray  # (N,) bool, survives confidence filtering + balancing
+    kept: np.ndarray  # (N,) bool, survives rejection + confidence filtering + balancing
     cluster: np.ndarray  # (N,) int64 cluster id
     stats: dict  # JSON-ready summary (see guided_pseudo_labels)
+    rejected: np.ndarray | None = None  # (N,) bool, "none of these": no pseudo-label
+
+    def __post_init__(self) -> None:
+        if self.rejected is None:
+            self.rejected = np.zeros(len(self.label), dtype=bool)
+
+    @property
+    def rejected_mask(self) -> np.ndarray:
+        """``rejected`` as a (N,) bool array."""
+        return np.asarray(self.rejected, dtype=bool)
 
 
 # ------------------------------------------------------------------------ selection
 def select_pseudo_labels(
-    label: np.ndarray, confidence: np.ndarray, num_classes: int, keep_fraction: float, balance: bool
+    label: np.ndarray,
+    confidence: np.ndarray,
+    num_classes: int,
+    keep_fraction: float,
+    balance: bool,
+    rejected: np.ndarray | None = None,
 ) -> np.ndarray:
     """Kept mask: per class the ``round(keep_fraction * n_c)`` (half up) most confident
-    points (ties: lower index first); with ``balance`` each class keeps at most the
-    smallest non-zero per-class kept count. Returns (N,) bool."""
+    ASSIGNED points, n_c = the class's points that are not ``rejected`` (ties: lower index
+    first); with ``balance`` each class keeps at most the smallest non-zero per-class kept
+    count. A rejected point is never kept. Returns (N,) bool."""
     label = np.asarray(label)
     confidence = np.asarray(confidence)
+    assigned = np.ones(label.shape, dtype=bool) if rejected is None else ~np.asarray(rejected, dtype=bool)
+    if assigned.shape != label.shape:
+        raise ValueError(f"rejected must have the shape of label {label.shape}, got {assigned.shape}")
     if label.ndim != 1 or confidence.shape != label.shape:
         raise ValueError(f"label and confidence must be equal-length 1-D arrays, got {label.shape} {confidence.shape}")
     if not np.issubdtype(label.dtype, np.integer):
@@ -147,12 +216,13 @@ def select_pseudo_labels(
         raise ValueError("confidence contains NaN or infinite values")
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    counts = np.bincount(label, minlength=num_classes)
+    counts = np.bincount(label[assigned], minlength=num_classes)
     n_keep = np.floor(keep_fraction * counts + 0.5).astype(np.int64)
     if balance and (n_keep > 0).any():
         n_keep = np.minimum(n_keep, n_keep[n_keep > 0].min())
     # most confident first, ties by index: lexsort's last key is the primary one
     order = np.lexsort((np.arange(len(label)), -confidence.astype(np.float64)))
+    order = order[assigned[order]]
     kept = np.zeros(len(label), dtype=bool)
     for c in range(num_classes):
         members = order[label[order] == c]
@@ -202,6 +272,66 @@ def _class_means(xl: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     means = np.zeros((num_classes, xl.shape[1]), dtype=np.float64)
     np.add.at(means, y, xl.astype(np.float64))
     return (means / counts[:, None]).astype(np.float32)  # C, D
+
+
+@dataclass(frozen=True)
+class RejectionRule:
+    """Per-class anchors and squared-distance radii of the rejection (module docstring)."""
+
+    quantile: float
+    anchors: np.ndarray  # (C, D) float32: class means of the (normalised) training features
+    radius: np.ndarray  # (C,) float64 squared distance; -inf for a class without training features
+
+    def distance(self, xb: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Squared distance (float64, (B,)) of prepared rows ``xb`` (B, D) to the anchors of
+        their classes ``cls`` (B,)."""
+        diff = xb.astype(np.float64) - self.anchors[cls].astype(np.float64)  # B, D
+        return np.einsum("bd,bd->b", diff, diff)
+
+    def rejects(self, xb: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """(B,) bool: rows farther from their class's anchor than its radius."""
+        return self.distance(xb, cls) > self.radius[cls]
+
+    def within_any(self, xb: np.ndarray) -> np.ndarray:
+        """(B,) bool: prepared rows ``xb`` (B, D) inside the radius of at least one class."""
+        x = xb.astype(np.float64)
+        a = self.anchors.astype(np.float64)
+        d = (x * x).sum(1)[:, None] - 2.0 * x @ a.T + (a * a).sum(1)[None, :]  # B, C
+        return (d <= self.radius[None, :]).any(axis=1)
+
+    def radii_json(self) -> list[float | None]:
+        """The radii for the stats (None for a class without training features)."""
+        return [float(r) if np.isfinite(r) else None for r in self.radius]
+
+
+def calibrate_rejection(
+    train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int, quantile: float, *, normalize: bool
+) -> RejectionRule:
+    """The rejection rule of one fold, from the fold's labelled TRAINING features only.
+
+    Per class c: anchor a_c = mean of the (L2-normalised when ``normalize``) training
+    features of class c; radius r_c = ``quantile``-quantile (numpy ``linear``) of their
+    squared distances to a_c. A class without training features gets radius -inf (any face
+    whose best class it is would be rejected). ``quantile`` in (0, 1); 1 means no rejection
+    and is handled by the caller (``guided_pseudo_labels`` does not calibrate then)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"reject quantile must be in (0, 1) to calibrate (1 = off), got {quantile}")
+    x = prepare_batch(np.asarray(train_feats), normalize, what="train_feats")  # M, D
+    y = np.asarray(train_labels)
+    if x.ndim != 2 or y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"train_feats (M, D) and integer train_labels (M,) expected, got {x.shape} {y.shape}")
+    if y.size == 0 or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"train_labels must be non-empty and lie in [0, {num_classes})")
+    y = y.astype(np.int64)
+    counts = np.bincount(y, minlength=num_classes)
+    sums = np.zeros((num_classes, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, y, x.astype(np.float64))
+    anchors = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)  # C, D
+    rule = RejectionRule(quantile=float(quantile), anchors=anchors, radius=np.full(num_classes, -np.inf))
+    d = rule.distance(x, y)  # M
+    for c in np.flatnonzero(counts):
+        rule.radius[c] = float(np.quantile(d[y == c], quantile))
+    return rule
 
 
 def _nearest(index: faiss.Index, xt: np.ndarray) -> np.ndarray:
@@ -275,7 +405,10 @@ def guided_pseudo_labels(
 
     ``train_feats`` (M, D) / ``train_labels`` (M,) must come from the fold's labelled
     TRAINING split only (see the module docstring). ``stats`` holds: n, n_kept,
-    kept_per_class, assigned_per_class, empty_classes, k, n_train, subsampled, used_gpu,
+    kept_per_class, assigned_per_class, n_assigned, n_rejected, not_kept_per_class,
+    rejected_per_class, reject_radius (per class, None when off or for a class without
+    training features), n_fit (corpus faces the centroids were fitted on: all of them
+    without rejection), empty_classes, k, n_train, subsampled, used_gpu,
     objective (sum of squared distances of all N points to their nearest centroid, in the
     normalised space when ``cfg.normalize``), guidance, iterations, cluster_class,
     cluster_share, cluster_sizes, config, seed.
@@ -288,6 +421,31 @@ def guided_pseudo_labels(
     n = corpus_feats.shape[0]
     xl = prepare_batch(train_feats, cfg.normalize, what="train_feats")  # M, D
 
+    # rejection radii from the labelled TRAINING features only (module docstring); the
+    # faces outside every class's radius cannot get a pseudo-label and do not move centroids
+    rule = (
+        calibrate_rejection(train_feats, y, num_classes, cfg.reject_quantile, normalize=cfg.normalize)
+        if cfg.reject_quantile < 1.0 else None
+    )
+    fit_feats: np.ndarray = corpus_feats
+    n_fit = n
+    if rule is not None:
+        candidates = np.zeros(n, dtype=bool)
+        for start in range(0, n, cfg.batch_size):
+            sl = slice(start, min(start + cfg.batch_size, n))
+            candidates[sl] = rule.within_any(prepare_batch(corpus_feats[sl], cfg.normalize, what="corpus_feats"))
+        n_fit = int(candidates.sum())
+        k_needed = num_classes if cfg.guidance == "anchored" else cfg.clusters_per_class * num_classes
+        if n_fit < k_needed:
+            raise ValueError(
+                f"clustering.reject_quantile={cfg.reject_quantile}: only {n_fit} of {n} corpus faces lie within "
+                f"the training spread of any labelled class, fewer than the {k_needed} clusters to fit; raise "
+                "the quantile (1 = no rejection) or check that the corpus and the labelled set share a feature space"
+            )
+        fit_feats = np.asarray(corpus_feats[np.flatnonzero(candidates)])
+        log.info("pseudo-labels: centroids fitted on the %d of %d corpus faces within some class's training spread",
+                 n_fit, n)
+
     iterations = cfg.niter
     if cfg.guidance == "anchored":
         k = num_classes
@@ -296,12 +454,12 @@ def guided_pseudo_labels(
         means = _class_means(xl, y, num_classes)
         if cfg.anchor_weight == 0.0:
             centroids, n_train, subsampled, _, _ = train_centroids(
-                corpus_feats, k, niter=cfg.niter, seed=seed, init_centroids=means,
+                fit_feats, k, niter=cfg.niter, seed=seed, init_centroids=means,
                 max_points_per_centroid=cfg.max_points_per_centroid, use_gpu=cfg.use_gpu,
                 normalize=cfg.normalize,
             )
         else:
-            centroids, n_train, subsampled, iterations = _anchored_centroids(corpus_feats, means, cfg, seed, gpu)
+            centroids, n_train, subsampled, iterations = _anchored_centroids(fit_feats, means, cfg, seed, gpu)
         cluster_class = np.arange(k, dtype=np.int64)
         share = np.ones(k, dtype=np.float32)
     else:
@@ -311,13 +469,14 @@ def guided_pseudo_labels(
                 f"overcluster needs k = clusters_per_class * num_classes = {k} <= N = {n} corpus points"
             )
         centroids, n_train, subsampled, _, _ = train_centroids(
-            corpus_feats, k, niter=cfg.niter, seed=seed,
+            fit_feats, k, niter=cfg.niter, seed=seed,
             max_points_per_centroid=cfg.max_points_per_centroid, use_gpu=cfg.use_gpu,
             normalize=cfg.normalize,
         )
         cluster_class, share = _vote(centroids, xl, y, num_classes, cfg.neighbours)
 
-    # one streamed pass: nearest centroid, nearest centroid of another class
+    # one streamed pass: nearest centroid, nearest centroid of another class (+ rejection)
+    rejected = np.zeros(n, dtype=bool)
     label = np.empty(n, dtype=np.int64)
     cluster = np.empty(n, dtype=np.int64)
     confidence = np.empty(n, dtype=np.float32)
@@ -338,20 +497,35 @@ def guided_pseudo_labels(
         label[sl] = own
         confidence[sl] = np.clip(share[ids[:, 0]] * margin, 0.0, 1.0)
         objective += float(d_own.sum())
+        if rule is not None:
+            rejected[sl] = rule.rejects(prepare_batch(corpus_feats[sl], cfg.normalize), own)
 
-    kept = select_pseudo_labels(label, confidence, num_classes, cfg.keep_fraction, cfg.balance)
+    kept = select_pseudo_labels(label, confidence, num_classes, cfg.keep_fraction, cfg.balance, rejected)
     kept_per_class = np.bincount(label[kept], minlength=num_classes)
+    assigned_per_class = np.bincount(label[~rejected], minlength=num_classes)
+    rejected_per_class = np.bincount(label[rejected], minlength=num_classes)
+    if rule is not None:
+        log.info(
+            "pseudo-labels: %d of %d corpus images rejected (no labelled class within the training spread, "
+            "quantile %g); per best class %s", int(rejected.sum()), n, cfg.reject_quantile, rejected_per_class.tolist(),
+        )
     empty = np.flatnonzero(kept_per_class == 0).tolist()
     if empty:
         log.warning(
-            "pseudo-labels: classes %s have no kept corpus image (guidance %s); they are absent from "
-            "the pseudo-labelled set", empty, cfg.guidance,
+            "pseudo-labels: classes %s have no kept corpus image (guidance %s; rejected per class %s); they "
+            "are absent from the pseudo-labelled set", empty, cfg.guidance, rejected_per_class.tolist(),
         )
     stats: dict[str, Any] = {
         "n": int(n),
         "n_kept": int(kept.sum()),
         "kept_per_class": kept_per_class.tolist(),
-        "assigned_per_class": np.bincount(label, minlength=num_classes).tolist(),
+        "assigned_per_class": assigned_per_class.tolist(),
+        "n_assigned": int(n - rejected.sum()),
+        "n_rejected": int(rejected.sum()),
+        "not_kept_per_class": (assigned_per_class - kept_per_class).tolist(),
+        "rejected_per_class": rejected_per_class.tolist(),
+        "reject_radius": rule.radii_json() if rule is not None else None,
+        "n_fit": n_fit,
         "empty_classes": empty,
         "k": int(k),
         "n_train": int(n_train),
@@ -369,14 +543,14 @@ def guided_pseudo_labels(
     }
     # wall time is logged, not stored: the stats are a versioned artifact (same seed, same bytes)
     log.info("guided clustering: %d corpus images, k=%d, %.2f s", n, k, time.perf_counter() - t0)
-    return PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats)
+    return PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats, rejected=rejected)
 
 
 # ------------------------------------------------------------------------------ I/O
 def write_pseudo_labels(out_dir: Path, pl: PseudoLabels, corpus_paths: Sequence[str], classes: Sequence[str]) -> None:
-    """Write ``out_dir/labels.csv`` (columns ``CSV_COLUMNS``; label as class name, kept as
-    0/1, confidence with 9 significant digits = exact float32) and ``out_dir/stats.json``
-    (``pl.stats`` plus ``classes``), each atomically."""
+    """Write ``out_dir/labels.csv`` (columns ``CSV_COLUMNS``; label as class name, kept and
+    rejected as 0/1, confidence with 9 significant digits = exact float32) and
+    ``out_dir/stats.json`` (``pl.stats`` plus ``classes``), each atomically."""
     out_dir = Path(out_dir)
     n = len(pl.label)
     if len(corpus_paths) != n:
@@ -386,13 +560,18 @@ def write_pseudo_labels(out_dir: Path, pl: PseudoLabels, corpus_paths: Sequence[
             raise ValueError(f"pseudo-labels: {name} has {len(getattr(pl, name))} entries, label has {n}")
     if n and (pl.label.min() < 0 or pl.label.max() >= len(classes)):
         raise ValueError(f"pseudo-label values outside [0, {len(classes)}) for classes {list(classes)}")
+    rejected = pl.rejected_mask
+    if rejected.shape != (n,):
+        raise ValueError(f"pseudo-labels: rejected has shape {rejected.shape}, label has {n} entries")
+    if (rejected & np.asarray(pl.kept, dtype=bool)).any():
+        raise ValueError("pseudo-labels: a rejected corpus image is marked kept")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for i in range(n):
         w.writerow(
             (i, corpus_paths[i], classes[int(pl.label[i])], f"{float(pl.confidence[i]):.9g}",
-             int(pl.cluster[i]), int(bool(pl.kept[i])))
+             int(pl.cluster[i]), int(bool(pl.kept[i])), int(rejected[i]))
         )
     write_text(out_dir / "labels.csv", buf.getvalue())
     write_json(out_dir / "stats.json", {**pl.stats, "classes": list(classes)})
@@ -427,12 +606,13 @@ def read_pseudo_labels(out_dir: Path, classes: Sequence[str], *, corpus_paths: S
     confidence = np.empty(n, dtype=np.float32)
     cluster = np.empty(n, dtype=np.int64)
     kept = np.empty(n, dtype=bool)
+    rejected = np.empty(n, dtype=bool)
     paths: list[str] = []
     for i, row in enumerate(rows):
         where = f"{csv_path}, line {i + 2}"
         if len(row) != len(CSV_COLUMNS):
             raise ValueError(f"{where}: expected {len(CSV_COLUMNS)} fields, got {len(row)}")
-        idx, path, name, conf, clus, keep = row
+        idx, path, name, conf, clus, keep, rej = row
         if idx != str(i):
             raise ValueError(f"{where}: index {idx!r}, expected {i}")
         if name not in index:
@@ -448,13 +628,19 @@ def read_pseudo_labels(out_dir: Path, classes: Sequence[str], *, corpus_paths: S
             raise ValueError(f"{where}: negative cluster id {j}")
         if keep not in ("0", "1"):
             raise ValueError(f"{where}: kept must be 0 or 1, got {keep!r}")
-        label[i], confidence[i], cluster[i], kept[i] = index[name], c, j, keep == "1"
+        if rej not in ("0", "1"):
+            raise ValueError(f"{where}: rejected must be 0 or 1, got {rej!r}")
+        if keep == rej == "1":
+            raise ValueError(f"{where}: a rejected image cannot be kept")
+        label[i], confidence[i], cluster[i], kept[i], rejected[i] = index[name], c, j, keep == "1", rej == "1"
         paths.append(path)
     if "n" in stats and stats["n"] != n:
         raise ValueError(f"{stats_path}: n={stats['n']} but {csv_path} has {n} rows")
     if "n_kept" in stats and stats["n_kept"] != int(kept.sum()):
         raise ValueError(f"{stats_path}: n_kept={stats['n_kept']} but {csv_path} keeps {int(kept.sum())}")
+    if "n_rejected" in stats and stats["n_rejected"] != int(rejected.sum()):
+        raise ValueError(f"{stats_path}: n_rejected={stats['n_rejected']} but {csv_path} rejects {int(rejected.sum())}")
     if corpus_paths is not None and list(corpus_paths) != paths:
         raise ValueError(f"{csv_path}: paths do not match the given corpus paths (order or content)")
     stats = {key: v for key, v in stats.items() if key != "classes"}
-    return PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats)
+    return PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats, rejected=rejected)

@@ -112,8 +112,13 @@ def _acc(pred: np.ndarray, truth: np.ndarray) -> float | None:
 def pseudo_label_quality(pl: PseudoLabels, truth: np.ndarray, num_classes: int) -> dict[str, Any]:
     """Pseudo-label quality (JSON-ready; None where undefined, e.g. nothing kept).
 
-    ``pseudo/acc_kept``: accuracy of the kept pseudo-labels; ``pseudo/acc_all``: of all;
-    ``pseudo/coverage``: kept fraction; ``cluster/nmi``: NMI (arithmetic normalisation)
+    ``pseudo/acc_kept``: accuracy of the kept pseudo-labels; ``pseudo/acc_all``: of all
+    ASSIGNED ones (a rejected image has no pseudo-label; without rejection: of all images);
+    ``pseudo/coverage``: kept fraction; ``pseudo/rejected``: rejected fraction;
+    ``pseudo/rejected_unknown`` / ``pseudo/assigned_unknown``: share of the rejected /
+    assigned images whose true expression is none of the classes (rejection does its job
+    when the first is well above the second; None when there are none);
+    ``cluster/nmi``: NMI (arithmetic normalisation)
     between cluster ids and truth; ``cluster/purity``; ``pseudo/kept_per_class`` (list of
     kept counts per pseudo-label class); ``pseudo/acc_kept_per_class``: per pseudo-label
     class, the fraction of its kept images whose truth is that class (None when none kept);
@@ -126,13 +131,21 @@ def pseudo_label_quality(pl: PseudoLabels, truth: np.ndarray, num_classes: int) 
     if not np.issubdtype(truth.dtype, np.integer) or (truth.size and (truth.min() < -1 or truth.max() >= num_classes)):
         raise ValueError(f"truth must be integers in [-1, {num_classes})")
     kept = np.asarray(pl.kept, dtype=bool)
+    rejected = pl.rejected_mask
+    if rejected.shape != (n,):
+        raise ValueError(f"rejected shape {rejected.shape} does not match {n} pseudo-labels")
+    assigned = ~rejected
+    unknown = truth == -1
     label = np.asarray(pl.label, dtype=np.int64)
     per_class = np.bincount(label[kept], minlength=num_classes)
     acc_pc = [_acc(label[kept & (label == c)], truth[kept & (label == c)]) for c in range(num_classes)]
     return {
         "pseudo/acc_kept": _acc(label[kept], truth[kept]),
-        "pseudo/acc_all": _acc(label, truth),
+        "pseudo/acc_all": _acc(label[assigned], truth[assigned]),
         "pseudo/coverage": float(kept.mean()) if n else None,
+        "pseudo/rejected": float(rejected.mean()) if n else None,
+        "pseudo/rejected_unknown": float(unknown[rejected].mean()) if rejected.any() else None,
+        "pseudo/assigned_unknown": float(unknown[assigned].mean()) if assigned.any() else None,
         "cluster/nmi": float(normalized_mutual_info_score(truth, pl.cluster)) if n else None,
         "cluster/purity": purity(pl.cluster, truth) if n else None,
         "pseudo/kept_per_class": per_class.tolist(),

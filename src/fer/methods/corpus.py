@@ -14,7 +14,8 @@ pseudo-labels -- is made by the pipeline with ``cluster_corpus_fold`` and the fo
 recogniser. For r = 0 .. ``rounds``:
 
 1. train the AC-CNN on the fold's real TRAIN images + the KEPT pseudo-labelled corpus
-   images of round r (+ the fold's synthetic set when ``synthetic_weight > 0``) for
+   images of round r (a face the clustering REJECTED as of no labelled class,
+   ``clustering.reject_quantile``, has no pseudo-label and is never kept) (+ the fold's synthetic set when ``synthetic_weight > 0``) for
    ``finetune.epochs`` epochs through the shared driver (the epoch is selected on the VAL
    split only). Round 0 starts from a freshly initialised network (seeded), round r > 0
    from round r-1's SELECTED weights; every round has a fresh optimizer and LR schedule
@@ -54,7 +55,8 @@ Outputs:
   when off) + ``round`` + ``round_epoch``; one row per epoch of every round, ``epoch``
   counting on across rounds (``r * epochs + round_epoch``) so curves plot as one line;
 * ``out_dir/round-R/`` for R = 0 .. rounds: ``labels.csv`` + ``stats.json``
-  (``write_pseudo_labels``: the pseudo-labels round R trains on), ``map.npz`` (``idx``,
+  (``write_pseudo_labels``: the pseudo-labels round R trains on, with the assigned, kept
+  and rejected counts per class that the report tabulates), ``map.npz`` (``idx``,
   ``xy`` of ``embedding_map`` of the corpus features those pseudo-labels were made from,
   with ``label``/``kept`` of the mapped points and ``features`` naming their source),
   ``source.json`` (what made the pseudo-labels; written last), ``model.pt`` / ``last.pt``
@@ -196,7 +198,7 @@ def cluster_corpus_fold(
 
 # --------------------------------------------------------------------------- helpers
 def _digest_pseudo(pl: PseudoLabels) -> str:
-    return digest(np.asarray(pl.label), np.asarray(pl.confidence), np.asarray(pl.kept))
+    return digest(np.asarray(pl.label), np.asarray(pl.confidence), np.asarray(pl.kept), pl.rejected_mask)
 
 
 def _check_pseudo(pl: PseudoLabels, n: int, num_classes: int, what: str) -> None:
@@ -206,6 +208,10 @@ def _check_pseudo(pl: PseudoLabels, n: int, num_classes: int, what: str) -> None
             raise ValueError(f"{what}: {name} has shape {arr.shape}, expected ({n},) (one per corpus image)")
     if np.asarray(pl.kept).dtype != np.bool_:
         raise ValueError(f"{what}: kept must be a bool array")
+    if pl.rejected_mask.shape != (n,):
+        raise ValueError(f"{what}: rejected has shape {pl.rejected_mask.shape}, expected ({n},)")
+    if (pl.rejected_mask & np.asarray(pl.kept)).any():
+        raise ValueError(f"{what}: a rejected corpus image is marked kept")
     label = np.asarray(pl.label)
     if not np.issubdtype(label.dtype, np.integer) or (n and (label.min() < 0 or label.max() >= num_classes)):
         raise ValueError(f"{what}: labels must be integers in [0, {num_classes})")
@@ -450,7 +456,12 @@ def run_corpus_finetune_fold(
                 _write_round_pseudo(rdir, pl, feats0, features_from, corpus_paths, classes, seed_r, source)
         kept = np.flatnonzero(np.asarray(pl.kept))
         if kept.size == 0:
-            raise ValueError(f"round {r}: no kept pseudo-labelled corpus image (all filtered out); nothing to fine-tune on")
+            n_rej = int(pl.rejected_mask.sum())
+            raise ValueError(
+                f"round {r}: no kept pseudo-labelled corpus image (all filtered out: {n_rej} of {n_corpus} "
+                f"rejected as no labelled class, params clustering.reject_quantile={clustering.reject_quantile}); "
+                "nothing to fine-tune on"
+            )
 
         model.load_state_dict(state)
         extra = {**common, "round": r, "init": init_digest, "pseudo": pseudo_digest}

@@ -422,6 +422,9 @@ class ClusteringParams:
     use_gpu: str = "auto"  # auto | never | always
     anchor_weight: float = 0.75  # anchored: weight of the labelled class mean in each update
     batch_size: int = 65536  # rows per streamed assignment batch
+    # reject a corpus face beyond this quantile of its class's training-image distances to
+    # the class anchor (fer.clustering.guided, "Rejection"); 1.0 = off, no face is rejected
+    reject_quantile: float = 1.0
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
@@ -437,6 +440,8 @@ class ClusteringParams:
             raise ValueError(f"clustering.keep_fraction must be in (0, 1], got {self.keep_fraction}")
         if not 0.0 <= self.anchor_weight <= 1.0:
             raise ValueError(f"clustering.anchor_weight must be in [0, 1], got {self.anchor_weight}")
+        if not 0.0 < self.reject_quantile <= 1.0:  # also rejects NaN
+            raise ValueError(f"clustering.reject_quantile must be in (0, 1] (1 = off), got {self.reject_quantile}")
 
 
 @dataclass(frozen=True)

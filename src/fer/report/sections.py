@@ -20,6 +20,9 @@ QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pseudo/acc_kept", "accuracy of kept pseudo-labels"),
     ("pseudo/acc_all", "accuracy of all pseudo-labels"),
     ("pseudo/coverage", "coverage (kept fraction)"),
+    ("pseudo/rejected", "rejected fraction"),
+    ("pseudo/rejected_unknown", "rejected: share of no labelled class"),
+    ("pseudo/assigned_unknown", "assigned: share of no labelled class"),
     ("cluster/nmi", "NMI"),
     ("cluster/purity", "purity"),
 )
@@ -59,6 +62,67 @@ def quality_table(quality: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _counts(s: Mapping[str, Any], key: str, num_classes: int) -> list[int] | None:
+    v = s.get(key)
+    return [int(x) for x in v] if isinstance(v, list) and len(v) == num_classes else None
+
+
+def pseudo_counts(stats: Sequence[Mapping[str, Any]], rounds: Sequence[Path], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Assigned, kept and rejected pseudo-label counts per fold, round and class.
+
+    Round 0 of fold k comes from ``stats[k]`` (the round-0 clustering, metrics/pseudo); round
+    R >= 1 from ``rounds[k]/round-R/stats.json`` (the re-clustering rounds of the
+    fine-tuning). Each entry: fold, round, and per-class lists ``assigned`` (= kept + not
+    kept), ``kept``, ``rejected`` (by best class; None when the stats predate rejection)."""
+    from fer.utils.io import read_json
+
+    c = len(classes)
+    out: list[dict[str, Any]] = []
+    for k, s0 in enumerate(stats):
+        per_round: list[tuple[int, Mapping[str, Any]]] = [(0, s0)]
+        if k < len(rounds):
+            per_round += [(int(d.name[6:]), read_json(d / "stats.json")) for d in round_dirs(rounds[k])
+                          if int(d.name[6:]) > 0 and (d / "stats.json").is_file()]
+        for r, s in per_round:
+            out.append({"fold": k, "round": r, "assigned": _counts(s, "assigned_per_class", c),
+                        "kept": _counts(s, "kept_per_class", c), "rejected": _counts(s, "rejected_per_class", c)})
+    return out
+
+
+def counts_table(counts: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> str:
+    """Per round, summed over folds: totals and per class 'assigned / kept / rejected'; the
+    per-fold rows folded below."""
+
+    def total(v: list[int] | None) -> str:
+        return "n/a" if v is None else str(sum(v))
+
+    def cells(e: Mapping[str, Any]) -> list[str]:
+        a, kp, rj = e["assigned"], e["kept"], e["rejected"]
+        nk = None if a is None or kp is None else [x - y for x, y in zip(a, kp, strict=True)]
+        per_class = [" / ".join("n/a" if v is None else str(v[i]) for v in (a, kp, rj)) for i in range(len(classes))]
+        return [total(a), total(kp), total(nk), total(rj)] + per_class
+
+    def add(x: list[int] | None, y: list[int] | None) -> list[int] | None:
+        return None if x is None or y is None else [i + j for i, j in zip(x, y, strict=True)]
+
+    header = ["assigned", "kept", "not kept", "rejected"] + [f"{c} (a / k / r)" for c in classes]
+    summed: dict[int, dict[str, Any]] = {}
+    n_folds: dict[int, int] = {}
+    for e in counts:
+        r = e["round"]
+        if r not in summed:
+            summed[r] = {key: e[key] for key in ("assigned", "kept", "rejected")}
+            n_folds[r] = 1
+        else:
+            summed[r] = {key: add(summed[r][key], e[key]) for key in ("assigned", "kept", "rejected")}
+            n_folds[r] += 1
+    rows = [[f"round {r}", n_folds[r]] + cells(summed[r]) for r in sorted(summed)]
+    detail = [[f"fold {e['fold']}", f"round {e['round']}"] + cells(e) for e in counts]
+    return (_table(["round", "folds"] + header, rows)
+            + "<details><summary>per fold and round</summary>"
+            + _table(["fold", "round"] + header, detail, left=2) + "</details>")
+
+
 def corpus_section(
     *,
     stats: Sequence[Mapping[str, Any]],
@@ -80,6 +144,17 @@ def corpus_section(
                  "join the AC-CNN's fine-tuning. Later rounds re-embed and re-cluster with the fine-tuned AC-CNN.</p>")
     parts.append("<h3>Without corpus / with corpus</h3>")
     parts.append(_table(["row", "accuracy", "Δ vs without corpus", "paired t p", "Wilcoxon p"], ablation))
+    parts.append("<h3>Pseudo-labels per class and round: assigned, kept, rejected</h3>")
+    parts.append(counts_table(pseudo_counts(stats, rounds, classes), classes))
+    q = next((s.get("config", {}).get("reject_quantile") for s in stats), None)
+    rule = ("rejection was off (clustering.reject_quantile = 1): every corpus face was assigned a class"
+            if q is None or q >= 1 else
+            f"clustering.reject_quantile = {q}: a face farther from its best class's labelled anchor than that "
+            "quantile of the fold's training images' own distances to it was rejected")
+    parts.append("<p>Every corpus face is either rejected (\"none of these\": no pseudo-label; counted under its "
+                 "nearest class) or assigned a class; of the assigned ones, the selection keeps the most confident "
+                 f"per class (assigned = kept + not kept). Summed over folds; {html.escape(rule)}. Calibrated per "
+                 "fold on the fold's labelled training images only.</p>")
     parts.append("<h3>Pseudo-label quality per round</h3>")
     if quality is None:
         parts.append("<p>The corpus has no expression truth (params corpus.truth is empty), so the pseudo-labels "
@@ -101,7 +176,7 @@ def corpus_section(
             pl = read_pseudo_labels(last, classes)
             with np.load(last / "map.npz") as m:
                 idx, xy = m["idx"], m["xy"]
-            title = f"fold 0, {last.name}: corpus embeddings (t-SNE) coloured by pseudo-label (grey: not kept)"
+            title = f"fold 0, {last.name}: corpus embeddings (t-SNE) coloured by pseudo-label (grey: not kept or rejected)"
             parts.append("<h3>Map of the corpus embeddings</h3>")
             parts.append(_img(map_png(xy, pl.label[idx], classes, title, kept=pl.kept[idx]), "corpus embedding map"))
     parts.append("<h3>Model size</h3>")
