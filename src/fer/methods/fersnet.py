@@ -393,6 +393,7 @@ def run_fersnet_fold(
     identity: nn.Module | None,
     init_weights: Path | None,
     out_dir: Path,
+    on_epoch_end: Callable[[FERSNet, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train, select (val) and test (once) one FERSNet ablation row on one fold.
 
@@ -408,6 +409,9 @@ def run_fersnet_fold(
             losses there) or when ``fc.w_id == 0``.
         init_weights: the fold's ``gated`` model file for ``synth``; must be None otherwise.
         out_dir: directory for the synthesis grid and JSON.
+        on_epoch_end: called with (the network as it is after the epoch, the epoch's row)
+            after each epoch (the generator benchmark probes the synthesis branch there;
+            it must leave the network's mode and the random generators as it found them).
     Returns:
         The metrics dict written (keys ``FERSNET_METRIC_KEYS``).
     """
@@ -554,6 +558,7 @@ def run_fersnet_fold(
         seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pairs": g_pair, "syn": g_syn},
         before_epoch=syn_set.start_epoch if syn_set is not None else None,
         extra_state=disc_state, resume_path=out.resume, log_path=out.log,
+        on_epoch_end=None if on_epoch_end is None else (lambda row: on_epoch_end(net, row)),
     )
 
     out_dir = Path(out_dir)
