@@ -71,7 +71,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
 ]
 
-QA_COLUMNS = ("path", "subject", "label", "status", "reason", "landmark_source", "n_faces", "residual")
+QA_COLUMNS = ("path", "subject", "label", "split", "status", "reason", "landmark_source", "n_faces", "residual")
 MANIFEST_COLUMNS = ("index", "path", "subject", "label", "split")
 
 #: Landmarks further than this fraction of the image side outside the image are rejected.

@@ -130,7 +130,8 @@ def _align_and_write(
     if found is not None:
         output.has_subjects = found.has_subjects
         output.skipped = [
-            {"path": path, "subject": "", "label": None, "status": "skipped", "reason": reason, "landmark_source": ""}
+            {"path": path, "subject": "", "label": None, "split": None, "status": "skipped", "reason": reason,
+             "landmark_source": ""}
             for path, reason in found.skipped
         ]
     write_evidence(evidence_dir, output, cfg)

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from fer.data.files import DatasetError
+from fer.data.landmarks import reduce_68_to_5
 from fer.data.manifest import DatasetRead, Record, _raise_problems, read_csv_dataset, read_folders
 from fer.params import DataParams
 
@@ -132,8 +133,6 @@ def _points_file(path: Path, n: int, first_lines_only: bool = False) -> np.ndarr
 
 
 def _five(pts68: np.ndarray) -> tuple[tuple[float, float], ...]:
-    from fer.align.detect import reduce_68_to_5
-
     return tuple((float(x), float(y)) for x, y in reduce_68_to_5(pts68))
 
 
