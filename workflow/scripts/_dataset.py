@@ -144,9 +144,10 @@ def check_input(which: str, view: DeclaredParams) -> str:
         records = read_csv_dataset(root, labelled=False)
         return f"corpus {root}: {len(records)} images of {len({r.subject for r in records})} identities"
     data = view.section("data")
-    records = read_labelled(data).records
+    found = read_labelled(data)
+    records = found.records
     classes = resolve_classes(records, data.classes)
-    summary = summarise(records, classes)
+    summary = summarise(records, classes, has_subjects=found.has_subjects)
     check_requirements(summary, view.section("folds"), view.get("dgcn.reference_target"), where=str(root))
     return (
         f"dataset {root}: {summary.n_images} images, {len(summary.labels_by_subject)} subjects, "

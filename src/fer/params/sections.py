@@ -58,6 +58,8 @@ MULTIPLE_FACE_MODES: tuple[str, ...] = ("largest", "fail")
 #: Dataset formats (``fer.data.manifest``, ``fer.data.formats``).
 DATA_FORMATS: tuple[str, ...] = ("demo", "csv", "folders", "ckplus", "oulu", "fer2013", "rafdb", "affectnet")
 RAFDB_IMAGES: tuple[str, ...] = ("aligned", "original")
+#: Fold protocols (``fer.data.folds``).
+FOLD_PROTOCOLS: tuple[str, ...] = ("subject_kfold", "official")
 #: Clustering choices (``fer.clustering.guided``).
 GUIDANCE_MODES: tuple[str, ...] = ("anchored", "overcluster")
 EMBEDDERS: tuple[str, ...] = ("full", "baseline")
@@ -212,8 +214,11 @@ class FoldsParams:
 
     n_folds: int = 4
     val_fraction: float = 0.2
+    protocol: str = "subject_kfold"  # subject_kfold | official (the dataset's own train/test split)
 
     def __post_init__(self) -> None:
+        if self.protocol not in FOLD_PROTOCOLS:
+            raise ValueError(f"folds.protocol must be one of {FOLD_PROTOCOLS}, got {self.protocol!r}")
         if self.n_folds < 2:
             raise ValueError(f"folds.n_folds must be >= 2, got {self.n_folds}")
         if not 0 < self.val_fraction < 1:
