@@ -319,3 +319,40 @@ def test_ckplus_layout_aligns_and_folds_by_editing_params_only(user_repo, tmp_pa
     folds = yaml.safe_load((repo / "data" / "folds.json").read_text())
     tested = sorted(s for fold in folds["folds"] for s in fold["test"])
     assert tested == sorted({r["subject"] for r in manifest})
+
+
+def test_split_first_folders_layout_runs_the_official_protocol(user_repo, tmp_path):
+    """The export layout train/<class>/, test/<class>/ (a label list beside them) with
+    folds.protocol official: one fold whose test part is the test/ folder's subjects, and a
+    DAG of one fold (dry run)."""
+    repo = copy_repo(user_repo, tmp_path / "repo")
+    expr, root = repo / DATASET, repo / "my_data" / "split"
+    with open(expr / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    subjects = sorted({r["subject"] for r in rows})
+    test_subjects = set(subjects[-2:])
+    for r in rows:
+        split = "test" if r["subject"] in test_subjects else "train"
+        dest = root / split / r["expression"] / f"{r['subject']}_{Path(r['image']).name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(expr / r["image"], dest)
+        marks = expr / (r["image"][: -len(".png")] + ".landmarks.txt")
+        shutil.copy2(marks, dest.with_name(dest.stem + ".landmarks.txt"))
+    (root / "labels.txt").write_text("anger disgust fear happiness sadness surprise neutral\n")
+    # one fold instead of folds.n_folds: the DAG changes, so dvc.yaml is re-rendered (`make dvc-yaml`)
+    _configure(repo, data__format="folders", data__root="my_data/split", data__subject_regex=r"^(.+?)_",
+               folds__protocol="official")
+    proc = run(["snakemake", "--cores", "2", "data/folds.json"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+    folds = yaml.safe_load((repo / "data" / "folds.json").read_text())
+    assert folds["protocol"] == "official" and len(folds["folds"]) == 1
+    assert set(folds["folds"][0]["test"]) == test_subjects
+    assert folds["split_sizes"]["test"] == sum(r["subject"] in test_subjects for r in rows)
+    with open(repo / "data" / "aligned" / "manifest.csv", newline="") as f:
+        manifest = list(csv.DictReader(f))
+    assert {(r["subject"], r["split"]) for r in manifest} == {
+        (s, "test" if s in test_subjects else "train") for s in subjects}
+    dry = run(["snakemake", "-n", "--cores", "1"], repo, check=False)
+    assert dry.returncode == 0, describe(dry, "dry run failed")
+    assert "fold-1" not in (repo / "dvc.yaml").read_text() and "fold-0" in (repo / "dvc.yaml").read_text()
+    assert "fold=1" not in dry.stdout and "fold=0" in dry.stdout
