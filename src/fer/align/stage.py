@@ -1,7 +1,9 @@
 """The alignment stage: dataset in (any supported format), aligned array + manifest out.
 
-Reads and validates the dataset (``fer.data.manifest``: unknown labels, missing files
-and unparseable subject ids are errors), aligns every image (``fer.align.pipeline``),
+Reads and validates the dataset (``fer.data.formats.read_labelled``, any ``data.format``:
+unknown labels, missing files and unparseable subject ids are errors; files that are not
+images and rows the dataset marks as no expression are listed as ``skipped`` rows of the
+QA table), aligns every image (``fer.align.pipeline``),
 writes the evidence (QA table, list of failures) into ``evidence_dir``, then checks:
 more failed images than ``max_failure_fraction`` allows, no image aligned, or a class
 left without images stops the stage *before* any declared output is written. Only then
