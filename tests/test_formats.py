@@ -349,3 +349,46 @@ def test_read_labelled_dispatches_every_format(tmp_path):
     assert len(read_labelled(_data("fer2013", tmp_path / "fer")).records) == len(FER_ROWS)
     with pytest.raises(DatasetError, match="not found"):
         read_labelled(_data("affectnet", tmp_path / "nowhere"))
+
+
+def test_stage_rafdb_and_affectnet_use_their_annotations(tmp_path):
+    """RAF-DB original images aligned on the manual 5 points, aligned images resized;
+    AffectNet aligned on its 68 points, a row without them cut out along its face box;
+    each aligned image's grey value matches its file, its label its code."""
+    make_rafdb(tmp_path / "raf")
+    for images, source in (("original", "annotation"), ("aligned", "crop")):
+        manifest, meta, arr, _ = _stage(tmp_path / images, _data("rafdb", tmp_path / "raf", rafdb_images=images))
+        assert meta["landmark_sources"] == {source: len(RAF_LIST)} and meta["has_subjects"] is False
+        for r in manifest:
+            i = [n[:-4] for n, _ in RAF_LIST].index(r["subject"])
+            assert r["label"] == RAF_NAMES[RAF_LIST[i][1]] and r["split"] == RAF_LIST[i][0].split("_")[0]
+            assert abs(float(arr[int(r["index"])].mean()) - (30 * i + 20)) <= 2
+        assert meta["splits"] == {"test": 3, "train": 4}
+    make_affectnet(tmp_path / "aff")
+    manifest, meta, _, qa = _stage(tmp_path / "a", _data("affectnet", tmp_path / "aff"))
+    assert [(r["subject"], r["label"], r["split"]) for r in manifest] == [
+        ("689/a.jpg", "happiness", "train"), ("12/c.png", "contempt", "train"), ("12/e.jpg", "anger", "train"),
+        ("3/f.jpg", "neutral", "test"), ("3/h.jpg", "sadness", "test")]
+    assert meta["landmark_sources"] == {"annotation": 4, "crop": 1}
+    assert meta["skipped_reasons"] == {"AffectNet code 10 (non-face)": 1, "AffectNet code 8 (none)": 1,
+                                       "AffectNet code 9 (uncertain)": 1}
+    assert sum(r["status"] == "skipped" for r in qa) == 3
+
+
+def test_stage_skips_readme_files_but_an_unreadable_image_stays_an_error(tmp_path):
+    from fer.align.pipeline import AlignmentFailedError
+
+    root = tmp_path / "set"
+    for i, cls in enumerate(["happy", "sad", "angry"]):
+        _img(root / cls / f"S{i:03d}_a.png")
+    (root / "README.md").write_text("readme")
+    (root / "LICENSE.txt").write_text("licence")
+    (root / "sad" / "list.txt").write_text("labels")
+    data = DataParams(format="folders", root=str(root), image_extensions=EXTS)
+    manifest, meta, _, qa = _stage(tmp_path / "ok", data, landmarks="none")
+    assert len(manifest) == 3 and meta["n_skipped"] == 3 and meta["skipped_reasons"] == {"not an image": 3}
+    assert sorted(Path(r["path"]).name for r in qa if r["status"] == "skipped") == ["LICENSE.txt", "README.md",
+                                                                                    "list.txt"]
+    (root / "sad" / "S009_b.png").write_bytes(b"not a png")
+    with pytest.raises(AlignmentFailedError, match=r"S009_b.png: unreadable image"):
+        _stage(tmp_path / "bad", data, landmarks="none")
