@@ -392,3 +392,17 @@ def test_stage_skips_readme_files_but_an_unreadable_image_stays_an_error(tmp_pat
     (root / "sad" / "S009_b.png").write_bytes(b"not a png")
     with pytest.raises(AlignmentFailedError, match=r"S009_b.png: unreadable image"):
         _stage(tmp_path / "bad", data, landmarks="none")
+
+
+def test_report_counts_skipped_files_apart_from_failed_images():
+    from fer.report.html import alignment_qa_html
+
+    qa = [{"path": "a.png", "status": "ok", "reason": "", "landmark_source": "crop"},
+          {"path": "b.png", "status": "failed", "reason": "unreadable image: b.png: empty", "landmark_source": "crop"},
+          {"path": "README.txt", "status": "skipped", "reason": "not an image: extension '.txt'", "landmark_source": ""},
+          {"path": "x.csv#3", "status": "skipped", "reason": "FERPlus majority unknown: ...", "landmark_source": ""}]
+    html = "".join(alignment_qa_html(qa, {"failure_fraction": 0.5}))
+    assert "<td class=\"l\">2</td><td class=\"\">1</td><td class=\"\">1</td>" in html  # 2 inputs, 1 aligned, 1 failed
+    assert "1 image(s) failed alignment" in html and "README.txt" not in html
+    assert "2 file(s) or row(s) of the dataset were not read as images" in html
+    assert "not an image" in html and "FERPlus majority unknown" in html

@@ -88,6 +88,34 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def alignment_qa_html(qa_rows: Sequence[Mapping[str, str]], info: Mapping[str, Any]) -> list[str]:
+    """The alignment QA section: counts over the images, the failed images, and what the
+    dataset's reader did not read as an image (qa.csv rows with status ``skipped``: files
+    beside the images, rows the dataset marks as no expression), counted by reason."""
+    parts: list[str] = []
+    skipped = Counter(r["reason"].split(":", 1)[0] for r in qa_rows if r["status"] == "skipped")
+    qa_rows = [r for r in qa_rows if r["status"] != "skipped"]  # files the reader did not read as images
+    status = Counter(r["status"] for r in qa_rows)
+    sources = Counter(r["landmark_source"] for r in qa_rows if r["status"] == "ok")
+    parts.append(_table(["input images", "aligned", "failed", "failure fraction", "landmark sources", "residual median", "residual p95"], [[
+        len(qa_rows), status.get("ok", 0), status.get("failed", 0), f"{info.get('failure_fraction', 0):.3f}",
+        ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
+        _fmt(info.get("residual_median")), _fmt(info.get("residual_p95"))]]))
+    failed = [r for r in qa_rows if r["status"] != "ok"]
+    if failed:
+        parts.append(f"<p>{len(failed)} image(s) failed alignment and are not in the training data:</p>")
+        parts.append(_table(["file", "reason"], [[r["path"], r["reason"]] for r in failed[:50]]))
+        if len(failed) > 50:
+            parts.append(f"<p>... and {len(failed) - 50} more (see data/aligned/qa.csv).</p>")
+    else:
+        parts.append("<p>No image failed alignment.</p>")
+    if skipped:
+        parts.append(f"<p>{sum(skipped.values())} file(s) or row(s) of the dataset were not read as images "
+                     "(status skipped in data/aligned/qa.csv):</p>")
+        parts.append(_table(["reason", "count"], [[k, v] for k, v in sorted(skipped.items())]))
+    return parts
+
+
 def build_report(
     *,
     methods: Sequence[MethodResult],
@@ -174,21 +202,7 @@ def build_report(
         [c, counts.get(i, 0), len(set(data.subjects[data.labels == i].tolist()))] for i, c in enumerate(classes)]))
 
     parts.append("<h2>Alignment QA</h2>")
-    info = data.meta
-    status = Counter(r["status"] for r in qa_rows)
-    sources = Counter(r["landmark_source"] for r in qa_rows if r["status"] == "ok")
-    parts.append(_table(["input images", "aligned", "failed", "failure fraction", "landmark sources", "residual median", "residual p95"], [[
-        len(qa_rows), status.get("ok", 0), status.get("failed", 0), f"{info.get('failure_fraction', 0):.3f}",
-        ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
-        _fmt(info.get("residual_median")), _fmt(info.get("residual_p95"))]]))
-    failed = [r for r in qa_rows if r["status"] != "ok"]
-    if failed:
-        parts.append(f"<p>{len(failed)} image(s) failed alignment and are not in the training data:</p>")
-        parts.append(_table(["file", "reason"], [[r["path"], r["reason"]] for r in failed[:50]]))
-        if len(failed) > 50:
-            parts.append(f"<p>... and {len(failed) - 50} more (see data/aligned/qa.csv).</p>")
-    else:
-        parts.append("<p>No image failed alignment.</p>")
+    parts.extend(alignment_qa_html(qa_rows, data.meta))
 
     parts.append("<h2>Folds</h2>")
     frows = []
