@@ -406,3 +406,11 @@ def test_report_counts_skipped_files_apart_from_failed_images():
     assert "1 image(s) failed alignment" in html and "README.txt" not in html
     assert "2 file(s) or row(s) of the dataset were not read as images" in html
     assert "not an image" in html and "FERPlus majority unknown" in html
+
+
+def test_report_names_the_protocol_and_its_split_sizes():
+    from fer.report.html import protocol_html
+
+    assert "Subject-independent" in protocol_html({"folds": []})
+    text = protocol_html({"protocol": "official", "split_sizes": {"train": 80, "val": 10, "test": 12}}, False)
+    assert "official split" in text and "train 80, validation 10, test 12 images" in text and "no subject ids" in text

@@ -88,6 +88,21 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def protocol_html(fold_doc: Mapping[str, Any], has_subjects: bool = True) -> str:
+    """The sentence under the folds table: which protocol (folds.json ``protocol``) made
+    the folds, with the official split's sizes."""
+    if fold_doc.get("protocol", "subject_kfold") != "official":
+        return ("<p>Subject-independent: no subject appears in two parts of one fold (checked when the folds are "
+                "written).</p>")
+    sizes = fold_doc.get("split_sizes", {})
+    text = (f"<p>Protocol: the dataset's official split (folds.protocol official), one fold: train "
+            f"{sizes.get('train')}, validation {sizes.get('val')}, test {sizes.get('test')} images. ")
+    if has_subjects:
+        return text + "No subject appears in two parts (checked when the folds are written).</p>"
+    return text + ("The dataset has no subject ids: the parts are separated by image, as the official split "
+                   "defines them.</p>")
+
+
 def alignment_qa_html(qa_rows: Sequence[Mapping[str, str]], info: Mapping[str, Any]) -> list[str]:
     """The alignment QA section: counts over the images, the failed images, and what the
     dataset's reader did not read as an image (qa.csv rows with status ``skipped``: files
@@ -209,7 +224,7 @@ def build_report(
     for row in fold_doc["summary"]:
         frows.append([f"fold {row['fold']}"] + [f"{row[p]['subjects']} / {row[p]['images']}" for p in ("train", "val", "test")])
     parts.append(_table(["fold", "train subjects / images", "val subjects / images", "test subjects / images"], frows))
-    parts.append("<p>Subject-independent: no subject appears in two parts of one fold (checked when the folds are written).</p>")
+    parts.append(protocol_html(fold_doc, bool(data.meta.get("has_subjects", True))))
 
     parts.append("<h2>Parameters</h2>")
     parts.append(f"<pre>{html.escape(yaml.safe_dump(dict(params), sort_keys=False))}</pre>")
