@@ -62,3 +62,18 @@ def test_all_problems_are_reported_at_once():
     msg = str(e.value)
     assert msg.startswith("the dataset /data/x cannot run the pipeline") and len(e.value.problems) == 4
     assert "dgcn.reference_target" in msg and "FERSNet" in msg and "folds.n_folds" in msg
+
+
+def test_protocols_before_any_job():
+    """subject_kfold refuses a dataset without subject ids (saying why and what to use);
+    official needs every image's official split and skips the k-fold checks."""
+    recs = [Record(f"img{i}.png", f"img{i}.png", ["anger", "happiness"][i % 2], None, split="train" if i < 8 else "test")
+            for i in range(10)]
+    no_subjects = summarise(recs, ["anger", "happiness"], has_subjects=False)
+    problems = requirement_problems(no_subjects, FOLDS, "subject_mean")
+    assert any("no subject ids" in p and "near-duplicate" in p and "folds.protocol: official" in p for p in problems)
+    official = FoldsParams(n_folds=2, val_fraction=0.34, protocol="official")
+    assert not any("subject" in p and "fold" in p for p in requirement_problems(no_subjects, official, "subject_mean")
+                   if "FERSNet" not in p)
+    unsplit = summarise([Record(r.path, r.subject, r.label, None) for r in recs], ["anger", "happiness"])
+    assert any("no official split" in p for p in requirement_problems(unsplit, official, "subject_mean"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fer.data.folds import FoldError, check_folds, make_folds, split_indices
+from fer.data.folds import FoldError, check_folds, make_folds, official_fold, split_indices, write_folds
 
 
 def _data(n_subjects=20, per=3, k=7, seed=0):
@@ -84,3 +84,55 @@ def test_too_few_training_subjects_gives_advice_that_helps():
 def test_sklearn_refusals_become_fold_errors():
     with pytest.raises(FoldError, match="folds.n_folds = 4.*fewer folds"):
         make_folds(["a", "b", "c", "d", "e"], [0, 1, 0, 1, 0], 4, 0.2, seed=0)
+
+
+# ----------------------------------------------------------------------------- official protocol
+def _write_aligned(tmp_path, rows, has_subjects):
+    import csv
+    import json
+
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "subject", "label", "split"])
+        for i, (subj, label, split) in enumerate(rows):
+            w.writerow([i, f"{subj}.png", subj, label, split])
+    (tmp_path / "meta.json").write_text(json.dumps({"classes": ["anger", "happiness"], "has_subjects": has_subjects}))
+
+
+def test_official_fold_keeps_the_split_and_carves_validation_from_train(tmp_path):
+    from fer.utils.io import read_json
+
+    rows = [(f"img{i:02d}", ["anger", "happiness"][i % 2], "train") for i in range(20)]
+    rows += [(f"img{i:02d}", ["anger", "happiness"][i % 2], "test") for i in range(20, 26)]
+    _write_aligned(tmp_path, rows, has_subjects=False)
+    write_folds(tmp_path / "manifest.csv", tmp_path / "meta.json", tmp_path / "folds.json", 4, 0.2, 0,
+                protocol="official")
+    doc = read_json(tmp_path / "folds.json")
+    (fold,) = doc["folds"]
+    assert doc["protocol"] == "official" and doc["n_folds"] == 1
+    assert fold["test"] == [f"img{i:02d}" for i in range(20, 26)]
+    assert len(fold["val"]) == 4 and set(fold["train"]) | set(fold["val"]) == {f"img{i:02d}" for i in range(20)}
+    assert not set(fold["train"]) & set(fold["val"])
+    assert doc["split_sizes"] == {"train": 16, "val": 4, "test": 6}
+    # FER2013: the official val part (PublicTest) is the validation split as it is
+    rows[:3] = [(s, lab, "val") for s, lab, _ in rows[:3]]
+    _write_aligned(tmp_path, rows, has_subjects=False)
+    fold = official_fold([r[0] for r in rows], [0] * len(rows), [r[2] for r in rows], 0.2, 0)
+    assert fold["val"] == ["img00", "img01", "img02"] and len(fold["train"]) == 17
+
+
+def test_official_fold_refusals():
+    with pytest.raises(FoldError, match="no official split"):
+        official_fold(["a", "b"], [0, 1], [None, None], 0.2, 0)
+    with pytest.raises(FoldError, match="1 image.*no official split"):
+        official_fold(["a", "b"], [0, 1], ["train", None], 0.2, 0)
+    with pytest.raises(FoldError, match=r"subjects \['S1'\] have images in both the official train and test"):
+        official_fold(["S1", "S1", "S2"], [0, 1, 0], ["train", "test", "test"], 0.2, 0)
+
+
+def test_subject_kfold_refuses_a_dataset_without_subject_ids(tmp_path):
+    rows = [(f"img{i:02d}", ["anger", "happiness"][i % 2], "") for i in range(20)]
+    _write_aligned(tmp_path, rows, has_subjects=False)
+    with pytest.raises(FoldError, match="near-duplicate.*folds.protocol: official"):
+        write_folds(tmp_path / "manifest.csv", tmp_path / "meta.json", tmp_path / "folds.json", 4, 0.2, 0)
+    assert not (tmp_path / "folds.json").exists()

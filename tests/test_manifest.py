@@ -5,7 +5,9 @@ import pytest
 from PIL import Image
 
 from fer.data.landmarks import landmark_path, read_landmarks, write_landmarks, LandmarkFileError
-from fer.data.manifest import DatasetError, read_dataset, resolve_classes
+from pathlib import Path
+
+from fer.data.manifest import DatasetError, read_dataset, read_folders, resolve_classes
 
 EXTS = [".png", ".jpg"]
 
@@ -36,9 +38,42 @@ def test_folders_format_errors_name_the_files(tmp_path):
         read_dataset("folders", tmp_path, subject_regex=r"^(S\d+)_", image_extensions=EXTS)
     msg = str(e.value)
     assert "nosubject.png" in msg and "does not match" in msg
-    assert "notes.txt" in msg and "not an image" in msg
+    assert "notes.txt" not in msg  # a non-image file is skipped (listed), not a problem
     assert "'bored'" in msg
-    assert "stray.png" in msg
+    assert "stray.png" in msg and "an image directly in the dataset root" in msg
+
+
+def test_folders_skip_non_image_files_and_list_them(tmp_path):
+    """Readme, licence and label-list files beside the images are listed as skipped, not fatal."""
+    _img(tmp_path / "happy" / "S001_a.png")
+    _img(tmp_path / "sad" / "S002_b.jpg")
+    (tmp_path / "README.txt").write_text("readme")
+    (tmp_path / "LICENSE").write_text("licence")
+    (tmp_path / "happy" / "labels.csv").write_text("x")
+    found = read_folders(tmp_path, r"^(S\d+)_", EXTS)
+    assert [(Path(r.path).name, r.subject, r.label, r.split) for r in found.records] == [
+        ("S001_a.png", "S001", "happiness", None), ("S002_b.jpg", "S002", "sadness", None)]
+    assert sorted(Path(p).name for p, _ in found.skipped) == ["LICENSE", "README.txt", "labels.csv"]
+    assert all(reason.startswith("not an image") for _, reason in found.skipped)
+    assert found.has_subjects
+
+
+def test_folders_split_layout_without_subjects(tmp_path):
+    """The export layout train/<class>, test/<class>, val/<class>; subject_regex '' = no subject ids."""
+    _img(tmp_path / "train" / "angry" / "0001.png")
+    _img(tmp_path / "train" / "happy" / "0002.png")
+    _img(tmp_path / "val" / "happy" / "0003.png")
+    _img(tmp_path / "test" / "angry" / "0004.png")
+    (tmp_path / "classes.txt").write_text("angry happy")
+    found = read_folders(tmp_path, "", EXTS)
+    got = sorted((r.subject, r.label, r.split) for r in found.records)
+    assert got == [("test/angry/0004.png", "anger", "test"), ("train/angry/0001.png", "anger", "train"),
+                   ("train/happy/0002.png", "happiness", "train"), ("val/happy/0003.png", "happiness", "val")]
+    assert not found.has_subjects
+    assert [Path(p).name for p, _ in found.skipped] == ["classes.txt"]
+    _img(tmp_path / "disgust" / "0005.png")  # a class folder beside the split folders
+    with pytest.raises(DatasetError, match="split names"):
+        read_folders(tmp_path, "", EXTS)
 
 
 def test_folders_label_map(tmp_path):

@@ -34,7 +34,8 @@ for _note in preflight(
 ):
     print(_note, file=sys.stderr)
 
-FOLDS = list(range(config["folds"]["n_folds"]))
+# folds.protocol official: one fold, the dataset's own split (fer.data.folds.official_fold).
+FOLDS = [0] if config["folds"]["protocol"] == "official" else list(range(config["folds"]["n_folds"]))
 
 # Threads of a training job: compute.threads, a parameter rather than the scheduler's
 # share of the cores, because CPU results depend on the thread count (same params, same

@@ -51,7 +51,8 @@ from codedeps import code_files
 
 from fer.data.checks import check_requirements, summarise
 from fer.data.fingerprint import Fingerprint, FingerprintStats, compute_fingerprint, save_fingerprint
-from fer.data.manifest import DatasetError, read_csv_dataset, read_dataset, resolve_classes
+from fer.data.formats import read_labelled
+from fer.data.manifest import DatasetError, read_csv_dataset, resolve_classes
 from fer.params import DeclaredParams
 from fer.utils.digest import digest
 from fer.utils.io import write_json
@@ -143,15 +144,10 @@ def check_input(which: str, view: DeclaredParams) -> str:
         records = read_csv_dataset(root, labelled=False)
         return f"corpus {root}: {len(records)} images of {len({r.subject for r in records})} identities"
     data = view.section("data")
-    records = read_dataset(
-        data.format,
-        data.root,
-        subject_regex=data.subject_regex,
-        image_extensions=data.image_extensions,
-        label_map=data.label_map,
-    )
+    found = read_labelled(data)
+    records = found.records
     classes = resolve_classes(records, data.classes)
-    summary = summarise(records, classes)
+    summary = summarise(records, classes, has_subjects=found.has_subjects)
     check_requirements(summary, view.section("folds"), view.get("dgcn.reference_target"), where=str(root))
     return (
         f"dataset {root}: {summary.n_images} images, {len(summary.labels_by_subject)} subjects, "

@@ -1,4 +1,5 @@
-"""Write subject-independent folds with a validation split inside each training part."""
+"""Write the folds (folds.protocol: subject-independent k-fold, or the dataset's own split),
+each with a validation split inside its training part."""
 
 import logging
 
@@ -16,5 +17,7 @@ if __name__ == "__main__":
     with reported_errors(FoldError):
         p = declared(args)
         f = p.section("folds")
-        summary = write_folds(args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"))
+        summary = write_folds(
+            args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"), protocol=f.protocol
+        )
     logging.info("folds: %s", summary)

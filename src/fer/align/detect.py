@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.data.landmarks import reduce_68_to_5
+
 __all__ = [
     "Detection",
     "DetectorUnavailableError",
@@ -117,17 +119,6 @@ def _models():
             _MODELS["detector"] = dlib.get_frontal_face_detector()
             _MODELS["dlib"] = dlib
         return _MODELS["dlib"], _MODELS["detector"], _MODELS["predictor"]
-
-
-def reduce_68_to_5(pts68: np.ndarray) -> np.ndarray:
-    """Reduce iBUG 68-point landmarks (68, 2) to the 5-point convention (5, 2)."""
-    p = np.asarray(pts68, dtype=np.float64)
-    if p.shape != (68, 2):
-        raise ValueError(f"expected (68, 2) landmarks, got {p.shape}")
-    eye_a = p[36:42].mean(axis=0)
-    eye_b = p[42:48].mean(axis=0)
-    left_eye, right_eye = (eye_a, eye_b) if eye_a[0] <= eye_b[0] else (eye_b, eye_a)
-    return np.stack([left_eye, right_eye, p[30], p[48], p[54]])
 
 
 class Dlib68Detector:

@@ -17,6 +17,13 @@ Landmark sources (``AlignParams.landmarks``):
 ``none``        the images are already face crops: they are only resized (area
                 interpolation) to ``size`` x ``size``, no landmarks are used.
 
+A record that is a face crop already (``AlignRecord.crop``: FER2013's 48 x 48 pixels,
+RAF-DB's aligned images, an AffectNet face box without landmarks) and has no landmarks is
+resized the same way in modes ``auto`` and ``none`` (landmark source ``crop`` in the QA
+table); ``detector`` runs the detector on it, ``annotation`` fails it. Points given in
+memory (``AlignRecord.points``: converted from a dataset's own annotation) count as an
+annotation.
+
 Alignment is a least-squares similarity (rotation, uniform scale, translation) from the
 five points onto the ArcFace template scaled by ``face_scale``
 (:mod:`fer.align.template`).
@@ -64,8 +71,8 @@ __all__ = [
     "MANIFEST_COLUMNS",
 ]
 
-QA_COLUMNS = ("path", "subject", "label", "status", "reason", "landmark_source", "n_faces", "residual")
-MANIFEST_COLUMNS = ("index", "path", "subject", "label")
+QA_COLUMNS = ("path", "subject", "label", "split", "status", "reason", "landmark_source", "n_faces", "residual")
+MANIFEST_COLUMNS = ("index", "path", "subject", "label", "split")
 
 #: Landmarks further than this fraction of the image side outside the image are rejected.
 OUTSIDE_TOLERANCE = 0.05
@@ -96,6 +103,11 @@ class AlignRecord:
     subject: str
     label: str | None = None
     landmarks_path: str | None = None
+    split: str | None = None  # the dataset's official split ('train' | 'val' | 'test'), if any
+    points: Sequence[Sequence[float]] | None = None  # 5 annotated points given in memory
+    crop: bool = False  # already a face crop: resized unless align.landmarks is 'detector'
+    pixels: np.ndarray | None = None  # grey (H, W) or RGB pixels instead of an image file
+    box: tuple[int, int, int, int] | None = None  # face box (x, y, w, h): cut out when no points
 
 
 @dataclass
@@ -114,6 +126,10 @@ class AlignOutput:
     kept: list[int]  # indices into the records of the ok rows, same order as images
     qa: list[dict]  # one row per input record, keys QA_COLUMNS
     qa_path: str | None = field(default=None)  # set by write_evidence
+    #: What the dataset's reader did not read as an image (QA-table rows, status ``skipped``):
+    #: listed in qa.csv after the images, counted in meta.json, never a failure.
+    skipped: list[dict] = field(default_factory=list)
+    has_subjects: bool = True  # False: the dataset has no subject ids (each image its own)
     failures_path: str | None = field(default=None)  # set by write_evidence
 
     @property
@@ -306,6 +322,34 @@ def _progress(it, total: int, enabled: bool):
     return tqdm(it, total=total, desc="align", unit="img")
 
 
+def _record_image(rec: AlignRecord) -> np.ndarray:
+    """The record's H x W x 3 uint8 RGB image: its pixels, else its image file."""
+    if rec.pixels is None:
+        return read_image(rec.path)
+    px = np.asarray(rec.pixels, dtype=np.uint8)
+    if px.ndim == 2:
+        px = np.repeat(px[..., None], 3, axis=2)
+    if px.ndim != 3 or px.shape[2] != 3 or 0 in px.shape:
+        raise ImageReadError(f"{rec.path}: pixels of shape {px.shape}, expected (H, W) or (H, W, 3)")
+    return px
+
+
+def _resize_crop(rgb: np.ndarray, rec: AlignRecord, cfg: AlignParams) -> AlignResult:
+    """A face crop (or the record's face box cut out of the image, clamped to it) resized
+    to ``size`` x ``size``: landmark source ``crop``."""
+    import cv2
+
+    if rec.box is not None:
+        x, y, w, h = rec.box
+        H, W = rgb.shape[:2]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return _failed(f"degenerate landmarks: face box {rec.box} lies outside the {W}x{H} image", "crop")
+        rgb = rgb[y0:y1, x0:x1]
+    out = cv2.resize(np.ascontiguousarray(rgb), (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
+    return AlignResult(_to_channels(out, cfg.channels), "ok", "", "crop")
+
+
 def align_records(records: Sequence[AlignRecord], cfg: AlignParams, progress: bool = False) -> AlignOutput:
     """Align every record; returns the ok crops, their record indices and one QA row per record.
 
@@ -325,14 +369,21 @@ def align_records(records: Sequence[AlignRecord], cfg: AlignParams, progress: bo
             source_if_failed = "annotation"
         else:
             source_if_failed = "detector"
+        has_points = rec.points is not None and cfg.landmarks in ("auto", "annotation")
+        if has_points:
+            use_annotation, source_if_failed = False, "annotation"
         try:
-            rgb = read_image(rec.path)
+            rgb = _record_image(rec)
         except ImageReadError as e:
             res = _failed(f"unreadable image: {e}", source_if_failed)
         else:
             landmarks = None
             res = None
-            if use_annotation:
+            if has_points:
+                landmarks = np.asarray(rec.points, dtype=np.float64)
+            elif (rec.crop or rec.box is not None) and cfg.landmarks in ("auto", "none"):
+                res = _resize_crop(rgb, rec, cfg)
+            if res is None and use_annotation:
                 try:
                     landmarks = read_landmarks(rec.landmarks_path)
                 except LandmarkFileError as e:
@@ -351,6 +402,7 @@ def align_records(records: Sequence[AlignRecord], cfg: AlignParams, progress: bo
                 "path": str(rec.path),
                 "subject": rec.subject,
                 "label": rec.label,
+                "split": rec.split,
                 "status": res.status,
                 "reason": res.reason,
                 "landmark_source": res.landmark_source,
@@ -407,6 +459,10 @@ def _summary(output: AlignOutput, cfg: AlignParams, classes: Sequence[str]) -> d
         "failure_reasons": dict(reasons),
         "residual_median": float(np.median(residuals)) if residuals.size else None,
         "residual_p95": float(np.percentile(residuals, 95)) if residuals.size else None,
+        "has_subjects": output.has_subjects,
+        "n_skipped": len(output.skipped),
+        "skipped_reasons": dict(sorted(Counter(failure_kind(r["reason"]) for r in output.skipped).items())),
+        "splits": dict(sorted(Counter(r["split"] for r in ok_rows if r.get("split")).items())),
         "config": to_dict(cfg),
     }
 
@@ -426,7 +482,7 @@ def write_evidence(evidence_dir: str | Path, output: AlignOutput, cfg: AlignPara
     evidence_dir = Path(evidence_dir)
     qa_path = evidence_dir / "qa.csv"
     failures_path = evidence_dir / "failures.txt"
-    write_text(qa_path, _csv_text(QA_COLUMNS, output.qa))
+    write_text(qa_path, _csv_text(QA_COLUMNS, output.qa + output.skipped))
     failed = [r for r in output.qa if r["status"] != "ok"]
     lines = [
         f"# {len(failed)} of {output.n_input} images failed to align ({output.failure_fraction:.1%}); "
@@ -456,7 +512,10 @@ def write_aligned(
       n_failed, failure_fraction, landmark_sources`` (counts over the ok images),
       ``landmark_sources_all`` (over all inputs), ``failure_reasons`` (counts per
       :func:`failure_kind`), ``residual_median, residual_p95`` (over the ok images with
-      landmarks; null when none) and ``config`` (the whole AlignParams);
+      landmarks; null when none), ``has_subjects`` (False: every image is its own
+      subject), ``n_skipped`` and ``skipped_reasons`` (what the reader did not read, by
+      kind), ``splits`` (ok images per official split; empty without one) and ``config``
+      (the whole AlignParams);
     * ``extra_json``: more JSON files written with them (path -> object; the stage's metrics).
 
     All or nothing: every file is written to a temporary name first and the files are
@@ -480,11 +539,13 @@ def write_aligned(
         rec = records[i]
         if rec.label not in (None, "") and rec.label not in class_set:
             raise ValueError(f"{rec.path}: label {rec.label!r} is not one of the classes {list(classes)}")
-        manifest.append({"index": row, "path": str(rec.path), "subject": rec.subject, "label": rec.label})
+        manifest.append(
+            {"index": row, "path": str(rec.path), "subject": rec.subject, "label": rec.label, "split": rec.split}
+        )
 
     texts: dict[Path, str] = {
         out_dir / "manifest.csv": _csv_text(MANIFEST_COLUMNS, manifest),
-        out_dir / "qa.csv": _csv_text(QA_COLUMNS, output.qa),
+        out_dir / "qa.csv": _csv_text(QA_COLUMNS, output.qa + output.skipped),
         out_dir / "meta.json": json.dumps(_summary(output, cfg, classes), indent=2) + "\n",
     }
     for path, obj in (extra_json or {}).items():

@@ -1,7 +1,9 @@
 """The alignment stage: dataset in (any supported format), aligned array + manifest out.
 
-Reads and validates the dataset (``fer.data.manifest``: unknown labels, missing files
-and unparseable subject ids are errors), aligns every image (``fer.align.pipeline``),
+Reads and validates the dataset (``fer.data.formats.read_labelled``, any ``data.format``:
+unknown labels, missing files and unparseable subject ids are errors; files that are not
+images and rows the dataset marks as no expression are listed as ``skipped`` rows of the
+QA table), aligns every image (``fer.align.pipeline``),
 writes the evidence (QA table, list of failures) into ``evidence_dir``, then checks:
 more failed images than ``max_failure_fraction`` allows, no image aligned, or a class
 left without images stops the stage *before* any declared output is written. Only then
@@ -17,13 +19,26 @@ failed).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fer.align.pipeline import AlignOutput, AlignRecord, align_records, check_failures, write_aligned, write_evidence
-from fer.data.manifest import DatasetError, Record, read_csv_dataset, read_dataset, resolve_classes
+from fer.align.pipeline import (
+    AlignOutput,
+    AlignRecord,
+    align_records,
+    check_failures,
+    failure_kind,
+    write_aligned,
+    write_evidence,
+)
+from fer.data.formats import read_labelled
+from fer.data.manifest import DatasetError, DatasetRead, Record, read_csv_dataset, resolve_classes
 from fer.params import AlignParams, CorpusParams, DataParams
 from fer.utils.io import write_text
+
+log = logging.getLogger(__name__)
 
 EVIDENCE_FILES = ("qa.csv", "failures.txt", "problems.txt")
 
@@ -55,18 +70,15 @@ def run_alignment_stage(
     evidence = Path(evidence_dir)
     _clear_evidence(evidence)
 
-    def read() -> tuple[list[Record], list[str]]:
-        records = read_dataset(
-            data.format,
-            data.root,
-            subject_regex=data.subject_regex,
-            image_extensions=data.image_extensions,
-            label_map=data.label_map,
-        )
-        return records, resolve_classes(records, data.classes)
+    def read() -> tuple[DatasetRead, list[str]]:
+        found = read_labelled(data)
+        return found, resolve_classes(found.records, data.classes)
 
-    records, classes = _read_or_report(read, evidence)
-    return _align_and_write(records, classes, align, out_dir, metrics_path, "align", evidence)
+    found, classes = _read_or_report(read, evidence)
+    if found.skipped:
+        kinds = Counter(failure_kind(reason) for _, reason in found.skipped)
+        log.info("not read as images (listed in qa.csv as skipped): %s", dict(sorted(kinds.items())))
+    return _align_and_write(found.records, classes, align, out_dir, metrics_path, "align", evidence, found)
 
 
 def run_corpus_alignment_stage(
@@ -96,6 +108,7 @@ def _summary(output: AlignOutput, prefix: str) -> dict[str, Any]:
         f"{prefix}/n_ok": output.n_input - output.n_failed,
         f"{prefix}/n_failed": output.n_failed,
         f"{prefix}/failure_fraction": output.failure_fraction,
+        f"{prefix}/n_skipped": len(output.skipped),
         f"{prefix}/residual_median": float(np.median(residuals)) if residuals.size else None,
         f"{prefix}/residual_p95": float(np.percentile(residuals, 95)) if residuals.size else None,
     }
@@ -109,9 +122,20 @@ def _align_and_write(
     metrics_path: str | Path,
     prefix: str,
     evidence_dir: Path,
+    found: DatasetRead | None = None,
 ) -> dict[str, Any]:
-    inputs = [AlignRecord(r.path, r.subject, r.label, r.landmarks_path) for r in records]
+    inputs = [
+        AlignRecord(r.path, r.subject, r.label, r.landmarks_path, r.split, r.points, r.crop, r.pixels, r.box)
+        for r in records
+    ]
     output = align_records(inputs, cfg, progress=True)
+    if found is not None:
+        output.has_subjects = found.has_subjects
+        output.skipped = [
+            {"path": path, "subject": "", "label": None, "split": None, "status": "skipped", "reason": reason,
+             "landmark_source": ""}
+            for path, reason in found.skipped
+        ]
     write_evidence(evidence_dir, output, cfg)
     check_failures(output, cfg)
     where = f"see {output.qa_path}"

@@ -13,7 +13,9 @@ the params.yaml key or the data it is about and says what fixes it:
   subject's images with two different expressions must exist in every fold's training
   part: with fewer than two such subjects some fold has none;
 * the folds: enough subjects for ``folds.n_folds`` subject-independent folds and for the
-  validation split of each fold's training part (:func:`fer.data.folds.fold_plan_problems`).
+  validation split of each fold's training part (:func:`fer.data.folds.fold_plan_problems`);
+  subject ids for ``subject_kfold`` (a dataset without them is refused:
+  :data:`fer.data.folds.NO_SUBJECTS`); an official split of every image for ``official``.
 
 What can still differ at job time (images that fail to align, the actual folds drawn) is
 checked again by the stages themselves.
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fer.data.files import DatasetError
-from fer.data.folds import fold_plan_problems
+from fer.data.folds import NO_SUBJECTS, fold_plan_problems
 from fer.data.manifest import Record
 from fer.params import FoldsParams
 
@@ -43,9 +45,11 @@ class DatasetSummary:
     n_images: int
     images_per_class: Mapping[str, int]
     labels_by_subject: Mapping[str, frozenset[str]]
+    has_subjects: bool = True  # False: every image is its own subject
+    splits: Mapping[str, int] = field(default_factory=dict)  # images per official split
 
 
-def summarise(records: Sequence[Record], classes: Sequence[str]) -> DatasetSummary:
+def summarise(records: Sequence[Record], classes: Sequence[str], has_subjects: bool = True) -> DatasetSummary:
     """The summary of a labelled dataset's records and its class list."""
     by_subject: dict[str, set[str]] = defaultdict(set)
     for r in records:
@@ -57,6 +61,8 @@ def summarise(records: Sequence[Record], classes: Sequence[str]) -> DatasetSumma
         n_images=len(records),
         images_per_class={c: counts.get(c, 0) for c in classes},
         labels_by_subject={s: frozenset(v) for s, v in sorted(by_subject.items())},
+        has_subjects=has_subjects,
+        splits=dict(sorted(Counter(r.split for r in records if r.split).items())),
     )
 
 
@@ -94,6 +100,22 @@ def requirement_problems(summary: DatasetSummary, folds: FoldsParams, reference_
             "every fold's training part, so at least 2 (each is the test subject of one fold). Use a dataset with "
             "several expressions per subject (subject ids: data.subject_regex for folders, the subject column for csv)"
         )
+    if folds.protocol == "official":
+        if not summary.splits:
+            problems.append(
+                "folds.protocol is 'official' but the dataset has no official split: use folds.protocol: "
+                "subject_kfold, or a layout that carries the split (data.format folders with train/ and test/ "
+                "folders, fer2013, rafdb, affectnet)"
+            )
+        elif summary.splits and sum(summary.splits.values()) != summary.n_images:
+            problems.append(
+                f"folds.protocol is 'official' but only {sum(summary.splits.values())} of {summary.n_images} "
+                "images have an official split"
+            )
+        return problems
+    if not summary.has_subjects:
+        problems.append(NO_SUBJECTS)
+        return problems
     problems.extend(fold_plan_problems(len(subjects), folds.n_folds, folds.val_fraction))
     if summary.images_per_class and max(summary.images_per_class.values()) < folds.n_folds:
         problems.append(

@@ -1,9 +1,18 @@
-"""Subject-independent stratified folds with a validation split inside each training part.
+"""Folds: subject-independent stratified k-fold, or the dataset's own split.
 
-No subject ever appears in two parts (train / val / test) of one fold: the test part of
-fold k comes from scikit-learn's ``StratifiedGroupKFold`` with subjects as groups, and
-the validation subjects (used for model selection) are drawn, again by subject and
-stratified, from the remaining training subjects.
+``folds.protocol: subject_kfold``: no subject ever appears in two parts (train / val /
+test) of one fold: the test part of fold k comes from scikit-learn's
+``StratifiedGroupKFold`` with subjects as groups, and the validation subjects (used for
+model selection) are drawn, again by subject and stratified, from the remaining training
+subjects. A dataset without subject ids (``has_subjects`` false in the aligned set's
+meta.json) is refused (:data:`NO_SUBJECTS`).
+
+``folds.protocol: official``: ONE fold from the dataset's official split (the manifest's
+``split`` column): its test part is the ``test`` images, its validation part the ``val``
+images (FER2013's PublicTest) or, where the dataset has none, a validation split carved
+from the training part by subject (by image where there are no subject ids), as in k-fold
+(:func:`official_fold`). folds.json keeps its shape (a list of folds of subject lists),
+plus ``protocol`` and ``split_sizes`` (images per part).
 """
 
 from __future__ import annotations
@@ -25,6 +34,67 @@ MAX_SUGGESTED_VAL_FRACTION = 0.45
 
 class FoldError(ValueError):
     """The data cannot be split as asked."""
+
+
+#: Why subject_kfold refuses a dataset without subject ids, and what to use.
+NO_SUBJECTS = (
+    "the dataset has no subject ids (has_subjects false: every image is its own subject), so folds.protocol "
+    "subject_kfold would put near-duplicate images of one person (frames of one sequence, several photos of one "
+    "face) in both the training and the test part, and the test accuracy would be inflated by that leak; set "
+    "folds.protocol: official in params.yaml (the dataset's own train/test split)"
+)
+
+
+def official_fold(
+    subjects: Sequence[str], labels: Sequence[int], splits: Sequence[str | None], val_fraction: float, seed: int
+) -> dict[str, list[str]]:
+    """The one fold of the official protocol (module docstring) as subject lists.
+
+    Every image needs a split; a subject in two official parts is an error (it would leak);
+    without ``val`` images the validation subjects are drawn from the ``train`` ones
+    (stratified, by subject, 1/:func:`val_splits` of them)."""
+    subj = np.asarray(subjects)
+    y = np.asarray(labels)
+    split = np.array([s or "" for s in splits])
+    if not (len(subj) == len(y) == len(split)):
+        raise FoldError("subjects, labels and splits differ in length")
+    if not split.any():
+        raise FoldError(
+            "folds.protocol is 'official' but the dataset has no official split (the manifest's split column is "
+            "empty): use folds.protocol: subject_kfold, or a layout with the split (for example "
+            "data.format folders with train/ and test/ folders)"
+        )
+    missing = int((split == "").sum())
+    if missing:
+        raise FoldError(f"folds.protocol 'official': {missing} image(s) have no official split, the others have one")
+    unknown = sorted(set(split.tolist()) - set(PARTS))
+    if unknown:
+        raise FoldError(f"folds.protocol 'official': split names {unknown} are not {list(PARTS)}")
+    parts = {p: set(subj[split == p].tolist()) for p in PARTS}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = sorted(parts[a] & parts[b])
+        if both:
+            raise FoldError(
+                f"folds.protocol 'official': subjects {both[:5]} have images in both the official {a} and {b} "
+                "parts, which would leak; the official split must separate subjects"
+            )
+    for p in ("train", "test"):
+        if not parts[p]:
+            raise FoldError(f"folds.protocol 'official': the dataset's official split has no {p} images")
+    if not parts["val"]:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        n = val_splits(val_fraction)
+        idx = np.flatnonzero(split == "train")
+        if len(parts["train"]) < n:
+            raise FoldError(
+                f"folds.protocol 'official': {len(parts['train'])} training subjects cannot give a validation "
+                f"split of 1/{n} (folds.val_fraction = {val_fraction:g})"
+            )
+        inner = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed + 1000)
+        tr, va = next(_split(inner, y[idx], subj[idx], f"the validation split of 1/{n} of the official train part"))
+        parts["train"], parts["val"] = set(subj[idx][tr].tolist()), set(subj[idx][va].tolist())
+    return {p: sorted(parts[p]) for p in PARTS}
 
 
 def val_splits(val_fraction: float) -> int:
@@ -188,26 +258,44 @@ def fold_summary(
 
 
 def write_folds(
-    manifest: str | Path, meta: str | Path, out: str | Path, n_folds: int, val_fraction: float, seed: int
+    manifest: str | Path,
+    meta: str | Path,
+    out: str | Path,
+    n_folds: int,
+    val_fraction: float,
+    seed: int,
+    protocol: str = "subject_kfold",
 ) -> dict[str, Any]:
     """Make folds from the aligned manifest and write them as JSON (subject lists per part
-    plus per-part image and class counts)."""
+    plus per-part image and class counts, the protocol and the images per part)."""
     from fer.data.aligned import read_manifest
     from fer.utils.io import read_json, write_json
 
     rows = read_manifest(manifest)
-    classes = list(read_json(meta)["classes"])
+    info = read_json(meta)
+    classes = list(info["classes"])
     index = {c: i for i, c in enumerate(classes)}
     subjects = [r["subject"] for r in rows]
     labels = [index[r["label"]] for r in rows]
-    folds = make_folds(subjects, labels, n_folds, val_fraction, seed)
+    if protocol == "official":
+        folds = [official_fold(subjects, labels, [r.get("split") for r in rows], val_fraction, seed)]
+    elif protocol == "subject_kfold":
+        if not info.get("has_subjects", True):
+            raise FoldError(f"{meta}: {NO_SUBJECTS}")
+        folds = make_folds(subjects, labels, n_folds, val_fraction, seed)
+    else:
+        raise FoldError(f"unknown folds.protocol {protocol!r}")
+    summary = fold_summary(subjects, labels, folds, classes)
     doc = {
-        "n_folds": n_folds,
+        "protocol": protocol,
+        "n_folds": len(folds),
         "val_fraction": val_fraction,
         "seed": seed,
         "classes": classes,
         "folds": folds,
-        "summary": fold_summary(subjects, labels, folds, classes),
+        "summary": summary,
     }
+    if protocol == "official":
+        doc["split_sizes"] = {p: summary[0][p]["images"] for p in PARTS}
     write_json(out, doc)
-    return {"n_folds": n_folds, "subjects": len(set(subjects)), "images": len(rows)}
+    return {"protocol": protocol, "n_folds": len(folds), "subjects": len(set(subjects)), "images": len(rows)}

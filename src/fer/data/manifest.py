@@ -26,8 +26,10 @@ import re
 import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from fer.data.files import DatasetError, join, normalise_relpath, walk_files
 from fer.data.landmarks import SUFFIX as LANDMARK_SUFFIX
@@ -35,7 +37,9 @@ from fer.labels import UnknownLabelError, canonical_label, dataset_classes
 
 __all__ = [
     "DatasetError",
+    "DatasetRead",
     "Record",
+    "SPLIT_NAMES",
     "read_csv_dataset",
     "read_dataset",
     "read_folder_dataset",
@@ -53,6 +57,31 @@ class Record:
     subject: str
     label: str | None  # canonical expression name, None for unlabelled sets
     landmarks_path: str | None  # landmark file beside the image, if it exists
+    #: The dataset's official split of this image ('train' | 'val' | 'test'), None without one.
+    split: str | None = None
+    #: Five annotated points (``fer.data.landmarks`` order) read from the dataset's own
+    #: annotation (CK+ 68-point files, RAF-DB manual 5 points, AffectNet's 68 points).
+    points: tuple[tuple[float, float], ...] | None = None
+    #: The image is already a face crop (FER2013, RAF-DB aligned): resized, not aligned,
+    #: unless ``align.landmarks`` is ``detector``.
+    crop: bool = False
+    #: The decoded grey pixels when the dataset ships no image file (FER2013's csv).
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: A face box (x, y, w, h) in the image: the face is cut out of the image and used as
+    #: a crop when the record has no points (AffectNet rows without landmarks).
+    box: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetRead:
+    """A labelled dataset as read: its records, the files that were not read as images
+    (``(path, reason)``: readme and licence files, rows a dataset marks as not an
+    expression; listed in the QA table, never fatal), and whether its subject ids are
+    real (False: every image is its own subject, see the README)."""
+
+    records: list[Record]
+    skipped: list[tuple[str, str]]
+    has_subjects: bool = True
 
 
 def _raise_problems(problems: list[str], what: str) -> None:
@@ -160,75 +189,142 @@ def read_csv_dataset(
     return records
 
 
+#: Top-level folder names of the split-first export layout (``train/<class>/*``) -> split.
+SPLIT_NAMES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def _split_layout(root: Path) -> list[tuple[Path, str | None]]:
+    """The class-folder parents of a folders dataset: ``[(root, None)]`` for
+    ``<root>/<class>/*``, or ``[(root/train, 'train'), (root/test, 'test'), ...]`` when
+    every top-level folder is a split name (``SPLIT_NAMES``). A mix is an error."""
+    dirs = [e for e in sorted(root.iterdir()) if not e.name.startswith(".") and e.is_dir()]
+    splits = [e for e in dirs if e.name.lower() in SPLIT_NAMES]
+    if not splits:
+        return [(root, None)]
+    if len(splits) != len(dirs):
+        others = [e.name for e in dirs if e not in splits]
+        raise DatasetError(
+            f"{root}: top-level folders {[e.name for e in splits]} are split names but {others} are not; "
+            "use either <root>/<class>/<image> or <root>/<split>/<class>/<image> (split: train, val, test)"
+        )
+    return [(e, SPLIT_NAMES[e.name.lower()]) for e in splits]
+
+
 def read_folder_dataset(
     root: str | Path,
     subject_regex: str,
     image_extensions: Sequence[str],
     label_map: Mapping[str, str] | None = None,
 ) -> list[Record]:
-    """Read ``<root>/<class>/<image>`` with subject ids parsed from file names.
+    """The records of :func:`read_folders` (the skipped files are dropped from the answer;
+    :func:`read_folders` lists them)."""
+    return read_folders(root, subject_regex, image_extensions, label_map).records
+
+
+def read_folders(
+    root: str | Path,
+    subject_regex: str,
+    image_extensions: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+) -> DatasetRead:
+    """Read ``<root>/<class>/<image>`` or ``<root>/<split>/<class>/<image>`` (split
+    ``train``, ``val`` or ``test``: the official split travels with each record).
+
+    The subject id is group 1 of ``subject_regex`` on the file name; an empty
+    ``subject_regex`` means the dataset has no subject ids: every image is its own
+    subject (its path relative to the root) and ``has_subjects`` is False.
 
     Sub-folders of a class folder are read too, symbolic links followed
-    (:func:`fer.data.files.walk_files`); a class folder without images, and the same file
-    reached twice (through links), are errors. Hidden files (names starting with ``.``)
-    and landmark files are not images."""
+    (:func:`fer.data.files.walk_files`); a class folder without images, an image file
+    directly in the root, and the same file reached twice (through links), are errors.
+    Files with an extension that is not in ``image_extensions`` (a readme, a licence, a
+    label list) in the root or in a class folder are skipped and listed in ``skipped``.
+    Hidden files (names starting with ``.``) and landmark files are not images."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
-    pattern = re.compile(subject_regex)
+    pattern = re.compile(subject_regex) if subject_regex else None
     exts = {e.lower() for e in image_extensions}
     problems: list[str] = []
     records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
     files: dict[tuple[int, int], str] = {}
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir():
-            problems.append(f"{entry}: a file directly in the dataset root (expected one folder per class)")
-            continue
-        try:
-            label = canonical_label(entry.name, label_map, where=str(entry))
-        except UnknownLabelError as e:
-            problems.append(str(e))
-            continue
-        n_images = 0
-        try:
-            listed = list(walk_files(entry))
-        except DatasetError as e:
-            problems.extend(e.problems)
-            continue
-        for f in listed:
-            path, name = f.path, os.path.basename(f.path)
-            if name.startswith(".") or name.endswith(LANDMARK_SUFFIX):
+    base = str(root)
+
+    def not_image(path: str) -> bool:
+        suffix = os.path.splitext(path)[1]
+        if suffix.lower() in exts:
+            return False
+        skipped.append((path, f"not an image: extension {suffix!r} is not in data.image_extensions"))
+        return True
+
+    layout = _split_layout(root)
+    if layout[0][1] is not None:  # files beside the split folders
+        for entry in sorted(root.iterdir()):
+            if not entry.name.startswith(".") and not entry.is_dir() and not not_image(str(entry)):
+                problems.append(f"{entry}: an image directly in the dataset root (expected <split>/<class>/<image>)")
+    for parent, split in layout:
+        for entry in sorted(parent.iterdir()):
+            if entry.name.startswith("."):
                 continue
-            suffix = os.path.splitext(name)[1]
-            if suffix.lower() not in exts:
-                problems.append(f"{path}: not an image (extension {suffix!r} is not in data.image_extensions)")
+            if not entry.is_dir():
+                if not not_image(str(entry)):
+                    problems.append(
+                        f"{entry}: an image directly in {'the dataset root' if split is None else 'a split folder'} "
+                        "(expected one folder per class)"
+                    )
                 continue
-            n_images += 1
-            if f.broken:
-                problems.append(f"{path}: broken symbolic link (to {f.link_target})")
+            try:
+                label = canonical_label(entry.name, label_map, where=str(entry))
+            except UnknownLabelError as e:
+                problems.append(str(e))
                 continue
-            assert f.st is not None
-            key = (f.st.st_dev, f.st.st_ino)
-            if key in files:
-                problems.append(f"{path}: the same file as {files[key]} (a link?); each image must appear once")
+            n_images = 0
+            try:
+                listed = list(walk_files(entry))
+            except DatasetError as e:
+                problems.extend(e.problems)
                 continue
-            files[key] = path
-            m = pattern.search(name)
-            if not m or not m.group(1):
-                problems.append(f"{path}: data.subject_regex {subject_regex!r} does not match the file name")
-                continue
-            records.append(Record(path, m.group(1), label, _landmarks_for(path)))
-        if n_images == 0:
-            problems.append(
-                f"{entry}: class folder holds no images (extensions {sorted(exts)}); add its images, "
-                "or remove the folder"
-            )
+            for f in listed:
+                path, name = f.path, os.path.basename(f.path)
+                if name.startswith(".") or name.endswith(LANDMARK_SUFFIX) or not_image(path):
+                    continue
+                n_images += 1
+                if f.broken:
+                    problems.append(f"{path}: broken symbolic link (to {f.link_target})")
+                    continue
+                assert f.st is not None
+                key = (f.st.st_dev, f.st.st_ino)
+                if key in files:
+                    problems.append(f"{path}: the same file as {files[key]} (a link?); each image must appear once")
+                    continue
+                files[key] = path
+                if pattern is None:
+                    subject = os.path.relpath(path, base)
+                else:
+                    m = pattern.search(name)
+                    if not m or not m.group(1):
+                        problems.append(f"{path}: data.subject_regex {subject_regex!r} does not match the file name")
+                        continue
+                    subject = m.group(1)
+                records.append(Record(path, subject, label, _landmarks_for(path), split=split))
+            if n_images == 0:
+                problems.append(
+                    f"{entry}: class folder holds no images (extensions {sorted(exts)}); add its images, "
+                    "or remove the folder"
+                )
     _raise_problems(problems, str(root))
     if not records:
         raise DatasetError(f"{root}: no images found")
-    return records
+    return DatasetRead(records, skipped, has_subjects=pattern is not None)
 
 
 def read_dataset(
@@ -239,7 +335,8 @@ def read_dataset(
     image_extensions: Sequence[str] = (".png", ".jpg", ".jpeg"),
     label_map: Mapping[str, str] | None = None,
 ) -> list[Record]:
-    """Read a labelled expression dataset in format ``demo``, ``csv`` or ``folders``."""
+    """Read a labelled expression dataset in format ``demo``, ``csv`` or ``folders``
+    (the dataset-specific formats: :func:`fer.data.formats.read_labelled`)."""
     if fmt in ("demo", "csv"):
         return read_csv_dataset(root, label_map, labelled=True)
     if fmt == "folders":

@@ -100,7 +100,7 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
         problems += [f"  {line}" for line in budget_problems(params)]
     data = params.get("data", {})
     regex = data.get("subject_regex")
-    if regex is not None:
+    if regex:  # '' = the dataset has no subject ids (folders format)
         try:
             if re.compile(regex).groups < 1:
                 problems.append("  data.subject_regex needs one capture group")

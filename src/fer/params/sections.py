@@ -55,8 +55,11 @@ SELECT_METRICS: dict[str, bool] = {
 LANDMARK_MODES: tuple[str, ...] = ("auto", "annotation", "detector", "none")
 CHANNEL_MODES: tuple[str, ...] = ("gray", "rgb")
 MULTIPLE_FACE_MODES: tuple[str, ...] = ("largest", "fail")
-#: Dataset formats (``fer.data.manifest``).
-DATA_FORMATS: tuple[str, ...] = ("demo", "csv", "folders")
+#: Dataset formats (``fer.data.manifest``, ``fer.data.formats``).
+DATA_FORMATS: tuple[str, ...] = ("demo", "csv", "folders", "ckplus", "oulu", "fer2013", "rafdb", "affectnet")
+RAFDB_IMAGES: tuple[str, ...] = ("aligned", "original")
+#: Fold protocols (``fer.data.folds``).
+FOLD_PROTOCOLS: tuple[str, ...] = ("subject_kfold", "official")
 #: Clustering choices (``fer.clustering.guided``).
 GUIDANCE_MODES: tuple[str, ...] = ("anchored", "overcluster")
 EMBEDDERS: tuple[str, ...] = ("full", "baseline")
@@ -146,10 +149,21 @@ class DataParams:
     label_map: dict[str, str] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    frames: int = 3  # ckplus, oulu: the last N frames of each sequence
+    first_frame_neutral: bool = False  # ckplus: each labelled sequence's first frame as neutral
+    ferplus: bool = False  # fer2013: FERPlus majority labels from <root>/fer2013new.csv
+    rafdb_images: str = "aligned"  # rafdb: aligned | original (+ the 5 manual landmarks)
+    affectnet_classes: int = 8  # affectnet: 7 (no contempt) | 8
 
     def __post_init__(self) -> None:
         if self.format not in DATA_FORMATS:
             raise ValueError(f"data.format must be one of {DATA_FORMATS}, got {self.format!r}")
+        if int(self.frames) != self.frames or self.frames < 1:
+            raise ValueError(f"data.frames must be an integer >= 1, got {self.frames!r}")
+        if self.rafdb_images not in RAFDB_IMAGES:
+            raise ValueError(f"data.rafdb_images must be one of {RAFDB_IMAGES}, got {self.rafdb_images!r}")
+        if self.affectnet_classes not in (7, 8):
+            raise ValueError(f"data.affectnet_classes must be 7 or 8, got {self.affectnet_classes!r}")
 
 
 @dataclass(frozen=True)
@@ -200,8 +214,11 @@ class FoldsParams:
 
     n_folds: int = 4
     val_fraction: float = 0.2
+    protocol: str = "subject_kfold"  # subject_kfold | official (the dataset's own train/test split)
 
     def __post_init__(self) -> None:
+        if self.protocol not in FOLD_PROTOCOLS:
+            raise ValueError(f"folds.protocol must be one of {FOLD_PROTOCOLS}, got {self.protocol!r}")
         if self.n_folds < 2:
             raise ValueError(f"folds.n_folds must be >= 2, got {self.n_folds}")
         if not 0 < self.val_fraction < 1:

@@ -88,6 +88,49 @@ def read_curve(path: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def protocol_html(fold_doc: Mapping[str, Any], has_subjects: bool = True) -> str:
+    """The sentence under the folds table: which protocol (folds.json ``protocol``) made
+    the folds, with the official split's sizes."""
+    if fold_doc.get("protocol", "subject_kfold") != "official":
+        return ("<p>Subject-independent: no subject appears in two parts of one fold (checked when the folds are "
+                "written).</p>")
+    sizes = fold_doc.get("split_sizes", {})
+    text = (f"<p>Protocol: the dataset's official split (folds.protocol official), one fold: train "
+            f"{sizes.get('train')}, validation {sizes.get('val')}, test {sizes.get('test')} images. ")
+    if has_subjects:
+        return text + "No subject appears in two parts (checked when the folds are written).</p>"
+    return text + ("The dataset has no subject ids: the parts are separated by image, as the official split "
+                   "defines them.</p>")
+
+
+def alignment_qa_html(qa_rows: Sequence[Mapping[str, str]], info: Mapping[str, Any]) -> list[str]:
+    """The alignment QA section: counts over the images, the failed images, and what the
+    dataset's reader did not read as an image (qa.csv rows with status ``skipped``: files
+    beside the images, rows the dataset marks as no expression), counted by reason."""
+    parts: list[str] = []
+    skipped = Counter(r["reason"].split(":", 1)[0] for r in qa_rows if r["status"] == "skipped")
+    qa_rows = [r for r in qa_rows if r["status"] != "skipped"]  # files the reader did not read as images
+    status = Counter(r["status"] for r in qa_rows)
+    sources = Counter(r["landmark_source"] for r in qa_rows if r["status"] == "ok")
+    parts.append(_table(["input images", "aligned", "failed", "failure fraction", "landmark sources", "residual median", "residual p95"], [[
+        len(qa_rows), status.get("ok", 0), status.get("failed", 0), f"{info.get('failure_fraction', 0):.3f}",
+        ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
+        _fmt(info.get("residual_median")), _fmt(info.get("residual_p95"))]]))
+    failed = [r for r in qa_rows if r["status"] != "ok"]
+    if failed:
+        parts.append(f"<p>{len(failed)} image(s) failed alignment and are not in the training data:</p>")
+        parts.append(_table(["file", "reason"], [[r["path"], r["reason"]] for r in failed[:50]]))
+        if len(failed) > 50:
+            parts.append(f"<p>... and {len(failed) - 50} more (see data/aligned/qa.csv).</p>")
+    else:
+        parts.append("<p>No image failed alignment.</p>")
+    if skipped:
+        parts.append(f"<p>{sum(skipped.values())} file(s) or row(s) of the dataset were not read as images "
+                     "(status skipped in data/aligned/qa.csv):</p>")
+        parts.append(_table(["reason", "count"], [[k, v] for k, v in sorted(skipped.items())]))
+    return parts
+
+
 def build_report(
     *,
     methods: Sequence[MethodResult],
@@ -174,28 +217,14 @@ def build_report(
         [c, counts.get(i, 0), len(set(data.subjects[data.labels == i].tolist()))] for i, c in enumerate(classes)]))
 
     parts.append("<h2>Alignment QA</h2>")
-    info = data.meta
-    status = Counter(r["status"] for r in qa_rows)
-    sources = Counter(r["landmark_source"] for r in qa_rows if r["status"] == "ok")
-    parts.append(_table(["input images", "aligned", "failed", "failure fraction", "landmark sources", "residual median", "residual p95"], [[
-        len(qa_rows), status.get("ok", 0), status.get("failed", 0), f"{info.get('failure_fraction', 0):.3f}",
-        ", ".join(f"{k}: {v}" for k, v in sorted(sources.items())),
-        _fmt(info.get("residual_median")), _fmt(info.get("residual_p95"))]]))
-    failed = [r for r in qa_rows if r["status"] != "ok"]
-    if failed:
-        parts.append(f"<p>{len(failed)} image(s) failed alignment and are not in the training data:</p>")
-        parts.append(_table(["file", "reason"], [[r["path"], r["reason"]] for r in failed[:50]]))
-        if len(failed) > 50:
-            parts.append(f"<p>... and {len(failed) - 50} more (see data/aligned/qa.csv).</p>")
-    else:
-        parts.append("<p>No image failed alignment.</p>")
+    parts.extend(alignment_qa_html(qa_rows, data.meta))
 
     parts.append("<h2>Folds</h2>")
     frows = []
     for row in fold_doc["summary"]:
         frows.append([f"fold {row['fold']}"] + [f"{row[p]['subjects']} / {row[p]['images']}" for p in ("train", "val", "test")])
     parts.append(_table(["fold", "train subjects / images", "val subjects / images", "test subjects / images"], frows))
-    parts.append("<p>Subject-independent: no subject appears in two parts of one fold (checked when the folds are written).</p>")
+    parts.append(protocol_html(fold_doc, bool(data.meta.get("has_subjects", True))))
 
     parts.append("<h2>Parameters</h2>")
     parts.append(f"<pre>{html.escape(yaml.safe_dump(dict(params), sort_keys=False))}</pre>")
