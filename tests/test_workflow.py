@@ -55,9 +55,10 @@ BIN_PYTHON = Path(sys.executable)
 DATA_RULES = {"make_demo", "align", "make_folds", "align_corpus"}
 #: What a change of the recogniser's settings (params section baseline) must re-run.
 #: (The generative-contrastive rows use the recogniser's settings; the corpus is clustered
-#: with the joint recogniser, which uses them too.)
+#: with the joint recogniser, which uses them too; the fold's baseline judges FERSNet's
+#: synthesis in probe_fersnet.)
 BASELINE_DEPENDENTS = {"train_baseline", "synthesize", "train_joint", "summarize", "report", "train_dgcn",
-                       "cluster_corpus", "finetune_accnn", "pseudo_quality"}
+                       "cluster_corpus", "finetune_accnn", "pseudo_quality", "probe_fersnet"}
 #: What it must not: data, the identity network, the GAN, the AC-CNN, FERSNet.
 BASELINE_INDEPENDENT = DATA_RULES | {"train_identity", "train_fesgan", "train_accnn", "train_fersnet"}
 #: What the rdbp.lambda change may re-run beyond the intra-class rows: the corpus is
