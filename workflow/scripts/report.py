@@ -96,12 +96,30 @@ if __name__ == "__main__":
             [Path(d) for d in args.fersnet_results],
         ),
     ]
+    fg = p.section("fesgan")
+    if fg.reexpress == "edit":
+        fesgan_note = (
+            "Departure from the paper, to learn within the budget (fesgan.reexpress: edit): real faces are edited "
+            "by a skip-connected residual editor conditioned on source and target expression, with learned class "
+            f"offsets started at {fg.proto_scale:g} x the expression prototypes of the fold's training faces; "
+            "prior identities are rendered at the mean expression and edited the same way"
+            + (f"; an L1 term toward the prototype edit (w_proto {fg.w_proto:g})" if fg.w_proto > 0 else "")
+            + (f"; a cycle term (w_cycle {fg.w_cycle:g})" if fg.w_cycle > 0 else "")
+            + (f"; {fg.d_warmup} warm-up iterations of the discriminator's expression head" if fg.d_warmup else "")
+            + ("; DiffAugment" if fg.diffaugment else "")
+            + f". {fg.iterations} iterations. With fesgan.reexpress: code (the paper preset) faces are redrawn from "
+            "the identity code, as the paper describes."
+        )
+    else:
+        fesgan_note = (f"The paper's reading (fesgan.reexpress: code): faces are rendered from the identity code; "
+                       f"{fg.iterations} iterations.")
     fesgan = FesganSection(
         grids=[{"real": Path(d) / "grids" / "final_real.png", "prior": Path(d) / "grids" / "final_prior.png"}
                for d in args.fesgan_results],
         losses=[read_json(f) for f in args.fesgan],
         synthetic=[read_json(f) for f in args.synthetic],
         identity=read_json(args.identity),
+        note=fesgan_note,
     )
     build_report(
         methods=methods,

@@ -51,6 +51,7 @@ class FesganSection:
     losses: list[dict[str, Any]]  # per fold: the pretraining's final loss terms
     synthetic: list[dict[str, Any]]  # per fold: synthetic-set quality metrics
     identity: dict[str, Any]  # identity-network metrics
+    note: str = ""  # how this run's FESGAN departs from the paper (plain text), shown first
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -279,6 +280,8 @@ def _num(x: Any) -> str:
 
 def _fesgan_html(f: FesganSection) -> str:
     parts = ["<h2>FESGAN: samples, pretraining losses, synthetic-set quality</h2>"]
+    if f.note:
+        parts.append(f'<p class="note">{html.escape(f.note)}</p>')
     if f.grids:
         parts.append("<p>Sample grids of fold 0 from the EMA generator (rows: identities; columns: target "
                      "expressions). Real identities: each row re-expresses a training image (first column). "
