@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--every", type=int, default=100, help="FESGAN probe interval (iterations)")
     ap.add_argument("--iterations", type=int, help="FESGAN iterations (default: params.yaml)")
+    ap.add_argument("--d-warmup", type=int, help="FESGAN discriminator warm-up iterations (default: params.yaml)")
     ap.add_argument("--fersnet-epochs", type=int, help="FERSNet epochs (default: params.yaml)")
     ap.add_argument("--prior", type=int, default=20, help="prior identities per FESGAN probe")
     ap.add_argument("--threads", type=int, default=1)
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         section = dict(params["fesgan"])
         if args.iterations is not None:
             section["iterations"] = args.iterations
+        if args.d_warmup is not None:
+            section["d_warmup"] = args.d_warmup
         cfg = build(FesganParams, section, "fesgan")
         holder: dict[str, Any] = {}
         rows: list[dict[str, Any]] = []
