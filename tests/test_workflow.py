@@ -482,7 +482,11 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     assert stale.returncode != 0 and "make dvc-yaml" in stale.stdout, describe(stale)
     assert running_stages(stale.stdout) == [CHECK], describe(stale)
     render_dvc_yaml(repo)
-    assert str(root) in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["align"]["deps"]
+    rendered = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    # the dataset is seen through its content fingerprint (an always-changed stage reading
+    # data.root from params), no longer through the demo folder
+    assert "data/demo" not in rendered["fingerprint_dataset"]["deps"] and "data" in rendered["fingerprint_dataset"]["params"]
+    assert "data/fingerprints/dataset.json" in rendered["align"]["deps"]
     proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
     assert "make_demo" not in job_stats(proc.stdout)
@@ -591,6 +595,10 @@ def test_remote_round_trip_restores_every_artifact(dvc_run, stages, s3_server, t
     missing = [p for p in declared_outputs(stages) if not (clone / p).exists()]
     assert missing, "the clone already had the cached outputs"
     pull = run(["dvc", "pull"], clone, extra_env=creds)
+    # the fingerprints are not stored (cache: false): `dvc repro` recomputes them from the
+    # pulled data in seconds, and nothing else runs
+    repro = run(["dvc", "repro"], clone, extra_env=creds)
+    assert set(running_stages(repro.stdout)) == ALWAYS_CHANGED, describe(repro) + "\n" + pull.stdout
     status = run(["dvc", "status"], clone, extra_env=creds)
     assert only_always_changed(status.stdout), describe(status) + "\n" + pull.stdout
     expected = output_md5s(origin, stages)
