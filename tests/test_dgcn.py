@@ -167,6 +167,8 @@ def test_each_row_writes_its_outputs(tmp_path: Path, reference: str) -> None:
     assert lines[0].split(",") == list(DGCN_CURVE_COLUMNS)
     steps = [int(float(line.split(",")[DGCN_CURVE_COLUMNS.index("step")])) for line in lines[1:]]
     assert steps == ([1, 2, 3] if reference == "generated" else [2, 2])
+    # the budget counts the recogniser's epochs only (step 1 trains the generator alone)
+    assert m["epochs"] == sum(1 for s in steps if s > 1)
     assert (tmp_path / "r_dir" / "references.png").stat().st_size > 0
     summary = json.loads((tmp_path / "r_dir" / "summary.json").read_text())
     assert summary["reference"] == reference
