@@ -95,7 +95,7 @@ from fer.training.batches import MEAN, STD, ImageStore, model_input, to_uint8
 from fer.training.checkpoint import clear_resume, cpu_state_dict, load_weights
 from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
 from fer.training.optim import make_lr_scheduler, setup_training
-from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold, still_rising
+from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold
 from fer.utils.digest import digest
 from fer.utils.images import save_png, tile_grid
 from fer.utils.io import write_json, write_text
@@ -574,7 +574,7 @@ def run_dgcn_fold(
     recogniser_rows = [r for r in history if int(r["step"]) > 1]  # step 1 trains the generator alone
     metrics = finish_fold(fold, model, result, ev, out, meta=meta, curve_columns=DGCN_CURVE_COLUMNS,
                           history=history, test_images=inputs, after_test=selected_model_checks,
-                          extra_metrics={"epochs": len(recogniser_rows), "val/still_rising": still_rising(recogniser_rows)})
+                          budget_history=recogniser_rows)
     assert tuple(metrics) == DGCN_METRIC_KEYS
 
     show = np.unique(np.linspace(0, len(x["val"]) - 1, min(N_SHOW, len(x["val"]))).round().astype(int))

@@ -148,6 +148,24 @@ class FakeBatch:
     n_real: int  # the first n_real rows re-express real identities (in input order)
 
 
+def _draw_fakes(
+    real_codes: Tensor, real_labels: Tensor, num_classes: int, n_prior: int, rng: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The random draws of a fake batch, in their fixed order on the CPU ``rng``: targets
+    of the R real identities among the K - 1 other classes (any class when K = 1), P prior
+    codes, P prior targets uniform over all K classes. Returns (t_real, z_prior, t_prior)."""
+    device = real_codes.device
+    n_real, z_dim = real_codes.shape
+    if num_classes > 1:
+        shift = torch.randint(1, num_classes, (n_real,), generator=rng).to(device)  # R
+        t_real = (real_labels.long() + shift) % num_classes  # R, never the source class
+    else:
+        t_real = torch.zeros(n_real, dtype=torch.long, device=device)
+    z_prior = sample_prior(n_prior, z_dim, rng, device).to(real_codes.dtype)  # P, z
+    t_prior = torch.randint(0, num_classes, (n_prior,), generator=rng).to(device)  # P
+    return t_real, z_prior, t_prior
+
+
 def make_fake_batch(
     generator: nn.Module,
     real_codes: Tensor,
@@ -165,14 +183,8 @@ def make_fake_batch(
     real targets, prior codes, prior targets. Rows: the R re-expressed images first.
     """
     device = real_codes.device
-    n_real, z_dim = real_codes.shape
-    if num_classes > 1:
-        shift = torch.randint(1, num_classes, (n_real,), generator=rng).to(device)  # R
-        t_real = (real_labels.long() + shift) % num_classes  # R, never the source class
-    else:
-        t_real = torch.zeros(n_real, dtype=torch.long, device=device)
-    z_prior = sample_prior(n_prior, z_dim, rng, device).to(real_codes.dtype)  # P, z
-    t_prior = torch.randint(0, num_classes, (n_prior,), generator=rng).to(device)  # P
+    n_real = real_codes.shape[0]
+    t_real, z_prior, t_prior = _draw_fakes(real_codes, real_labels, num_classes, n_prior, rng)
     codes = torch.cat([real_codes, z_prior])  # R+P, z
     labels = torch.cat([t_real, t_prior])  # R+P
     images = generator(codes, one_hot(labels, num_classes))  # R+P, C, S, S
@@ -196,14 +208,8 @@ def make_edited_batch(
     identities are rendered by the generator at the mean expression m and then edited,
     ``Editor(G(z, m), e, m)`` (``Synthesizer.forward``)."""
     device = real_codes.device
-    n_real, z_dim = real_codes.shape
-    if num_classes > 1:
-        shift = torch.randint(1, num_classes, (n_real,), generator=rng).to(device)  # R
-        t_real = (real_labels.long() + shift) % num_classes  # R, never the source class
-    else:
-        t_real = torch.zeros(n_real, dtype=torch.long, device=device)
-    z_prior = sample_prior(n_prior, z_dim, rng, device).to(real_codes.dtype)  # P, z
-    t_prior = torch.randint(0, num_classes, (n_prior,), generator=rng).to(device)  # P
+    n_real = real_codes.shape[0]
+    t_real, z_prior, t_prior = _draw_fakes(real_codes, real_labels, num_classes, n_prior, rng)
     mean = mean_expression(one_hot(t_prior, num_classes))  # P, K
     base = generator(z_prior, mean)  # P, C, S, S: rendered at the mean expression
     target = one_hot(torch.cat([t_real, t_prior]), num_classes)  # R+P, K

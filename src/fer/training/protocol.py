@@ -306,6 +306,7 @@ def finish_fold(
     extra_metrics: Mapping[str, Any] | None = None,
     curve_columns: Sequence[str] = CURVE_COLUMNS,
     history: list[dict[str, float]] | None = None,
+    budget_history: list[dict[str, float]] | None = None,
     weights: Mapping[str, torch.Tensor] | None = None,
     test_images: np.ndarray | None = None,
     after_test: Callable[[nn.Module], Mapping[str, Any]] | None = None,
@@ -314,11 +315,15 @@ def finish_fold(
     (``weights``, default the selected state), the metrics (``METRIC_KEYS``, then
     ``extra_metrics``, then what ``after_test(model)`` returns -- measurements of the
     selected model, which ``model`` holds by then) and the curve (``history``, default the
-    run's), delete the resume file. ``model`` holds the last epoch's weights on entry.
+    run's), delete the resume file. The metrics' ``epochs`` and ``val/still_rising``
+    describe the recogniser's budget: ``budget_history`` (the epochs that trained the
+    recogniser), else ``history``, else the run's. ``model`` holds the last epoch's weights on entry.
     Returns the metrics."""
     metrics = test_selected(model, result, fold, ev, test_images)
-    if history is not None:  # the whole run (e.g. every round of the corpus method), not its last part
-        metrics.update({"epochs": len(history), "val/still_rising": still_rising(history)})
+    if budget_history is None:  # the whole run (e.g. every round of the corpus method), not its last part
+        budget_history = history
+    if budget_history is not None:
+        metrics.update({"epochs": len(budget_history), "val/still_rising": still_rising(budget_history)})
     metrics.update(extra_metrics or {})
     if after_test is not None:
         metrics.update(after_test(model))
