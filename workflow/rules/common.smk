@@ -9,10 +9,10 @@ from glob import glob
 sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps, dvcgen)
 
 from _common import check_pipeline_params
-from _dataset import CHECK_KEYS, fingerprint_file, preflight
+from _dataset import CHECK_KEYS, fingerprint_file, needs_corpus, preflight
 from codedeps import code_files
 from dvcgen import DAG_CHECK_STAMP, record_in_dvc
-from fer.params import ParamsError, load_yaml, subset, validate_params
+from fer.params import ParamsError, load_yaml, plan_rows, subset, validate_params
 
 PARAMS_FILE = "params.yaml"
 SCHEMA_FILE = "workflow/schemas/params.schema.yaml"
@@ -33,6 +33,22 @@ for _note in preflight(
     config, made_from={"dataset": "data/aligned/meta.json", "corpus": "data/aligned_corpus/meta.json"}
 ):
     print(_note, file=sys.stderr)
+
+# The rows this run trains (params.yaml methods, checked against the data and the corpus:
+# fer.params.plan_rows): the DAG, dvc.yaml and the report follow it.
+PLAN = plan_rows(config)
+# The face-recognition corpus is aligned only when a row that runs needs it.
+USES_CORPUS = needs_corpus(config)
+
+
+def identity_model(wildcards):
+    """The identity network a fold's FESGAN / FERSNet job uses: the one trained on the
+    face-recognition corpus, or (corpus.root '') the fold's own, trained on the fold's
+    training subjects."""
+    if PLAN.identity == "corpus":
+        return "models/identity/identity.pt"
+    return f"models/identity/fold-{wildcards.fold}.pt"
+
 
 # folds.protocol official: one fold, the dataset's own split (fer.data.folds.official_fold).
 FOLDS = [0] if config["folds"]["protocol"] == "official" else list(range(config["folds"]["n_folds"]))

@@ -20,7 +20,7 @@ def fersnet_inputs(wildcards):
     + synthetic row starts from the fold's gated model and its synthesis branch."""
     inputs = {}
     if wildcards.fersnet_variant != "single":
-        inputs["identity"] = "models/identity/identity.pt"
+        inputs["identity"] = identity_model(wildcards)
     if wildcards.fersnet_variant == "synth":
         inputs["init"] = f"models/fersnet_gated/fold-{wildcards.fold}.pt"
     return inputs
@@ -29,7 +29,7 @@ def fersnet_inputs(wildcards):
 def fersnet_args(wildcards):
     args = []
     if wildcards.fersnet_variant != "single":
-        args.append("--identity models/identity/identity.pt")
+        args.append(f"--identity {identity_model(wildcards)}")
     if wildcards.fersnet_variant == "synth":
         args.append(f"--init models/fersnet_gated/fold-{wildcards.fold}.pt")
     return " ".join(args)
@@ -110,7 +110,7 @@ rule probe_fersnet:
         folds="data/folds.json",
         fersnet="models/fersnet_gated/fold-{fold}.pt",
         classifier="models/baseline/fold-{fold}.pt",
-        identity="models/identity/identity.pt",
+        identity=identity_model,
         code=code("probe_fersnet"),
     output:
         metrics="metrics/fersnet_synthesis/fold-{fold}.json",

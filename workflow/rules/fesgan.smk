@@ -1,5 +1,6 @@
 # FESGAN + joint training with the RDBP intra-class loss (Yan et al., TMM 2020), and the
-# identity network its identity-preservation loss needs (trained on the corpus).
+# identity network its identity-preservation loss needs (trained on the corpus, or per
+# fold on the fold's training subjects when there is no corpus).
 
 from fer.params import JOINT_ROWS
 
@@ -83,6 +84,36 @@ rule train_identity:
         + TO_LOG
 
 
+rule train_identity_fold:
+    """Without a face-recognition corpus (corpus.root ''): the fold's identity network, a
+    closed-set identity classifier over the fold's TRAINING subjects only (never its
+    validation or test subjects; one held-out image per subject for model selection)."""
+    input:
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        code=code("train_identity"),
+    output:
+        model="models/identity/fold-{fold}.pt",
+        metrics="metrics/identity/fold-{fold}.json",
+        plots="plots/identity/fold-{fold}.csv",
+    params:
+        **declare("seed", "identity", "compute"),
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/train_identity/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/train_identity && python workflow/scripts/train_identity.py --keys {params.declared} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
+        "--folds {input.folds} --fold {wildcards.fold} "
+        "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
+        "--resume-dir state/resume/identity "
+        + TO_LOG
+
+
 rule train_fesgan:
     """FESGAN pretraining on the fold's training subjects only (test and validation
     subjects never reach the GAN)."""
@@ -91,7 +122,7 @@ rule train_fesgan:
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds="data/folds.json",
-        identity="models/identity/identity.pt",
+        identity=identity_model,
         code=code("train_fesgan"),
     output:
         model="models/fesgan/fold-{fold}.pt",
@@ -124,7 +155,7 @@ rule synthesize:
         folds="data/folds.json",
         generator="models/fesgan/fold-{fold}.pt",
         classifier="models/baseline/fold-{fold}.pt",
-        identity="models/identity/identity.pt",
+        identity=identity_model,
         code=code("synthesize"),
     output:
         images="data/synthetic/fold-{fold}/images.npy",

@@ -1,20 +1,58 @@
 # Summaries per method and the HTML report: self-contained, readable offline.
 
-# Every method under the same folds, seeds and metrics (the report's comparison table).
-METHODS = ["baseline", *JOINT_VARIANTS, *CORPUS_METHODS, *COMPARISON_METHODS]
+# The rows this run trains (params.yaml methods: PLAN, common.smk), under the same folds,
+# seeds and metrics (the report's comparison table).
+assert set(PLAN.rows) <= {"baseline", *JOINT_VARIANTS, *CORPUS_METHODS, *COMPARISON_METHODS}
+METHODS = list(PLAN.rows)
 
 
 wildcard_constraints:
     method="|".join(METHODS),
 
 
+def per_fold(pattern, when):
+    """``pattern`` for every fold when ``when`` (a report section whose row runs), else nothing."""
+    return expand(pattern, fold=FOLDS) if when else []
+
+
+# Which of the report's sections have their rows in this run.
+HAS_FESGAN = any(v in PLAN.rows for v in JOINT_VARIANTS)
+HAS_CORPUS_ROWS = PLAN.has_corpus_rows
+
+
+def identity_metrics():
+    """The identity network's metrics, when a FESGAN row used it (the FESGAN section)."""
+    if not HAS_FESGAN:
+        return []
+    if PLAN.identity == "corpus":
+        return ["metrics/identity/identity.json"]
+    return expand("metrics/identity/fold-{fold}.json", fold=FOLDS)
+
+
 def method_fold_metrics(wildcards):
     return expand("metrics/{method}/fold-{fold}.json", method=wildcards.method, fold=FOLDS)
 
 
-def pseudo_quality_arg(wildcards):
-    """The pseudo-label quality table exists only when the corpus has expression truth."""
-    return "--pseudo-quality metrics/pseudo_quality.json" if HAS_CORPUS_TRUTH else ""
+#: The report's optional inputs (rule report) and their command-line options.
+REPORT_SECTION_OPTIONS = {
+    "synthetic": "--synthetic",
+    "fesgan": "--fesgan",
+    "fesgan_results": "--fesgan-results",
+    "identity": "--identity",
+    "pseudo": "--pseudo",
+    "pseudo_quality": "--pseudo-quality",
+    "corpus_rounds": "--corpus-rounds",
+    "dgcn_results": "--dgcn-results",
+    "fersnet_results": "--fersnet-results",
+    "fersnet_synthesis": "--fersnet-synthesis",
+}
+
+
+def report_section_args(wildcards, input):
+    """The options of the report's sections whose rows run (an empty section has no option,
+    so the command has no trace of it: the same text under Snakemake and DVC)."""
+    return " ".join(f"{opt} {' '.join(input[name])}" for name, opt in REPORT_SECTION_OPTIONS.items()
+                    if list(input[name]))
 
 
 rule summarize:
@@ -48,16 +86,16 @@ rule report:
     input:
         summaries=expand("metrics/{method}/summary.json", method=METHODS),
         curves=expand("plots/baseline/fold-{fold}.csv", fold=FOLDS),
-        synthetic=expand("metrics/synthetic/fold-{fold}.json", fold=FOLDS),
-        fesgan=expand("metrics/fesgan/fold-{fold}.json", fold=FOLDS),
-        fesgan_results=expand("results/fesgan/fold-{fold}", fold=FOLDS),
-        identity="metrics/identity/identity.json",
-        pseudo=expand("metrics/pseudo/fold-{fold}.json", fold=FOLDS),
-        pseudo_quality=["metrics/pseudo_quality.json"] if HAS_CORPUS_TRUTH else [],
-        corpus_rounds=expand("results/accnn_corpus/fold-{fold}", fold=FOLDS),
-        dgcn_results=expand("results/dgcn_generated/fold-{fold}", fold=FOLDS),
-        fersnet_results=expand("results/fersnet_gated/fold-{fold}", fold=FOLDS),
-        fersnet_synthesis=expand("metrics/fersnet_synthesis/fold-{fold}.json", fold=FOLDS),
+        synthetic=per_fold("metrics/synthetic/fold-{fold}.json", HAS_FESGAN),
+        fesgan=per_fold("metrics/fesgan/fold-{fold}.json", HAS_FESGAN),
+        fesgan_results=per_fold("results/fesgan/fold-{fold}", HAS_FESGAN),
+        identity=identity_metrics(),
+        pseudo=per_fold("metrics/pseudo/fold-{fold}.json", HAS_CORPUS_ROWS),
+        pseudo_quality=["metrics/pseudo_quality.json"] if HAS_CORPUS_TRUTH and HAS_CORPUS_ROWS else [],
+        corpus_rounds=per_fold("results/accnn_corpus/fold-{fold}", HAS_CORPUS_ROWS),
+        dgcn_results=per_fold("results/dgcn_generated/fold-{fold}", "dgcn_generated" in PLAN.rows),
+        fersnet_results=per_fold("results/fersnet_gated/fold-{fold}", "fersnet_gated" in PLAN.rows),
+        fersnet_synthesis=per_fold("metrics/fersnet_synthesis/fold-{fold}.json", "fersnet_gated" in PLAN.rows),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",
@@ -67,18 +105,14 @@ rule report:
     output:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:
-        **declare("seed", "demo", "data", "align", "folds", "corpus", "compute", "baseline", "identity",
+        **declare("seed", "methods", "demo", "data", "align", "folds", "corpus", "compute", "baseline", "identity",
                   "fesgan", "synthesis", "joint", "rdbp", "clustering", "accnn", "finetune", "dgcn", "fersnet", "report"),
-        quality=pseudo_quality_arg,
+        sections=report_section_args,
     log:
         "logs/report.log",
     shell:
         "mkdir -p logs && python workflow/scripts/report.py --keys {params.declared} "
-        "--summaries {input.summaries} --curves {input.curves} --synthetic {input.synthetic} "
-        "--fesgan {input.fesgan} --fesgan-results {input.fesgan_results} --identity {input.identity} "
-        "--pseudo {input.pseudo} {params.quality} --corpus-rounds {input.corpus_rounds} "
-        "--dgcn-results {input.dgcn_results} --fersnet-results {input.fersnet_results} "
-        "--fersnet-synthesis {input.fersnet_synthesis} "
+        "--summaries {input.summaries} --curves {input.curves} {params.sections} "
         "--folds {input.folds} --images {input.images} --manifest {input.manifest} "
         "--qa {input.qa} --meta {input.meta} --out {output.html} "
         + TO_LOG

@@ -56,10 +56,15 @@ def check_pipeline_params(params: Mapping[str, Any], source: str = "params.yaml"
             f"{source} is invalid: data.format is demo, so data.root must be {DEMO_ROOT} "
             f"(got {data.get('root')!r}); use format csv or folders for your own data"
         )
-    if demo and corpus and corpus.get("root") != DEMO_CORPUS:
+    if demo and corpus and corpus.get("root") not in (DEMO_CORPUS, ""):
         raise ParamsError(
-            f"{source} is invalid: data.format is demo, so corpus.root must be {DEMO_CORPUS} "
+            f"{source} is invalid: data.format is demo, so corpus.root must be {DEMO_CORPUS} or '' (no corpus) "
             f"(got {corpus.get('root')!r})"
+        )
+    if corpus and corpus.get("root") == "" and corpus.get("truth"):
+        raise ParamsError(
+            f"{source} is invalid: corpus.truth is {corpus.get('truth')!r} but corpus.root is '' (no corpus): "
+            "set corpus.truth: ''"
         )
     if demo and corpus and corpus.get("truth") not in (DEMO_TRUTH, ""):
         raise ParamsError(

@@ -53,7 +53,7 @@ from fer.data.checks import check_requirements, summarise
 from fer.data.fingerprint import Fingerprint, FingerprintStats, compute_fingerprint, save_fingerprint
 from fer.data.formats import read_labelled
 from fer.data.manifest import DatasetError, read_csv_dataset, resolve_classes
-from fer.params import DeclaredParams
+from fer.params import DeclaredParams, plan_rows
 from fer.utils.digest import digest
 from fer.utils.io import write_json
 
@@ -62,7 +62,9 @@ INPUTS = ("dataset", "corpus")
 #: The params.yaml key of each input's root folder.
 ROOT_KEYS = {"dataset": "data.root", "corpus": "corpus.root"}
 #: The params.yaml keys each input's checks read (the fingerprint rule declares them).
-CHECK_KEYS = {"dataset": ("data", "folds", "dgcn.reference_target"), "corpus": ("corpus.root",)}
+CHECK_KEYS = {"dataset": ("data", "folds", "dgcn.reference_target", "methods", "corpus.root", "clustering.embedder",
+                          "finetune.synthetic_weight"),
+              "corpus": ("corpus.root",)}
 #: Files the tools write into folders: not dataset content (Snakemake marks directory() outputs).
 TOOL_MARKERS = (".snakemake_timestamp",)
 #: What each input is for, in messages about a missing one.
@@ -148,11 +150,20 @@ def check_input(which: str, view: DeclaredParams) -> str:
     records = found.records
     classes = resolve_classes(records, data.classes)
     summary = summarise(records, classes, has_subjects=found.has_subjects)
-    check_requirements(summary, view.section("folds"), view.get("dgcn.reference_target"), where=str(root))
+    plan = plan_rows(view.as_dict())
+    check_requirements(summary, view.section("folds"), view.get("dgcn.reference_target"), where=str(root),
+                       rows=plan.rows)
     return (
         f"dataset {root}: {summary.n_images} images, {len(summary.labels_by_subject)} subjects, "
         f"classes {', '.join(classes)}"
     )
+
+
+def needs_corpus(params: Mapping[str, Any]) -> bool:
+    """Whether this run reads the face-recognition corpus: it is given (corpus.root) and a
+    row that runs needs it (the identity network trained on it, or the corpus rows)."""
+    plan = plan_rows(params)
+    return bool(params["corpus"]["root"]) and (plan.identity == "corpus" or plan.has_corpus_rows)
 
 
 def preflight(params: Mapping[str, Any], made_from: Mapping[str, str]) -> list[str]:
@@ -165,6 +176,8 @@ def preflight(params: Mapping[str, Any], made_from: Mapping[str, str]) -> list[s
     notes = []
     for which in INPUTS:
         view = DeclaredParams(params, CHECK_KEYS[which])
+        if which == "corpus" and not needs_corpus(params):
+            continue
         root = input_root(which, view)
         if demo and not root.exists():
             continue  # make_demo writes it; the fingerprint job checks it

@@ -8,7 +8,8 @@ from _common import declared, parser, setup_logging
 from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
 from fer.report.html import FesganSection, MethodResult, build_report, read_curve
-from fer.report.sections import corpus_section, generator_probe_section, grids_section
+from fer.params import ALL_ROWS, plan_rows
+from fer.report.sections import corpus_section, generator_probe_section, grids_section, rows_not_run_section
 from fer.utils.io import read_json
 
 DESCRIPTIONS = {
@@ -45,11 +46,14 @@ STATUS = (
 
 if __name__ == "__main__":
     ap = parser(__doc__)
-    for name in ("folds", "images", "manifest", "qa", "meta", "identity", "out"):
+    for name in ("folds", "images", "manifest", "qa", "meta", "out"):
         ap.add_argument(f"--{name}", required=True)
-    for name in ("summaries", "curves", "synthetic", "fesgan", "fesgan-results", "pseudo", "corpus-rounds",
-                 "dgcn-results", "fersnet-results", "fersnet-synthesis"):
+    for name in ("summaries", "curves"):
         ap.add_argument(f"--{name}", nargs="+", required=True, help="one file per method / fold, in order")
+    for name in ("identity", "synthetic", "fesgan", "fesgan-results", "pseudo", "corpus-rounds",
+                 "dgcn-results", "fersnet-results", "fersnet-synthesis"):
+        ap.add_argument(f"--{name}", nargs="*", default=[],
+                        help="one file per fold, in order; none when the section's rows did not run")
     ap.add_argument("--pseudo-quality", help="pseudo-label quality (only when the corpus has expression truth)")
     args = ap.parse_args()
     setup_logging()
@@ -62,40 +66,48 @@ if __name__ == "__main__":
         paired = None if s is base else paired_test(s["metrics"]["test/acc"]["values"], base_acc)
         methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired))
     by_name = {s["method"]: s for s in summaries}
-    ablation = []
-    without = by_name["accnn"]["metrics"]["test/acc"]
-    for name in ("accnn", "accnn_corpus"):
-        acc = by_name[name]["metrics"]["test/acc"]
-        pt = None if name == "accnn" else paired_test(acc["values"], without["values"])
-        ablation.append([name, f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"]
-                        + (["", "", ""] if pt is None else
-                           [f"{100 * pt['mean_diff']:+.2f}", f"{pt['t_p']:.3f}" if pt["t_p"] is not None else "n/a",
-                            f"{pt['wilcoxon_p']:.3f}" if pt["wilcoxon_p"] is not None else "n/a"]))
+    plan = plan_rows(p.as_dict())
+    if [m.name for m in methods] != list(plan.rows):
+        raise SystemExit(f"the summaries ({[m.name for m in methods]}) are not the rows params.yaml plans "
+                         f"({list(plan.rows)}): re-run the pipeline")
     meta = read_json(args.meta)
     classes = meta["classes"]
-    extra = [
-        generator_probe_section([read_json(f) for f in args.synthetic], [read_json(f) for f in args.fersnet_synthesis]),
-        corpus_section(
+    extra = [rows_not_run_section(plan, p.get("methods"))]
+    if args.synthetic or args.fersnet_synthesis:
+        extra.append(generator_probe_section([read_json(f) for f in args.synthetic],
+                                             [read_json(f) for f in args.fersnet_synthesis]))
+    if "accnn_corpus" in by_name:
+        ablation = []
+        without = by_name["accnn"]["metrics"]["test/acc"]
+        for name in ("accnn", "accnn_corpus"):
+            acc = by_name[name]["metrics"]["test/acc"]
+            pt = None if name == "accnn" else paired_test(acc["values"], without["values"])
+            ablation.append([name, f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"]
+                            + (["", "", ""] if pt is None else
+                               [f"{100 * pt['mean_diff']:+.2f}", f"{pt['t_p']:.3f}" if pt["t_p"] is not None else "n/a",
+                                f"{pt['wilcoxon_p']:.3f}" if pt["wilcoxon_p"] is not None else "n/a"]))
+        extra.append(corpus_section(
             stats=[read_json(f) for f in args.pseudo],
             quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,
             rounds=[Path(d) for d in args.corpus_rounds],
             classes=classes,
             complexity=complexity_rows(len(classes), 3 if meta["channels"] == "rgb" else 1, meta["size"]),
             ablation=ablation,
-        ),
-        grids_section(
+        ))
+    if args.dgcn_results:
+        extra.append(grids_section(
             "Generative-contrastive network: generated references",
             "Validation faces of each fold (query), the reference the generator makes from them, and the real "
             "reference target of the same subject.",
             [Path(d) for d in args.dgcn_results],
-        ),
-        grids_section(
+        ))
+    if args.fersnet_results:
+        extra.append(grids_section(
             "FERSNet: expression synthesis by the gated model",
             "Validation faces of each fold re-expressed by the gated model's synthesis branch, one column per "
             "target expression.",
             [Path(d) for d in args.fersnet_results],
-        ),
-    ]
+        ))
     fg = p.section("fesgan")
     if fg.reexpress == "edit":
         fesgan_note = (
@@ -113,13 +125,15 @@ if __name__ == "__main__":
     else:
         fesgan_note = (f"The paper's reading (fesgan.reexpress: code): faces are rendered from the identity code; "
                        f"{fg.iterations} iterations.")
-    fesgan = FesganSection(
+    fesgan = None if not args.fesgan else FesganSection(
         grids=[{"real": Path(d) / "grids" / "final_real.png", "prior": Path(d) / "grids" / "final_prior.png"}
                for d in args.fesgan_results],
         losses=[read_json(f) for f in args.fesgan],
         synthetic=[read_json(f) for f in args.synthetic],
-        identity=read_json(args.identity),
+        identity=[read_json(f) for f in args.identity],
         note=fesgan_note,
+        identity_source=("the face-recognition corpus's identities (corpus.root)" if plan.identity == "corpus" else
+                         "each fold's training subjects (no corpus: corpus.root is ''), one network per fold"),
     )
     build_report(
         methods=methods,
@@ -133,7 +147,9 @@ if __name__ == "__main__":
         faces_per_class=p.get("report.faces_per_class"),
         seed=p.get("seed"),
         out=args.out,
-        status_note=STATUS,
+        status_note=STATUS + (f" This run trains {len(plan.rows)} of the {len(ALL_ROWS)} rows (params.yaml methods; "
+                              "the others are listed under 'Rows not in this report')."
+                              if len(plan.rows) < len(ALL_ROWS) else ""),
         fesgan=fesgan,
         extra_sections=extra,
     )

@@ -1,12 +1,13 @@
 """What params.yaml asks of the dataset, checked before any job runs.
 
-Every method of the pipeline runs on every dataset, so what a method needs from the data
-is known as soon as params.yaml and the dataset's list of images are: the workflow calls
+The rows that run are planned from params.yaml (``methods``, ``fer.params.plan_rows``), so
+what they need from the data is known as soon as params.yaml and the dataset's list of
+images are: the workflow calls
 :func:`check_requirements` when Snakemake reads the Snakefile and in the first DVC stage,
 so a dataset that cannot work stops the run at once, not an hour in. Each problem names
 the params.yaml key or the data it is about and says what fixes it:
 
-* ``dgcn.reference_target: neutral`` (the generative-contrastive rows compare a face with
+* ``dgcn.reference_target: neutral`` (the generative-contrastive rows with a reference compare a face with
   its subject's neutral face) needs a ``neutral`` class and a neutral image of every
   subject; ``subject_mean`` needs neither;
 * FERSNet learns to turn a subject's face into its other expressions, so pairs of one
@@ -24,13 +25,13 @@ checked again by the stages themselves.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fer.data.files import DatasetError
 from fer.data.folds import NO_SUBJECTS, fold_plan_problems
 from fer.data.manifest import Record
-from fer.params import FoldsParams
+from fer.params import ALL_ROWS, FoldsParams
 
 __all__ = ["DatasetSummary", "check_requirements", "requirement_problems", "summarise"]
 
@@ -71,12 +72,15 @@ def _named(items: Sequence[str]) -> str:
     return shown + (f", ... ({len(items) - MAX_NAMED} more)" if len(items) > MAX_NAMED else "")
 
 
-def requirement_problems(summary: DatasetSummary, folds: FoldsParams, reference_target: str) -> list[str]:
+def requirement_problems(
+    summary: DatasetSummary, folds: FoldsParams, reference_target: str, rows: Collection[str] = ALL_ROWS
+) -> list[str]:
     """Every way the dataset cannot meet what params.yaml asks (module docstring); empty
-    when it can. ``reference_target`` is ``dgcn.reference_target``."""
+    when it can. ``reference_target`` is ``dgcn.reference_target``; ``rows`` the rows that
+    run (``fer.params.plan_rows``): a row's needs are checked only when it runs."""
     problems: list[str] = []
     subjects = summary.labels_by_subject
-    if reference_target == "neutral":
+    if reference_target == "neutral" and ({"dgcn_generated", "dgcn_real"} & set(rows)):
         if "neutral" not in summary.classes:
             problems.append(
                 f"dgcn.reference_target is 'neutral', but the dataset has no neutral class (its classes: "
@@ -93,7 +97,7 @@ def requirement_problems(summary: DatasetSummary, folds: FoldsParams, reference_
                     "neutral face. Set dgcn.reference_target: subject_mean in params.yaml, or add their neutral images"
                 )
     paired = [s for s, labels in subjects.items() if len(labels) >= 2]
-    if len(paired) < 2:
+    if len(paired) < 2 and any(r.startswith("fersnet_") for r in rows):
         problems.append(
             f"{len(paired)} subject(s) have images of two or more expressions ({_named(paired) or 'none'}): FERSNet "
             "learns to turn a subject's face into the same subject's other expressions and needs such subjects in "
@@ -125,10 +129,12 @@ def requirement_problems(summary: DatasetSummary, folds: FoldsParams, reference_
     return problems
 
 
-def check_requirements(summary: DatasetSummary, folds: FoldsParams, reference_target: str, where: str) -> None:
+def check_requirements(
+    summary: DatasetSummary, folds: FoldsParams, reference_target: str, where: str, rows: Collection[str] = ALL_ROWS
+) -> None:
     """Raise :class:`DatasetError` listing :func:`requirement_problems` (``where`` names
     the dataset in the message)."""
-    problems = requirement_problems(summary, folds, reference_target)
+    problems = requirement_problems(summary, folds, reference_target, rows)
     if problems:
         listed = "\n".join(f"  {p}" for p in problems)
         raise DatasetError(

@@ -10,10 +10,16 @@ Protocol: the corpus must not contain the labelled set's test subjects. For the 
 holds by construction (corpus identities are drawn from a separate random stream); for
 real data it is the user's responsibility (disjoint identities are assumed), and one
 identity network then serves every fold.
+
+Without a corpus (``corpus.root: ''``) each fold trains its own identity network on the
+fold's training subjects only (:func:`fold_training_faces`): the identity terms then
+compare faces with identities the fold may train on, never with its validation or test
+subjects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,19 @@ from fer.training.checkpoint import clear_resume, save_weights
 from fer.training.driver import fit
 from fer.training.protocol import model_from_weights, recognizer_meta, write_curve
 from fer.utils.io import write_json
+
+
+def fold_training_faces(
+    images: np.ndarray, subjects: np.ndarray, fold: Mapping[str, Sequence[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The faces and subject ids of a fold's TRAINING subjects only (``fold["train"]``;
+    never its validation or test subjects): what the identity network learns from when
+    there is no face-recognition corpus (``corpus.root: ''``)."""
+    subjects = np.asarray(subjects)
+    keep = np.isin(subjects, list(fold["train"]))
+    if not keep.any():
+        raise ValueError("the fold has no training images")
+    return images[keep], subjects[keep]
 
 
 def identity_split(subjects: np.ndarray, val_per_identity: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DGCN_REFERENCES", "FERSNET_VARIANTS", "JOINT_ROWS", "JointRow", "budget_problems", "recogniser_budgets"]
+__all__ = [
+    "ALL_ROWS",
+    "DGCN_REFERENCES",
+    "FERSNET_VARIANTS",
+    "IDENTITY_ROWS",
+    "JOINT_ROWS",
+    "JointRow",
+    "RowPlan",
+    "SUBJECT_ROWS",
+    "budget_problems",
+    "dataset_has_subjects",
+    "plan_rows",
+    "recogniser_budgets",
+    "row_plan_problems",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +93,136 @@ def budget_problems(params: Mapping[str, Any]) -> list[str]:
     lines.append("    set them to the same budget, e.g. dvc exp run -S baseline.epochs=N -S accnn.epochs=N "
                  "-S fersnet.epochs=N -S dgcn.cls_epochs=N-e2e -S finetune.epochs=N/(rounds+1)")
     return lines
+
+
+#: Every row of the comparison, in the report's order (params.yaml ``methods: all``).
+ALL_ROWS: tuple[str, ...] = (
+    "baseline",
+    *JOINT_ROWS,
+    "accnn",
+    "accnn_corpus",
+    *(f"dgcn_{r}" for r in DGCN_REFERENCES),
+    *(f"fersnet_{v}" for v in FERSNET_VARIANTS),
+)
+#: Rows whose training needs the identity network: FESGAN's identity-preservation loss
+#: (every FESGAN row: their generator is pre-trained with it) and FERSNet's identity term
+#: (every row with a synthesis branch).
+IDENTITY_ROWS: frozenset[str] = frozenset({*JOINT_ROWS, "fersnet_hard", "fersnet_gated", "fersnet_synth"})
+#: Rows that pair images of one subject: the generative-contrastive rows with a reference
+#: (the subject's neutral or mean face) and FERSNet (a subject's face turned into the same
+#: subject's other expressions).
+SUBJECT_ROWS: frozenset[str] = frozenset({"dgcn_generated", "dgcn_real", *(f"fersnet_{v}" for v in FERSNET_VARIANTS)})
+#: Formats whose readers never give subject ids (``folders`` depends on data.subject_regex).
+_NO_SUBJECT_FORMATS = frozenset({"fer2013", "rafdb", "affectnet"})
+
+
+def dataset_has_subjects(data: Mapping[str, Any]) -> bool:
+    """Whether the dataset that params.yaml's ``data`` section describes has subject ids:
+    known from the format alone (the readers in ``fer.data.formats`` agree; tested), so
+    the DAG can be planned before the dataset is read."""
+    if data["format"] in _NO_SUBJECT_FORMATS:
+        return False
+    if data["format"] == "folders":
+        return bool(data["subject_regex"])
+    return True
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What one run trains, planned from params.yaml before any job.
+
+    rows: the rows that run, in :data:`ALL_ROWS` order. absent: rows params.yaml asked
+    for (``methods``) that cannot run on this data, with the reason the report prints.
+    identity: where the identity network comes from: ``"corpus"`` (one network trained on
+    the face-recognition corpus), ``"fold"`` (no corpus: one network per fold, trained on
+    the fold's training subjects only) or ``"none"`` (no row that runs needs one).
+    """
+
+    rows: tuple[str, ...]
+    absent: Mapping[str, str]
+    identity: str
+
+    @property
+    def has_corpus_rows(self) -> bool:
+        return "accnn_corpus" in self.rows
+
+
+def plan_rows(params: Mapping[str, Any]) -> RowPlan:
+    """The rows ``methods`` selects, checked against what they need (raises
+    :class:`~fer.params.core.ParamsError` naming the key and the fix):
+
+    * ``baseline`` is always selected: it is the reference of every paired test and the
+      recogniser that judges the generators' faces;
+    * a row that starts from another row's models needs that row: ``fersnet_synth`` needs
+      ``fersnet_gated``; ``accnn_corpus`` needs ``accnn`` (its comparison), the row
+      ``clustering.embedder`` names and, with ``finetune.synthetic_weight > 0``, ``static``
+      (the fold's FESGAN synthetic set);
+    * rows that need the identity network (:data:`IDENTITY_ROWS`) need the corpus or, with
+      ``corpus.root: ''``, subject ids (the network is then trained per fold on the fold's
+      training subjects): with neither they are refused when listed by name and left out,
+      with the reason, under ``methods: all``;
+    * rows that pair one subject's images (:data:`SUBJECT_ROWS`) need subject ids: on a
+      dataset without them, refused when listed by name, left out (with the reason) under
+      ``methods: all``;
+    * ``accnn_corpus`` clusters unlabelled data: with ``corpus.root: ''`` there is none, so
+      the row does not run and the report says why.
+    """
+    from fer.params.core import ParamsError
+
+    plan, problems = _plan(params)
+    if problems:
+        raise ParamsError("params.yaml is invalid:\n" + "\n".join(f"  {p}" for p in problems))
+    return plan
+
+
+def row_plan_problems(params: Mapping[str, Any]) -> list[str]:
+    """What :func:`plan_rows` would refuse, one line per problem (empty: the plan is valid)."""
+    return _plan(params)[1]
+
+
+def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
+    methods = params["methods"]
+    explicit = methods != "all"
+    wanted = [r for r in ALL_ROWS if r in methods] if explicit else list(ALL_ROWS)
+    problems: list[str] = []
+    if "baseline" not in wanted:
+        problems.append("methods must include baseline: it is the reference of every paired test and the recogniser "
+                        "that judges the generators' faces (add baseline to methods)")
+    needs = {"fersnet_synth": ["fersnet_gated"], "accnn_corpus": ["accnn", params["clustering"]["embedder"]]}
+    if params["finetune"]["synthetic_weight"] > 0:
+        needs["accnn_corpus"].append("static")
+    for row, required in needs.items():
+        for req in required:
+            if row in wanted and req not in wanted:
+                why = ("starts from the fold's gated model" if row == "fersnet_synth" else
+                       "is compared with it" if req == "accnn" else
+                       "fine-tunes on its synthetic set (finetune.synthetic_weight > 0)" if req == "static" else
+                       f"round 0 embeds the corpus with it (clustering.embedder: {req})")
+                fix = f"add {req} to methods" + (
+                    " or set finetune.synthetic_weight: 0" if req == "static" else
+                    " or set clustering.embedder: baseline" if req != "baseline" and req != "accnn" else "")
+                problems.append(f"methods lists {row} but not {req}: {row} {why}; {fix}")
+    has_corpus = bool(params["corpus"]["root"])
+    absent: dict[str, str] = {}
+    if not dataset_has_subjects(params["data"]):
+        lacking = [r for r in wanted if r in SUBJECT_ROWS]
+        why = ("pairs images of one subject, and the dataset has no subject ids (data.format "
+               f"{params['data']['format']}{': data.subject_regex is empty' if params['data']['format'] == 'folders' else ''})")
+        if explicit and lacking:
+            problems.append(f"methods lists {', '.join(lacking)}, which {why}: remove them from methods"
+                            + (" or set data.subject_regex" if params["data"]["format"] == "folders" else ""))
+        absent.update({r: why for r in lacking})
+    if not has_corpus and not dataset_has_subjects(params["data"]):
+        lacking = [r for r in wanted if r in IDENTITY_ROWS and r not in absent]
+        why = ("needs an identity network, and there is neither a face-recognition corpus (corpus.root is '') nor "
+               "subject ids in the dataset to train one per fold")
+        if explicit and lacking:
+            problems.append(f"methods lists {', '.join(lacking)}, which {why}: set corpus.root to a corpus, or remove "
+                            "them from methods")
+        absent.update({r: why for r in lacking})
+    if not has_corpus and "accnn_corpus" in wanted:
+        absent["accnn_corpus"] = ("no unlabelled data to cluster: corpus.root is '' (set it to a face-recognition "
+                                  "corpus to run this row)")
+    rows = tuple(r for r in wanted if r not in absent)
+    needs_identity = any(r in IDENTITY_ROWS for r in rows)
+    return RowPlan(rows, absent, ("corpus" if has_corpus else "fold") if needs_identity else "none"), problems

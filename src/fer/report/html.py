@@ -50,8 +50,9 @@ class FesganSection:
     grids: list[dict[str, Path]]  # per fold: {"real": png path, "prior": png path}
     losses: list[dict[str, Any]]  # per fold: the pretraining's final loss terms
     synthetic: list[dict[str, Any]]  # per fold: synthetic-set quality metrics
-    identity: dict[str, Any]  # identity-network metrics
+    identity: list[dict[str, Any]]  # identity-network metrics: one network (the corpus's) or one per fold
     note: str = ""  # how this run's FESGAN departs from the paper (plain text), shown first
+    identity_source: str = "the face-recognition corpus's identities"  # what the identity network learned
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -310,6 +311,9 @@ def _fesgan_html(f: FesganSection) -> str:
         parts.append(_table(["fold"] + keys, [[f"fold {i}"] + [_num(l.get(k)) for k in keys] for i, l in enumerate(f.losses)]))
         parts.append("</details>")
     if f.identity:
-        parts.append("<p>Identity network (FESGAN's identity-preservation loss), trained on the corpus identities: "
-                     + ", ".join(f"{html.escape(k)} = {_num(v)}" for k, v in f.identity.items()) + ".</p>")
+        parts.append(f"<p>Identity network (FESGAN's identity-preservation loss), trained on "
+                     f"{html.escape(f.identity_source)}:</p>")
+        keys = sorted({k for m in f.identity for k in m})
+        names = ["corpus"] if len(f.identity) == 1 else [f"fold {i}" for i in range(len(f.identity))]
+        parts.append(_table(["network"] + keys, [[n] + [_num(m.get(k)) for k in keys] for n, m in zip(names, f.identity)]))
     return "".join(parts)

@@ -253,3 +253,19 @@ def generator_probe_section(synthetic: Sequence[Mapping[str, Any]], fersnet: Seq
     parts.append(_table(["fold", "generator", "expression acc.", "recogniser on real val.", "ratio",
                          "identity cos to source", "Fréchet distance", "real halves"], rows, left=2))
     return "".join(parts)
+
+
+def rows_not_run_section(plan: Any, methods: Any) -> str:
+    """Which rows of the comparison this report lacks, and why: rows that params.yaml's
+    ``methods`` did not select, and selected rows that cannot run on this data
+    (``fer.params.RowPlan.absent``: no corpus to cluster, no subject ids, ...)."""
+    from fer.params import ALL_ROWS
+
+    rows = [[r, plan.absent[r]] for r in ALL_ROWS if r in plan.absent]
+    if methods != "all":
+        rows += [[r, "not selected (params.yaml methods)"] for r in ALL_ROWS if r not in methods]
+    if not rows:
+        return ""
+    return ("<h2>Rows not in this report</h2>"
+            "<p>The comparison has these further rows; this run did not train them.</p>"
+            + _table(["row", "why it did not run"], rows, left=2))
