@@ -259,67 +259,7 @@ def test_failed_alignment_keeps_its_evidence_and_no_partial_output(user_repo, tm
 
 
 # ----------------------------------------------------------------------------- a real layout
-CK_CODES = {"anger": 1, "contempt": 2, "disgust": 3, "fear": 4, "happiness": 5, "sadness": 6, "surprise": 7}
-
-
-def _ck68(five_file: Path) -> str:
-    """A CK+ 68-point landmark file whose 5-point reduction is the demo's 5 points."""
-    from fer.data.landmarks import read_landmarks
-
-    five = read_landmarks(five_file)
-    p = np.tile(five[2], (68, 1))
-    p[36:42], p[42:48], p[30], p[48], p[54] = five[0], five[1], five[2], five[3], five[4]
-    return "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in p)
-
-
-def _ckplus_replica(expr: Path, root: Path) -> dict[str, str]:
-    """CK+'s distributed layout built from the demo's faces: per subject and expression one
-    sequence (frame 1 the subject's neutral face, frames 2-4 the expression), its emotion
-    file and 68-point landmark files, a readme beside the images. Returns frame file name ->
-    the label the pipeline must give it (data.frames 3, data.first_frame_neutral)."""
-    with open(expr / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    neutral = {r["subject"]: r["image"] for r in rows if r["expression"] == "neutral"}
-    expected = {}
-    subjects = {s: f"S{i + 5:03d}" for i, s in enumerate(sorted(neutral))}
-    for n, r in enumerate(r for r in rows if r["expression"] != "neutral"):
-        subj, seq = subjects[r["subject"]], f"{n + 1:03d}"
-        for k, image in enumerate([neutral[r["subject"]], r["image"], r["image"], r["image"]], start=1):
-            name = f"{subj}_{seq}_{k:08d}.png"
-            dest = root / "cohn-kanade-images" / subj / seq / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(expr / image, dest)
-            marks = root / "Landmarks" / subj / seq / f"{subj}_{seq}_{k:08d}_landmarks.txt"
-            marks.parent.mkdir(parents=True, exist_ok=True)
-            marks.write_text(_ck68(expr / (image[: -len(".png")] + ".landmarks.txt")))
-            expected[name] = "neutral" if k == 1 else r["expression"]
-        emotion = root / "Emotion" / subj / seq / f"{subj}_{seq}_00000004_emotion.txt"
-        emotion.parent.mkdir(parents=True, exist_ok=True)
-        emotion.write_text(f"   {CK_CODES[r['expression']]:.7e}\n")
-    (root / "cohn-kanade-images" / "ReadMe.txt").write_text("a readme shipped beside the images\n")
-    return expected
-
-
-def test_ckplus_layout_aligns_and_folds_by_editing_params_only(user_repo, tmp_path):
-    """data.format ckplus on CK+'s own layout (a replica from the demo's faces): Snakemake
-    runs fingerprint -> align -> folds with params.yaml edited and nothing else; every
-    aligned image carries its sequence's CK+ code as its label (the first frame neutral),
-    the readme is listed as skipped, the folds are by CK+ subject (S005...)."""
-    repo = copy_repo(user_repo, tmp_path / "repo")
-    expected = _ckplus_replica(repo / DATASET, repo / "my_data" / "ck")
-    _configure(repo, render=False, data__format="ckplus", data__root="my_data/ck", data__first_frame_neutral=True,
-               align__landmarks="annotation")
-    proc = run(["snakemake", "--cores", "2", "data/folds.json"], repo, check=False)
-    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
-    with open(repo / "data" / "aligned" / "manifest.csv", newline="") as f:
-        manifest = list(csv.DictReader(f))
-    assert {Path(r["path"]).name: r["label"] for r in manifest} == expected
-    assert {r["subject"] for r in manifest} == {Path(r["path"]).name[:4] for r in manifest}
-    meta = yaml.safe_load((repo / "data" / "aligned" / "meta.json").read_text())
-    assert meta["has_subjects"] is True and meta["n_skipped"] == 1 and meta["skipped_reasons"] == {"not an image": 1}
-    folds = yaml.safe_load((repo / "data" / "folds.json").read_text())
-    tested = sorted(s for fold in folds["folds"] for s in fold["test"])
-    assert tested == sorted({r["subject"] for r in manifest})
+# (every reader's replica end to end, CK+ included: tests/test_readers_end_to_end.py)
 
 
 def test_split_first_folders_layout_runs_the_official_protocol(user_repo, tmp_path):

@@ -414,3 +414,14 @@ def test_report_names_the_protocol_and_its_split_sizes():
     assert "Subject-independent" in protocol_html({"folds": []})
     text = protocol_html({"protocol": "official", "split_sizes": {"train": 80, "val": 10, "test": 12}}, False)
     assert "official split" in text and "train 80, validation 10, test 12 images" in text and "no subject ids" in text
+
+
+def test_oulu_root_of_the_distribution_selects_vl_strong(tmp_path):
+    for light in ("VL", "NI"):
+        for subj in ("P001", "P002"):
+            for k in range(3):
+                _img(tmp_path / "OriginalImg" / light / "Strong" / subj / "Fear" / f"{k:03d}.jpeg")
+    found = read_oulu(tmp_path, _data("oulu", tmp_path))
+    assert len(found.records) == 6 and all("/VL/Strong/" in r.path for r in found.records)
+    with pytest.raises(DatasetError, match="no P###/ subject folder, and no VL/Strong"):
+        read_oulu(tmp_path / "OriginalImg" / "NI", _data("oulu", tmp_path))

@@ -22,8 +22,9 @@ split travels with each record (``Record.split``).
     folder. A frame's 68 landmarks, where given, are reduced to the 5 alignment points.
 
 ``oulu`` (Oulu-CASIA), ``root`` = one lighting/intensity folder such as
-``OriginalImg/VL/Strong``: ``P001/Anger/000.jpeg``; the last ``data.frames`` frames of
-each ``P###/<expression>`` sequence; subject = ``P001``.
+``OriginalImg/VL/Strong`` (the distribution's root or ``OriginalImg`` selects
+``VL/Strong`` below it, the subset the literature uses): ``P001/Anger/000.jpeg``; the last
+``data.frames`` frames of each ``P###/<expression>`` sequence; subject = ``P001``.
 
 ``fer2013`` (Goodfellow et al. 2013), ``root/fer2013.csv``: columns ``emotion`` (0 angry,
 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral), ``pixels`` (2304 grey values
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -242,6 +244,14 @@ def read_oulu(root: str | Path, data: DataParams) -> DatasetRead:
 
     root = Path(root)
     _require_dir(root, "data.root")
+    if not any(d.is_dir() and re.fullmatch(r"P\d+", d.name) for d in root.iterdir()):
+        # the distribution's root (or OriginalImg/): the literature's subset, VL/Strong, below it
+        below = [d for d in (root / "VL" / "Strong", root / "OriginalImg" / "VL" / "Strong") if d.is_dir()]
+        if not below:
+            raise DatasetError(f"{root}: no P###/ subject folder, and no VL/Strong or OriginalImg/VL/Strong below it: "
+                               "data.root is the Oulu-CASIA folder that holds P001/, P002/, ... (e.g. "
+                               "OriginalImg/VL/Strong, the subset the literature uses)")
+        root = below[0]
     exts = {e.lower() for e in data.image_extensions}
     problems: list[str] = []
     skipped: list[tuple[str, str]] = []
