@@ -77,3 +77,16 @@ def test_protocols_before_any_job():
                    if "FERSNet" not in p)
     unsplit = summarise([Record(r.path, r.subject, r.label, None) for r in recs], ["anger", "happiness"])
     assert any("no official split" in p for p in requirement_problems(unsplit, official, "subject_mean"))
+
+
+def test_a_rows_needs_are_checked_only_when_it_runs():
+    """methods decides what the data must have: without the generative-contrastive rows a
+    dataset without neutral is fine; without FERSNet, subjects with one expression are."""
+    classes = ["anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]
+    no_neutral = _summary({f"S{i}": classes for i in range(6)}, classes)
+    assert requirement_problems(no_neutral, FOLDS, "neutral", rows=["baseline", "dgcn_none", "fersnet_gated"]) == []
+    (problem,) = requirement_problems(no_neutral, FOLDS, "neutral", rows=["baseline", "dgcn_real"])
+    assert "dgcn.reference_target" in problem and "subject_mean" in problem
+    one_each = _summary({f"S{i}": ["happiness" if i % 2 else "sadness"] for i in range(8)})
+    assert requirement_problems(one_each, FOLDS, "subject_mean", rows=["baseline", "accnn"]) == []
+    assert "FERSNet" in requirement_problems(one_each, FOLDS, "subject_mean", rows=["fersnet_single"])[0]

@@ -425,3 +425,23 @@ def test_oulu_root_of_the_distribution_selects_vl_strong(tmp_path):
     assert len(found.records) == 6 and all("/VL/Strong/" in r.path for r in found.records)
     with pytest.raises(DatasetError, match="no P###/ subject folder, and no VL/Strong"):
         read_oulu(tmp_path / "OriginalImg" / "NI", _data("oulu", tmp_path))
+
+
+def test_params_know_whether_a_format_has_subject_ids(tmp_path):
+    """The DAG is planned from params.yaml before the dataset is read
+    (fer.params.dataset_has_subjects): it must agree with what each reader finds."""
+    from fer.params import dataset_has_subjects, to_dict
+
+    make_ckplus(tmp_path / "ck")
+    make_rafdb(tmp_path / "raf")
+    make_fer2013(tmp_path / "fer")
+    make_affectnet(tmp_path / "aff")
+    for sub in ("S001_a.png", "S002_b.png"):
+        _img(tmp_path / "folders" / "happiness" / sub)
+    _img(tmp_path / "oulu" / "P001" / "Fear" / "000.jpeg")
+    cases = [("ckplus", "ck", {}), ("rafdb", "raf", {}), ("fer2013", "fer", {}), ("affectnet", "aff", {}),
+             ("oulu", "oulu", {}), ("folders", "folders", {"subject_regex": r"^(S\d+)_"}),
+             ("folders", "folders", {"subject_regex": ""})]
+    for fmt, sub, kw in cases:
+        data = _data(fmt, tmp_path / sub, **kw)
+        assert dataset_has_subjects(to_dict(data)) == read_labelled(data).has_subjects, (fmt, kw)

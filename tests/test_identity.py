@@ -1,6 +1,7 @@
 """Identity network trained on corpus identities (FESGAN's identity-preservation space)."""
 
 import numpy as np
+import pytest
 import torch
 
 from fer.methods.identity import identity_split, load_identity_net, train_identity_net
@@ -44,3 +45,14 @@ def test_identity_net_learns_identities_and_embeds(tmp_path):
     sim = (f @ f.T).numpy()
     same = subjects[:, None] == subjects[None, :]
     assert sim[same].mean() > sim[~same].mean()
+
+
+def test_without_a_corpus_the_identity_network_sees_only_the_folds_training_subjects():
+    from fer.methods.identity import fold_training_faces
+
+    subjects = np.array(["a", "a", "b", "c", "c", "d"])
+    images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1)
+    x, s = fold_training_faces(images, subjects, {"train": ["a", "c"], "val": ["b"], "test": ["d"]})
+    assert s.tolist() == ["a", "a", "c", "c"] and x.ravel().tolist() == [0, 1, 3, 4]
+    with pytest.raises(ValueError, match="no training images"):
+        fold_training_faces(images, subjects, {"train": [], "val": ["b"], "test": ["d"]})

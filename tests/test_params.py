@@ -1,6 +1,7 @@
 """params.yaml: strict schema, one typed dataclass per section, declared-key access."""
 
 import copy
+import re
 import dataclasses
 
 import pytest
@@ -221,3 +222,79 @@ def test_declared_sections_with_a_rows_overrides(params):
         static.section("joint")
     for row in JOINT_ROWS.values():  # every declared key exists in params.yaml
         DeclaredParams(params, row.keys)
+
+
+# ----------------------------------------------------------------------------- methods: the rows that run
+def _with(params, **keys):
+    p = copy.deepcopy(params)
+    for dotted, value in keys.items():
+        node = p
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return p
+
+
+def test_methods_all_plans_every_row_with_the_corpus(params):
+    from fer.params import ALL_ROWS, plan_rows
+
+    plan = plan_rows(params)
+    assert plan.rows == ALL_ROWS and plan.absent == {} and plan.identity == "corpus"
+
+
+@pytest.mark.parametrize(
+    "methods,needle",
+    [
+        (["fersnet_gated"], "methods must include baseline"),
+        (["baseline", "fersnet_synth"], "add fersnet_gated to methods"),
+        (["baseline", "accnn_corpus", "full"], "accnn_corpus is compared with it; add accnn"),
+        (["baseline", "accnn", "accnn_corpus"], "add full to methods or set clustering.embedder: baseline"),
+    ],
+)
+def test_methods_that_cannot_run_fail_naming_the_fix(params, methods, needle):
+    bad = _with(params, methods=methods)
+    with pytest.raises(ParamsError, match=re.escape(needle)):
+        validate_params(bad, SCHEMA)
+
+
+def test_methods_schema(params):
+    for bad in (["baseline", "fesgan"], [], ["baseline", "baseline"], "some"):
+        with pytest.raises(ParamsError, match="methods"):
+            validate_params(_with(params, methods=bad), SCHEMA)
+    validate_params(_with(params, methods=["baseline", "accnn", "accnn_corpus"], clustering__embedder="baseline"),
+                    SCHEMA)
+
+
+def test_without_a_corpus_the_identity_network_is_per_fold_and_the_corpus_row_says_why(params):
+    from fer.params import plan_rows
+
+    p = _with(params, corpus__root="", corpus__truth="")
+    plan = plan_rows(p)
+    assert plan.identity == "fold" and "accnn_corpus" not in plan.rows and "full" in plan.rows
+    assert "no unlabelled data to cluster: corpus.root is ''" in plan.absent["accnn_corpus"]
+    # a selection that needs no identity network trains none
+    assert plan_rows(_with(p, methods=["baseline", "fersnet_single", "dgcn_none"])).identity == "none"
+
+
+def test_without_subject_ids_the_pairing_rows_are_left_out_or_refused(params):
+    from fer.params import SUBJECT_ROWS, plan_rows
+
+    p = _with(params, data__format="fer2013", data__root="my/fer2013", corpus__root="my/corpus", corpus__truth="",
+              folds__protocol="official")
+    plan = plan_rows(p)
+    assert not SUBJECT_ROWS & set(plan.rows) and "full" in plan.rows and "dgcn_none" in plan.rows
+    assert "no subject ids" in plan.absent["fersnet_gated"]
+    with pytest.raises(ParamsError, match="methods lists fersnet_single, which pairs images of one subject"):
+        validate_params(_with(p, methods=["baseline", "fersnet_single"]), SCHEMA)
+    # and without a corpus either, nothing can train an identity network
+    q = _with(p, corpus__root="")
+    assert "neither a face-recognition corpus" in plan_rows(q).absent["full"]
+    with pytest.raises(ParamsError, match="methods lists full, which needs an identity network"):
+        validate_params(_with(q, methods=["baseline", "full"]), SCHEMA)
+
+
+def test_corpus_root_empty_is_valid_and_takes_no_truth(params):
+    check_pipeline_params(_with(params, corpus__root="", corpus__truth=""))
+    with pytest.raises(ParamsError, match="corpus.root is '' .*set corpus.truth: ''"):
+        check_pipeline_params(_with(params, corpus__root=""))
