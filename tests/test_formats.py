@@ -445,3 +445,40 @@ def test_params_know_whether_a_format_has_subject_ids(tmp_path):
     for fmt, sub, kw in cases:
         data = _data(fmt, tmp_path / sub, **kw)
         assert dataset_has_subjects(to_dict(data)) == read_labelled(data).has_subjects, (fmt, kw)
+
+
+def test_corpus_in_one_folder_per_identity(tmp_path):
+    """CASIA-WebFace / VGGFace2 / LFW layout: <identity>/<image>; a readme at the root and a
+    list file inside an identity folder are skipped; an image at the root is an error; a
+    csv corpus is read as before. Through the corpus alignment stage, every image keeps its
+    identity and the skipped files are listed in its QA table."""
+    from fer.align.stage import run_corpus_alignment_stage
+    from fer.data.formats import read_corpus
+    from fer.params import CorpusParams
+
+    root = tmp_path / "casia"
+    for ident, n in {"0000045": 2, "0000099": 3}.items():
+        for k in range(n):
+            _img(root / ident / f"{k + 1:03d}.jpg", value=40 * k + 20, size=24)
+    (root / "README").write_text("CASIA-WebFace")
+    (root / "0000099" / "list.txt").write_text("x")
+    found = read_corpus(root)
+    assert sorted((r.subject, Path(r.path).name) for r in found.records) == [
+        ("0000045", "001.jpg"), ("0000045", "002.jpg"), ("0000099", "001.jpg"), ("0000099", "002.jpg"),
+        ("0000099", "003.jpg")]
+    assert all(r.label is None for r in found.records) and len(found.skipped) == 2
+
+    out = tmp_path / "aligned"
+    run_corpus_alignment_stage(CorpusParams(root=str(root)), AlignParams(size=16, landmarks="none"), out,
+                               tmp_path / "m.json", tmp_path / "evidence")
+    manifest = read_manifest(out / "manifest.csv")
+    assert sorted(r["subject"] for r in manifest) == ["0000045"] * 2 + ["0000099"] * 3
+    with open(out / "qa.csv", newline="") as f:
+        assert sum(r["status"] == "skipped" for r in csv.DictReader(f)) == 2
+
+    _img(root / "stray.jpg")
+    with pytest.raises(DatasetError, match="stray.jpg: an image outside"):
+        read_corpus(root)
+    with pytest.raises(DatasetError, match="neither labels.csv"):
+        (tmp_path / "empty").mkdir()
+        read_corpus(tmp_path / "empty")

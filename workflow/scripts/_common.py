@@ -74,8 +74,8 @@ def check_pipeline_params(params: Mapping[str, Any], source: str = "params.yaml"
     if not demo and str(corpus.get("root", "")).startswith(DEMO_DIR):
         raise ParamsError(
             f"{source} is invalid: corpus.root {corpus.get('root')!r} is written by the demo generator, which "
-            "runs only with data.format demo; point corpus.root at your face-recognition corpus (csv layout: "
-            "labels.csv with columns image, subject)"
+            "runs only with data.format demo; point corpus.root at your face-recognition corpus (labels.csv with "
+            "columns image, subject, or one folder per identity), or set it to '' to run without one"
         )
     if not demo and str(corpus.get("truth", "")).startswith(DEMO_DIR):
         raise ParamsError(

@@ -51,8 +51,8 @@ from codedeps import code_files
 
 from fer.data.checks import check_requirements, summarise
 from fer.data.fingerprint import Fingerprint, FingerprintStats, compute_fingerprint, save_fingerprint
-from fer.data.formats import read_labelled
-from fer.data.manifest import DatasetError, read_csv_dataset, resolve_classes
+from fer.data.formats import read_corpus, read_labelled
+from fer.data.manifest import DatasetError, resolve_classes
 from fer.params import DeclaredParams, plan_rows
 from fer.utils.digest import digest
 from fer.utils.io import write_json
@@ -71,8 +71,9 @@ TOOL_MARKERS = (".snakemake_timestamp",)
 NEEDED_FOR = {
     "dataset": "the labelled expression dataset (format csv: labels.csv with columns image, subject, expression; "
     "format folders: one folder per class)",
-    "corpus": "the face-recognition corpus (labels.csv with columns image, subject): the identity network "
-    "(FESGAN's identity loss, FERSNet's identity term) and the corpus rows (accnn_corpus) need it",
+    "corpus": "the face-recognition corpus (labels.csv with columns image, subject, or one folder per identity): "
+    "the identity network (FESGAN's identity loss, FERSNet's identity term) and the corpus rows (accnn_corpus) "
+    "need it; corpus.root: '' runs without one (README, \"Run what you have\")",
 }
 
 
@@ -143,7 +144,7 @@ def check_input(which: str, view: DeclaredParams) -> str:
     root = input_root(which, view)
     _require_folder(which, root)
     if which == "corpus":
-        records = read_csv_dataset(root, labelled=False)
+        records = read_corpus(root).records
         return f"corpus {root}: {len(records)} images of {len({r.subject for r in records})} identities"
     data = view.section("data")
     found = read_labelled(data)

@@ -33,8 +33,8 @@ from fer.align.pipeline import (
     write_aligned,
     write_evidence,
 )
-from fer.data.formats import read_labelled
-from fer.data.manifest import DatasetError, DatasetRead, Record, read_csv_dataset, resolve_classes
+from fer.data.formats import read_corpus, read_labelled
+from fer.data.manifest import DatasetError, DatasetRead, Record, resolve_classes
 from fer.params import AlignParams, CorpusParams, DataParams
 from fer.utils.io import write_text
 
@@ -48,7 +48,7 @@ def _clear_evidence(evidence_dir: Path) -> None:
         (evidence_dir / name).unlink(missing_ok=True)
 
 
-def _read_or_report(read, evidence_dir: Path) -> list[Record]:
+def _read_or_report(read, evidence_dir: Path) -> Any:
     """``read()``; a :class:`DatasetError` is re-raised with every problem written to
     ``evidence_dir/problems.txt`` and the message pointing there."""
     try:
@@ -88,13 +88,13 @@ def run_corpus_alignment_stage(
     metrics_path: str | Path,
     evidence_dir: str | Path,
 ) -> dict[str, Any]:
-    """Align the unlabelled face-recognition corpus (csv layout: ``labels.csv`` with
-    columns image, subject; any expression column is ignored, never read) with the same
-    alignment settings as the labelled set."""
+    """Align the unlabelled face-recognition corpus (``fer.data.formats.read_corpus``:
+    ``labels.csv`` with columns image, subject, whose expression column if any is never
+    read, or one folder per identity) with the same alignment settings as the labelled set."""
     evidence = Path(evidence_dir)
     _clear_evidence(evidence)
-    records = _read_or_report(lambda: read_csv_dataset(corpus.root, labelled=False), evidence)
-    return _align_and_write(records, [], align, out_dir, metrics_path, "align_corpus", evidence)
+    found = _read_or_report(lambda: read_corpus(corpus.root), evidence)
+    return _align_and_write(found.records, [], align, out_dir, metrics_path, "align_corpus", evidence, found)
 
 
 def _summary(output: AlignOutput, prefix: str) -> dict[str, Any]:

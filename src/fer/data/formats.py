@@ -68,17 +68,19 @@ import numpy as np
 
 from fer.data.files import DatasetError
 from fer.data.landmarks import reduce_68_to_5
-from fer.data.manifest import DatasetRead, Record, _raise_problems, read_csv_dataset, read_folders
+from fer.data.manifest import DatasetRead, Record, _landmarks_for, _raise_problems, read_csv_dataset, read_folders
 from fer.params import DataParams
 
 __all__ = [
     "AFFECTNET_CODES",
     "CKPLUS_CODES",
+    "CORPUS_IMAGE_EXTENSIONS",
     "FER2013_CODES",
     "FERPLUS_COLUMNS",
     "RAFDB_CODES",
     "read_affectnet",
     "read_ckplus",
+    "read_corpus",
     "read_fer2013",
     "read_labelled",
     "read_oulu",
@@ -183,6 +185,34 @@ def _sequence_frames(
     if unused > 0:
         skipped.append((str(seq), f"frames not used: {unused} of {len(frames)} frames (data.frames = {n})"))
     return used
+
+
+#: Image extensions of a face-recognition corpus in the folder-per-identity layout.
+CORPUS_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_corpus(root: str | Path) -> DatasetRead:
+    """The face-recognition corpus (``corpus.root``): ``labels.csv`` (columns image, subject;
+    any expression column is never read) when the root has one, else one folder per
+    identity, ``<identity>/<image>``, as CASIA-WebFace, VGGFace2 and LFW ship (files at the
+    root and non-image files are skipped and listed; an image directly at the root belongs
+    to no identity and is an error). A 5-point landmark file beside an image is used."""
+    root = Path(root)
+    if (root / "labels.csv").is_file():
+        return DatasetRead(read_csv_dataset(root, labelled=False), [], has_subjects=True)
+    _require_dir(root, "corpus.root")
+    exts = set(CORPUS_IMAGE_EXTENSIONS)
+    problems: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    records: list[Record] = []
+    for ident in _subfolders(root, skipped, exts, problems):
+        for f in _images_in(ident, exts, skipped):
+            records.append(Record(str(f), ident.name, None, _landmarks_for(str(f))))
+    _raise_problems(problems, str(root))
+    if not records:
+        raise DatasetError(f"{root}: neither labels.csv (columns image, subject) nor <identity>/<image> folders with "
+                           f"images ({', '.join(CORPUS_IMAGE_EXTENSIONS)}): corpus.root is the face-recognition corpus")
+    return DatasetRead(records, skipped, has_subjects=True)
 
 
 def read_ckplus(root: str | Path, data: DataParams) -> DatasetRead:
