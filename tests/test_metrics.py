@@ -100,3 +100,17 @@ def test_report_budget_and_generator_probe() -> None:
     assert "<td class=\"l\">FESGAN prior</td><td class=\"\">0.86</td>" in html and "reaches 0.8" in html
     assert "<td class=\"l\">FESGAN re-expressed</td><td class=\"\">0.43</td>" in html
     assert "<td class=\"l\">FERSNet synthesis</td><td class=\"\">0.29</td>" in html and "below 0.8" in html
+
+
+def test_wall_time_comes_from_the_training_log_and_says_when_it_is_missing(tmp_path):
+    import json
+
+    from fer.report.html import training_seconds, wall_time_text
+
+    log = tmp_path / "fold-0.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "seconds": 30.0}) + "\n" for e in range(1, 5)))
+    assert training_seconds(log) == 120.0
+    assert training_seconds(tmp_path / "absent.jsonl") is None
+    assert wall_time_text([120.0, 60.0, 240.0]) == "2.0 min (60 s-4.0 min)"
+    assert wall_time_text([None, 30.0]) == "30 s (1 of 2 folds)"
+    assert wall_time_text([None, None]) == "n/a"

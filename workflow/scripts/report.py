@@ -7,7 +7,7 @@ from _common import declared, parser, setup_logging
 
 from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
-from fer.report.html import FesganSection, MethodResult, build_report, read_curve
+from fer.report.html import FesganSection, MethodResult, build_report, read_curve, training_seconds
 from fer.params import ALL_ROWS, plan_rows
 from fer.report.sections import corpus_section, generator_probe_section, grids_section, rows_not_run_section
 from fer.utils.io import read_json
@@ -44,6 +44,22 @@ STATUS = (
     "FERSNet (Zhao et al., ICPR 2020) as comparison methods. All under the same folds, seeds and metrics."
 )
 
+
+
+def train_log(method: str, fold: int) -> Path:
+    """The training log a row's fold job writes (the rules' --train-log): wall times live
+    there, not in the artifacts (same seed, same bytes)."""
+    if method in ("baseline", "accnn"):
+        return Path(f"logs/train_{method}/fold-{fold}.jsonl")
+    if method == "accnn_corpus":
+        return Path(f"logs/finetune_accnn/fold-{fold}.jsonl")
+    if method.startswith("dgcn_"):
+        return Path(f"logs/train_dgcn/{method.removeprefix('dgcn_')}-fold-{fold}.jsonl")
+    if method.startswith("fersnet_"):
+        return Path(f"logs/train_fersnet/{method.removeprefix('fersnet_')}-fold-{fold}.jsonl")
+    return Path(f"logs/train_joint/{method}-fold-{fold}.jsonl")
+
+
 if __name__ == "__main__":
     ap = parser(__doc__)
     for name in ("folds", "images", "manifest", "qa", "meta", "out"):
@@ -64,7 +80,8 @@ if __name__ == "__main__":
     methods = []
     for s in summaries:
         paired = None if s is base else paired_test(s["metrics"]["test/acc"]["values"], base_acc)
-        methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired))
+        walls = [training_seconds(train_log(s["method"], k)) for k in range(len(s["per_fold"]))]
+        methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired, walls))
     by_name = {s["method"]: s for s in summaries}
     plan = plan_rows(p.as_dict())
     if [m.name for m in methods] != list(plan.rows):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import datetime as _dt
 import html
 from collections import Counter
@@ -40,6 +41,38 @@ class MethodResult:
     summary: dict[str, Any]
     folds: list[dict[str, Any]] = field(default_factory=list)
     paired: dict[str, Any] | None = None  # paired test of test/acc against the baseline
+    wall_seconds: list[float | None] = field(default_factory=list)  # per fold: training wall time (logs), None: no log
+
+
+def training_seconds(log: Path) -> float | None:
+    """A training job's wall time from its JSON-lines training log: the sum of the
+    ``seconds`` of its epochs or steps (None when the log is absent, e.g. after
+    ``dvc pull`` into a fresh clone: wall times are kept in logs/, not in artifacts)."""
+    try:
+        lines = log.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    rows = [json.loads(line) for line in lines if line.strip()]
+    secs = [float(r["seconds"]) for r in rows if isinstance(r.get("seconds"), (int, float))]
+    return sum(secs) if secs else None
+
+
+def wall_time_text(seconds: Sequence[float | None]) -> str:
+    """'4.1 min (3.9-4.4)': median training wall time over folds and its range; 'n/a'
+    without logs; '(k of n folds)' when only some folds have a log."""
+    known = sorted(x for x in seconds if x is not None)
+    if not known:
+        return "n/a"
+
+    def fmt(x: float) -> str:
+        return f"{x / 60:.1f} min" if x >= 90 else f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+    text = fmt(known[len(known) // 2])
+    if len(known) > 1:
+        text += f" ({fmt(known[0])}-{fmt(known[-1])})"
+    if len(known) < len(seconds):
+        text += f" ({len(known)} of {len(seconds)} folds)"
+    return text
 
 
 @dataclass
@@ -179,15 +212,20 @@ def build_report(
         vs = ["", "", "", ""] if pt is None else [
             f"{100 * pt['mean_diff']:+.2f}", f"{pt['wins']}/{pt['losses']}", _p(pt["t_p"]), _p(pt["wilcoxon_p"])]
         rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS]
-                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds)] + vs)
+                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
+                       wall_time_text(m.wall_seconds)] + vs)
     parts.append(_table(["method"] + [n for _, n in METRICS]
                         + ["accuracy, last epoch", "folds", "budget: epochs (selected, median)",
+                           "training wall time per fold (median, range)",
                            "Δ accuracy vs baseline", "folds better/worse", "paired t p", "Wilcoxon p"], rows))
     parts.append("<p>Budget: the recogniser's training epochs per fold and, in brackets, the median selected "
                  "(best-validation) epoch. <b>still rising</b> marks a row whose validation accuracy reached a new "
                  "best in the last fifth of its epochs on some folds: its budget may have stopped it while it was "
                  "still learning. Rows compared in a paired test train the same number of epochs over the labelled "
-                 "images (params validation enforces it); each job's wall time is in its log under logs/.</p>")
+                 "images (params validation enforces it). Wall time: the training job's epochs (or steps) as its "
+                 "log under logs/ records them, on this run's machine and thread count (compute.threads); a "
+                 "generator's own pre-training (FESGAN, which the joint rows start from) is a separate job, not "
+                 "counted here; n/a where the logs are absent (e.g. results pulled from a DVC remote).</p>")
     parts.append("<p>Each fold's model is selected on a validation split of subjects inside that fold's training part; "
                  "the test fold is used once, for these numbers. 'Last epoch' is the model after the final epoch, "
                  "shown for comparison only (never used for selection). The paired tests compare per-fold test "
