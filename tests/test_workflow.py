@@ -79,6 +79,8 @@ CHECK = dvcgen.DAG_CHECK_RULE
 #: The one allowed difference between two runs with the same params: the report says when
 #: it was generated (README, "Snakemake and DVC on the same workspace").
 REPORT_TIMESTAMP = re.compile(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+#: The report's wall times (read from the job logs: they differ from run to run).
+REPORT_WALL_TIMES = re.compile(r'<span class="wall">[^<]*</span>')
 
 # Records, at exit, every module a stage's Python process loaded (PYTHONPATH=<dir of this
 # file as sitecustomize.py>, FER_MODULE_LOG=<folder>): what each stage really imports.
@@ -269,7 +271,7 @@ def test_every_output_is_byte_identical_under_both_tools(dvc_run, smk_run, stage
     `snakemake --cores 2` (two jobs at once) in a fresh clone, give every file under
     data/, models/, metrics/, plots/, results/ and reports/ the same md5 (every declared
     output, and any other file a stage writes there). The one exception is the report's
-    "Generated <date time>" line (README)."""
+    "Generated <date time>" line and its training wall times (README)."""
     dvc_repo, smk_repo = dvc_run[0], smk_run[0]
     a, b = artifact_md5s(dvc_repo), artifact_md5s(smk_repo)
     assert sorted(a) == sorted(b), sorted(set(a) ^ set(b))
@@ -280,7 +282,13 @@ def test_every_output_is_byte_identical_under_both_tools(dvc_run, smk_run, stage
     assert differ in (["reports/index.html"], []), f"files differ between dvc repro and snakemake: {differ}"
     html_a, html_b = ((r / "reports" / "index.html").read_text() for r in (dvc_repo, smk_repo))
     assert REPORT_TIMESTAMP.search(html_a) and REPORT_TIMESTAMP.search(html_b)
-    assert REPORT_TIMESTAMP.sub("", html_a) == REPORT_TIMESTAMP.sub("", html_b), "the reports differ beyond the time"
+    assert len(REPORT_WALL_TIMES.findall(html_a)) == len(a_summaries := [k for k in a if k.endswith("/summary.json")])
+    assert all(REPORT_WALL_TIMES.fullmatch(w) and "n/a" not in w for w in REPORT_WALL_TIMES.findall(html_a)), a_summaries
+
+    def timeless(text: str) -> str:
+        return REPORT_WALL_TIMES.sub("", REPORT_TIMESTAMP.sub("", text))
+
+    assert timeless(html_a) == timeless(html_b), "the reports differ beyond the time and the wall times"
 
 
 # ----------------------------------------------------------------------------- 5

@@ -92,12 +92,20 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+class Raw(str):
+    """A table cell that is HTML already (not escaped again)."""
+
+
+def _cell(c: Any) -> str:
+    return c if isinstance(c, Raw) else html.escape(str(c))
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
     h = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>' for i, c in enumerate(header))
     body = []
     for r in rows:
         body.append("<tr>" + "".join(
-            f'<td class="{"l" if i < left else ""}">{html.escape(str(c))}</td>' for i, c in enumerate(r)) + "</tr>")
+            f'<td class="{"l" if i < left else ""}">{_cell(c)}</td>' for i, c in enumerate(r)) + "</tr>")
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
@@ -213,7 +221,7 @@ def build_report(
             f"{100 * pt['mean_diff']:+.2f}", f"{pt['wins']}/{pt['losses']}", _p(pt["t_p"]), _p(pt["wilcoxon_p"])]
         rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS]
                     + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
-                       wall_time_text(m.wall_seconds)] + vs)
+                       Raw(f'<span class="wall">{html.escape(wall_time_text(m.wall_seconds))}</span>')] + vs)
     parts.append(_table(["method"] + [n for _, n in METRICS]
                         + ["accuracy, last epoch", "folds", "budget: epochs (selected, median)",
                            "training wall time per fold (median, range)",
