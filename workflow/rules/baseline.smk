@@ -5,6 +5,7 @@ rule train_baseline:
     """Train on the fold's training subjects, select the epoch on its validation
     subjects, evaluate once on its test subjects."""
     input:
+        unpack(start_input("baseline")),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
@@ -16,6 +17,7 @@ rule train_baseline:
         plots="plots/baseline/fold-{fold}.csv",
     params:
         **declare("seed", "baseline", "compute"),
+        start=start_arg("baseline"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -23,7 +25,7 @@ rule train_baseline:
         "logs/train_baseline/fold-{fold}.log",
     shell:
         "mkdir -p logs/train_baseline && python workflow/scripts/train_recognizer.py --section baseline "
-        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--keys {params.declared} --fold {wildcards.fold} {params.start} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/baseline "

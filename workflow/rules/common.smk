@@ -50,6 +50,30 @@ def identity_model(wildcards):
     return f"models/identity/fold-{wildcards.fold}.pt"
 
 
+def start_input(section):
+    """The start file of a recogniser section (params ``init``) as an input of its rules:
+    the identity network (``identity``: the fold's, or the corpus's) or the file named;
+    nothing for ``scratch``. Both tools track its content."""
+
+    def inputs(wildcards):
+        init = config[section]["init"]
+        if init == "scratch":
+            return {}
+        return {"init": identity_model(wildcards) if init == "identity" else init}
+
+    return inputs
+
+
+def start_arg(section):
+    """``--start <file>`` for a recogniser section whose ``init`` is not scratch."""
+
+    def arg(wildcards):
+        init = start_input(section)(wildcards)
+        return f"--start {init['init']}" if init else ""
+
+    return arg
+
+
 # folds.protocol official: one fold, the dataset's own split (fer.data.folds.official_fold).
 FOLDS = [0] if config["folds"]["protocol"] == "official" else list(range(config["folds"]["n_folds"]))
 

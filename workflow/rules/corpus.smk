@@ -44,6 +44,7 @@ rule train_accnn:
     """The AC-CNN on real data only (the 'without corpus' row). Same protocol and
     budget as the baseline."""
     input:
+        unpack(start_input("accnn")),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
@@ -55,6 +56,7 @@ rule train_accnn:
         plots="plots/accnn/fold-{fold}.csv",
     params:
         **declare("seed", "accnn", "compute"),
+        start=start_arg("accnn"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -62,7 +64,7 @@ rule train_accnn:
         "logs/train_accnn/fold-{fold}.log",
     shell:
         "mkdir -p logs/train_accnn && python workflow/scripts/train_recognizer.py --section accnn "
-        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--keys {params.declared} --fold {wildcards.fold} {params.start} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/accnn "
@@ -111,6 +113,7 @@ rule finetune_accnn:
     optional re-clustering rounds (cluster -> train -> re-cluster)."""
     input:
         unpack(finetune_synthetic),
+        unpack(start_input("accnn")),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
@@ -128,6 +131,7 @@ rule finetune_accnn:
     params:
         **declare("seed", "accnn", "finetune", "clustering", "compute"),
         synthetic=finetune_synthetic_arg,
+        start=start_arg("accnn"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -138,7 +142,7 @@ rule finetune_accnn:
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
-        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} {params.synthetic} "
+        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} {params.synthetic} {params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
         "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
         "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "

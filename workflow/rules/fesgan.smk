@@ -61,6 +61,7 @@ rule train_identity:
     """Identity network: a closed-set identity classifier over the corpus identities;
     its features are FESGAN's identity-preservation space."""
     input:
+        unpack(start_input("identity")),
         images="data/aligned_corpus/images.npy",
         manifest="data/aligned_corpus/manifest.csv",
         meta="data/aligned_corpus/meta.json",
@@ -71,6 +72,7 @@ rule train_identity:
         plots="plots/identity/identity.csv",
     params:
         **declare("seed", "identity", "compute"),
+        start=start_arg("identity"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -78,7 +80,7 @@ rule train_identity:
         "logs/train_identity.log",
     shell:
         "mkdir -p logs && python workflow/scripts/train_identity.py --keys {params.declared} "
-        "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta} {params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/identity "
         + TO_LOG
@@ -89,6 +91,7 @@ rule train_identity_fold:
     closed-set identity classifier over the fold's TRAINING subjects only (never its
     validation or test subjects; one held-out image per subject for model selection)."""
     input:
+        unpack(start_input("identity")),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
@@ -100,6 +103,7 @@ rule train_identity_fold:
         plots="plots/identity/fold-{fold}.csv",
     params:
         **declare("seed", "identity", "compute"),
+        start=start_arg("identity"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -108,7 +112,7 @@ rule train_identity_fold:
     shell:
         "mkdir -p logs/train_identity && python workflow/scripts/train_identity.py --keys {params.declared} "
         "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
-        "--folds {input.folds} --fold {wildcards.fold} "
+        "--folds {input.folds} --fold {wildcards.fold} {params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/identity "
         + TO_LOG
@@ -183,6 +187,7 @@ rule train_joint:
     intra-class loss without RDBP, and the full method (joint + RDBP). Same recogniser
     settings (params section baseline), folds and seeds as the baseline."""
     input:
+        unpack(start_input("baseline")),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
@@ -197,6 +202,7 @@ rule train_joint:
         declared=joint_declared,
         cfg=joint_cfg,
         source=joint_source_arg,
+        start=start_arg("baseline"),
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -206,7 +212,7 @@ rule train_joint:
         "mkdir -p logs/train_joint && python workflow/scripts/train_joint.py "
         "--keys {params.declared} --variant {wildcards.variant} --fold {wildcards.fold} "
         "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
-        "--folds {input.folds} {params.source} --model {output.model} "
+        "--folds {input.folds} {params.source} {params.start} --model {output.model} "
         "--metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/{wildcards.variant} "
         "--train-log logs/train_joint/{wildcards.variant}-fold-{wildcards.fold}.jsonl "

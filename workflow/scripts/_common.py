@@ -77,11 +77,32 @@ def check_pipeline_params(params: Mapping[str, Any], source: str = "params.yaml"
             "runs only with data.format demo; point corpus.root at your face-recognition corpus (labels.csv with "
             "columns image, subject, or one folder per identity), or set it to '' to run without one"
         )
+    problems = init_file_problems(params)
+    if problems:
+        raise ParamsError(f"{source} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
     if not demo and str(corpus.get("truth", "")).startswith(DEMO_DIR):
         raise ParamsError(
             f"{source} is invalid: corpus.truth {corpus.get('truth')!r} is written by the demo generator; set it "
             "to your corpus's expression truth (csv with columns image, expression) or '' when there is none"
         )
+
+
+def init_file_problems(params: Mapping[str, Any]) -> list[str]:
+    """A recogniser's ``init`` that names a file: it must be a relative path inside the
+    project (so that both tools track its content, and a clone finds it) and exist."""
+    problems = []
+    for section in ("baseline", "identity", "accnn"):
+        init = params.get(section, {}).get("init")
+        if init in (None, "scratch", "identity"):
+            continue
+        path = Path(init)
+        if path.is_absolute() or ".." in path.parts:
+            problems.append(f"{section}.init {init!r} must be a path inside the project (e.g. pretrained/x.pth): "
+                            "copy or link the file there, so that Snakemake and DVC track its content")
+        elif not path.is_file():
+            problems.append(f"{section}.init {init!r} is not a file (scratch, identity, or a state-dict file; "
+                            "README 'Face-pretrained starts')")
+    return problems
 
 
 def load_pipeline_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -28,6 +28,7 @@ def fold_parser(description: str, *outputs: str) -> argparse.ArgumentParser:
     for name in ("images", "manifest", "meta", "folds", *outputs):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--start", help="start weights of the fold's recogniser (params init: identity or a file)")
     return p
 
 
@@ -44,6 +45,8 @@ def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool 
     split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
     fold = prepare_fold(data.images, data.labels, split, data.classes, device=device, seed=seed,
                         subjects=data.subjects if subjects else None)
+    if getattr(args, "start", None):
+        fold.start = Path(args.start)
     return fold, data
 
 
@@ -65,3 +68,11 @@ def fold_outputs(args: argparse.Namespace, *, resume: bool = True) -> FoldOutput
 def log_test_metrics(name: str, fold: int, metrics: Mapping[str, Any]) -> None:
     logging.info("fold %d %s: %s", fold, name,
                  {k: v for k, v in metrics.items() if k.startswith("test/") and k != "test/confusion"})
+
+
+def require_start(args: argparse.Namespace, init: str) -> None:
+    """The rule passes ``--start`` exactly when the section's ``init`` is not scratch: a
+    mismatch (a hand-written command) would silently train from the wrong start."""
+    if (init != "scratch") != bool(getattr(args, "start", None)):
+        raise SystemExit(f"init is {init!r} but --start is {getattr(args, 'start', None)!r}: run the stage through "
+                         "Snakemake or DVC, which pass the start file")

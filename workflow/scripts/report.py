@@ -46,6 +46,21 @@ STATUS = (
 
 
 
+def start_note(baseline: str, accnn: str, identity: str) -> str:
+    """What the recognisers' weights started from (params init)."""
+
+    def what(init: str) -> str:
+        if init == "scratch":
+            return "random initialisation (scratch)"
+        if init == "identity":
+            return ("the identity network trained on the corpus" if identity == "corpus" else
+                    "the fold's identity network (trained on its training subjects)") + " (init: identity)"
+        return f"the weights in {init}"
+
+    return (f" Recogniser starts: the baseline and FESGAN rows from {what(baseline)}; the AC-CNN rows from "
+            f"{what(accnn)}; the generative-contrastive and FERSNet rows from scratch (their own networks).")
+
+
 def train_log(method: str, fold: int) -> Path:
     """The training log a row's fold job writes (the rules' --train-log): wall times live
     there, not in the artifacts (same seed, same bytes)."""
@@ -164,7 +179,7 @@ if __name__ == "__main__":
         faces_per_class=p.get("report.faces_per_class"),
         seed=p.get("seed"),
         out=args.out,
-        status_note=STATUS + (f" This run trains {len(plan.rows)} of the {len(ALL_ROWS)} rows (params.yaml methods; "
+        status_note=STATUS + start_note(p.get("baseline.init"), p.get("accnn.init"), plan.identity) + (f" This run trains {len(plan.rows)} of the {len(ALL_ROWS)} rows (params.yaml methods; "
                               "the others are listed under 'Rows not in this report')."
                               if len(plan.rows) < len(ALL_ROWS) else ""),
         fesgan=fesgan,

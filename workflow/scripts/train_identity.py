@@ -18,6 +18,7 @@ if __name__ == "__main__":
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--folds", help="with --fold: the folds file; the network learns the fold's training subjects")
     ap.add_argument("--fold", type=int, help="train on this fold's training subjects (no corpus)")
+    ap.add_argument("--start", help="start weights (identity.init: a state-dict file)")
     args = ap.parse_args()
     if (args.fold is None) != (args.folds is None):
         ap.error("--fold and --folds go together")
@@ -34,10 +35,14 @@ if __name__ == "__main__":
         data = load_aligned(args.images, args.manifest, args.meta)
         images, subjects = fold_training_faces(data.images, data.subjects, read_json(args.folds)["folds"][args.fold])
         name = f"fold-{args.fold}"
+    cfg = p.section("identity")
+    if (cfg.init != "scratch") != bool(args.start):
+        raise SystemExit(f"identity.init is {cfg.init!r} but --start is {args.start!r}: run the stage through "
+                         "Snakemake or DVC, which pass the start file")
     metrics = train_identity_net(
         images,
         subjects,
-        p.section("identity"),
+        cfg,
         seed=seed,
         device=device,
         out_model=Path(args.model),
@@ -45,5 +50,6 @@ if __name__ == "__main__":
         out_curve=Path(args.curve),
         resume_path=Path(args.resume_dir) / f"{name}.pt",
         log_path=Path("logs") / ("train_identity.jsonl" if args.fold is None else f"train_identity/{name}.jsonl"),
+        start=Path(args.start) if args.start else None,
     )
     logging.info("identity network: %s", metrics)

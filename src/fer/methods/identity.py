@@ -31,6 +31,7 @@ from fer.models import build_model
 from fer.params import RecognizerParams
 from fer.training.checkpoint import clear_resume, save_weights
 from fer.training.driver import fit
+from fer.training.init import load_start
 from fer.training.protocol import model_from_weights, recognizer_meta, write_curve
 from fer.utils.io import write_json
 
@@ -75,8 +76,10 @@ def train_identity_net(
     resume_path: Path | None = None,
     log_path: Path | None = None,
     val_per_identity: int = 1,
+    start: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the identity classifier on corpus images and their identity ids."""
+    """Train the identity classifier on corpus images and their identity ids (its backbone
+    loaded from ``start`` first when given: ``fer.training.init.load_start``)."""
     subjects = np.asarray(subjects)
     names = sorted(set(subjects.tolist()))
     if len(names) < 2:
@@ -88,6 +91,8 @@ def train_identity_net(
     _, h, w, c = images.shape
     torch.manual_seed(seed)
     model = build_model(cfg.arch, len(names), c, cfg.width, input_size=max(h, w))
+    if start is not None:
+        load_start(model, start)
     result = fit(model, (images[tr], y[tr]), (images[va], y[va]), cfg, num_classes=len(names),
                  device=device, seed=seed, resume_path=resume_path, log_path=log_path)
     best = result.history[result.best_epoch - 1]

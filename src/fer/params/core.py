@@ -23,7 +23,7 @@ import yaml
 
 from fer.params import sections as _s
 from fer.params.coerce import ParamsError, build, field_key
-from fer.params.rows import budget_problems, row_plan_problems
+from fer.params.rows import budget_problems, init_problems, row_plan_problems
 
 __all__ = [
     "SECTIONS",
@@ -98,6 +98,8 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
                 problems.append(f"  {e}")
     if all(k in params for k in ("baseline", "accnn", "finetune", "dgcn", "fersnet")) and not problems:
         problems += [f"  {line}" for line in budget_problems(params)]
+    if all(k in params for k in ("baseline", "accnn", "identity")) and not problems:
+        problems += [f"  {line}" for line in init_problems(params)]
     if all(k in params for k in ("methods", "corpus", "data", "clustering", "finetune")) and not problems:
         problems += [f"  {line}" for line in row_plan_problems(params)]
     data = params.get("data", {})

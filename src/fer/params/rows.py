@@ -18,7 +18,10 @@ __all__ = [
     "JointRow",
     "RowPlan",
     "SUBJECT_ROWS",
+    "INIT_SECTIONS",
     "budget_problems",
+    "identity_starts",
+    "init_problems",
     "dataset_has_subjects",
     "plan_rows",
     "recogniser_budgets",
@@ -224,5 +227,40 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
         absent["accnn_corpus"] = ("no unlabelled data to cluster: corpus.root is '' (set it to a face-recognition "
                                   "corpus to run this row)")
     rows = tuple(r for r in wanted if r not in absent)
-    needs_identity = any(r in IDENTITY_ROWS for r in rows)
+    starts = identity_starts(params, rows)
+    if starts and not has_corpus and not dataset_has_subjects(params["data"]):
+        problems.append(f"{', '.join(f'{s}.init' for s in starts)} is identity, but there is neither a "
+                        "face-recognition corpus (corpus.root is '') nor subject ids in the dataset to train an "
+                        "identity network: set init: scratch or a state-dict file, or give a corpus")
+    needs_identity = any(r in IDENTITY_ROWS for r in rows) or bool(starts)
     return RowPlan(rows, absent, ("corpus" if has_corpus else "fold") if needs_identity else "none"), problems
+
+
+#: Recogniser sections whose ``init`` can be ``identity``, and the rows that train with them.
+INIT_SECTIONS: dict[str, tuple[str, ...]] = {
+    "baseline": ("baseline", *JOINT_ROWS),
+    "accnn": ("accnn", "accnn_corpus"),
+}
+
+
+def identity_starts(params: Mapping[str, Any], rows: tuple[str, ...] | None = None) -> list[str]:
+    """The recogniser sections that start from the identity network (``init: identity``)
+    and train some row that runs (every row when ``rows`` is None)."""
+    return [s for s, trained in INIT_SECTIONS.items()
+            if params.get(s, {}).get("init") == "identity" and (rows is None or set(trained) & set(rows))]
+
+
+def init_problems(params: Mapping[str, Any]) -> list[str]:
+    """``init`` keys that cannot work, known from params.yaml alone: the identity network
+    cannot start from itself, and a recogniser started from it must have its architecture
+    and width (its weights are loaded one to one)."""
+    problems = []
+    if params["identity"].get("init") == "identity":
+        problems.append("identity.init cannot be identity (the identity network itself): use scratch or a file")
+    for s in identity_starts(params):
+        for key in ("arch", "width"):
+            if params[s][key] != params["identity"][key]:
+                problems.append(f"{s}.init is identity, but {s}.{key} = {params[s][key]!r} differs from identity.{key} "
+                                f"= {params['identity'][key]!r}: the identity network's weights are loaded one to "
+                                f"one, so set identity.{key} to {params[s][key]!r} (or {s}.init: scratch)")
+    return problems

@@ -292,6 +292,7 @@ class RecognizerParams:
     """``baseline``, ``identity``, ``accnn``: one supervised recogniser's training
     (``fer.training``): backbone, optimiser, schedule, loss, selection, augmentation."""
 
+    init: str = "scratch"  # scratch | identity (the identity network) | a state-dict file in the project
     arch: str = "resnet18"
     width: int = 32
     epochs: int = 20
@@ -310,6 +311,8 @@ class RecognizerParams:
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def __post_init__(self) -> None:
+        if not self.init:
+            raise ValueError("init must be scratch, identity or a path")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.optimizer not in ("sgd", "adamw"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,12 @@ from fer.params import RecognizerParams, to_dict
 from fer.training.batches import MEAN, STD, ImageStore, Split
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
 from fer.training.driver import HISTORY_KEYS, FitResult
+from fer.training.init import load_start
 from fer.training.inference import forward_store
 from fer.training.optim import EvalSetup
 from fer.utils.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -120,6 +124,7 @@ class Fold:
     device: torch.device
     seed: int  # the fold's seed (every method of a fold starts from it)
     subjects: np.ndarray | None = None  # (N,) subject ids, when the method pairs images
+    start: Path | None = None  # the recognisers' start weights (params init; None: scratch)
 
     @property
     def num_classes(self) -> int:
@@ -143,10 +148,14 @@ class Fold:
 
     def build_recognizer(self, cfg: RecognizerParams) -> nn.Module:
         """A freshly initialised recogniser of ``cfg`` for this fold's images and classes
-        (seeded with the fold's seed)."""
+        (seeded with the fold's seed); with a ``start`` file its backbone is loaded from it
+        (``fer.training.init.load_start``: the head stays freshly initialised)."""
         torch.manual_seed(self.seed)
-        return build_model(cfg.arch, self.num_classes, self.channels, cfg.width,
-                           input_size=max(self.height, self.width))
+        model = build_model(cfg.arch, self.num_classes, self.channels, cfg.width,
+                            input_size=max(self.height, self.width))
+        if self.start is not None:
+            log.info("recogniser start: %s", load_start(model, self.start))
+        return model
 
 
 def prepare_fold(
