@@ -2,9 +2,9 @@
 distributed layout (tests/replicas.py) runs align -> folds -> baseline -> report under
 Snakemake with params.yaml edited and nothing else (methods: [baseline], no corpus), and
 every aligned image carries the label its dataset's own code gives it, image by image.
-A class-folder dataset with subject ids and no corpus runs every row that needs no corpus
-to a report that says why the corpus row is absent; and ``methods`` selects the jobs under
-both Snakemake and DVC.
+``methods`` selects the jobs under both Snakemake and DVC. (A class-folder dataset with
+subject ids and no corpus running every other row to the report: tests/test_workflow.py,
+test_folder_per_class_dataset_runs_by_editing_params_only.)
 """
 
 from __future__ import annotations
@@ -123,29 +123,6 @@ def test_every_reader_runs_to_the_report_by_editing_params_only(base_repo, faces
     text = _text(repo / "reports" / "index.html")
     assert "Rows not in this report" in text and "fersnet_gated not selected (params.yaml methods)" in text
     assert ("official" in text) == official
-
-
-def test_class_folders_without_a_corpus_run_every_row_that_needs_none(base_repo, faces, tmp_path):
-    """corpus.root '': the identity network is trained per fold on the fold's training
-    subjects; the FESGAN, generative-contrastive and FERSNet rows run; the corpus row does
-    not, and the report says why. No corpus job runs."""
-    repo, _ = _user_repo(base_repo, tmp_path / "repo", "folders", faces, methods="all")
-    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
-    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
-    jobs = job_stats(proc.stdout)
-    assert jobs["train_identity_fold"] == 2 and "train_identity" not in jobs
-    assert not {"fingerprint_corpus", "align_corpus", "cluster_corpus", "finetune_accnn", "pseudo_quality"} & set(jobs)
-    rows = set(_results_rows(repo))
-    assert rows == {"baseline", "static", "joint", "joint_intra", "full", "accnn", "dgcn_generated", "dgcn_real",
-                    "dgcn_none", "fersnet_single", "fersnet_hard", "fersnet_gated", "fersnet_synth"}
-    text = _text(repo / "reports" / "index.html")
-    assert "accnn_corpus no unlabelled data to cluster: corpus.root is ''" in text
-    assert "each fold's training subjects (no corpus: corpus.root is '')" in text
-    # the fold's identity network learned from its training subjects only
-    folds = json.loads((repo / "data" / "folds.json").read_text())["folds"]
-    for k, fold in enumerate(folds):
-        metrics = json.loads((repo / "metrics" / "identity" / f"fold-{k}.json").read_text())
-        assert metrics["identity/n_identities"] == len(fold["train"])
 
 
 def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):

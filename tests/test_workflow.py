@@ -9,6 +9,7 @@ repo work on their own copy of it.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import re
@@ -140,7 +141,7 @@ def smk_run(base_repo, tmp_path_factory):
 def test_dry_run_plans_every_rule(base_repo, stages):
     proc = run(["snakemake", "-n", "--cores", "1"], base_repo)
     planned = job_stats(proc.stdout)
-    rules = snakemake_rules(base_repo)
+    rules = snakemake_rules(base_repo) - {"train_identity_fold"}  # only without a corpus (below)
     assert set(planned) == rules, describe(proc, f"planned {sorted(planned)}, Snakefile has {sorted(rules)}")
     n_folds = read_params(base_repo)["folds"]["n_folds"]
     assert planned["train_baseline"] == n_folds, describe(proc)
@@ -457,7 +458,10 @@ def test_html_report_renders_offline_in_a_browser(dvc_run, tmp_path):
 def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_path):
     """A user's dataset laid out as <root>/<class folder>/<subject>_<...>.png (CK+-style
     names, folder names in the dataset's own spelling, landmark files for some images only)
-    runs end to end after editing params.yaml: nothing else changes."""
+    runs end to end after editing params.yaml: nothing else changes. Without a
+    face-recognition corpus (corpus.root ''): the identity network is trained per fold on
+    the fold's training subjects; the FESGAN, generative-contrastive and FERSNet rows run;
+    the corpus row does not, and the report says why; no corpus job runs."""
     repo = copy_repo(base_repo, tmp_path / "repo")
     # Make a dataset outside the repo from the demo generator's images, re-laid out.
     from fer.data.demo import generate_demo
@@ -479,13 +483,9 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
         if n % 2 == 0:  # half the images come with annotations
             shutil.copy2(src.with_name(src.stem + ".landmarks.txt"), dst.with_name(dst.stem + ".landmarks.txt"))
 
-    # The face-recognition corpus (identity labels only) is the user's too: the demo's, copied.
-    corpus = tmp_path / "my_corpus"
-    shutil.copytree(raw / "corpus", corpus)
-
     params = read_params(repo)
-    set_key(params, "corpus.root", str(corpus))
-    set_key(params, "corpus.truth", "")  # a real corpus has no expression truth
+    set_key(params, "corpus.root", "")  # no face-recognition corpus
+    set_key(params, "corpus.truth", "")
     set_key(params, "data.format", "folders")
     set_key(params, "data.root", str(root))
     set_key(params, "data.subject_regex", r"^(S\d+)_")
@@ -505,7 +505,10 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     assert "data/fingerprints/dataset.json" in rendered["align"]["deps"]
     proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
-    assert "make_demo" not in job_stats(proc.stdout)
+    jobs = job_stats(proc.stdout)
+    assert "make_demo" not in jobs
+    assert jobs["train_identity_fold"] == 2 and "train_identity" not in jobs
+    assert not {"fingerprint_corpus", "align_corpus", "cluster_corpus", "finetune_accnn", "pseudo_quality"} & set(jobs)
     with open(repo / "data" / "aligned" / "qa.csv", newline="") as f:
         qa = list(csv.DictReader(f))
     assert len(qa) == len(rows)  # every input image is accounted for
@@ -517,6 +520,17 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     assert (repo / "reports" / "index.html").is_file()
     summary = json.loads((repo / "metrics" / "baseline" / "summary.json").read_text())
     assert summary["n_folds"] == 2
+    rows = {p.parent.name for p in (repo / "metrics").glob("*/summary.json")}
+    assert rows == {"baseline", "static", "joint", "joint_intra", "full", "accnn", "dgcn_generated", "dgcn_real",
+                    "dgcn_none", "fersnet_single", "fersnet_hard", "fersnet_gated", "fersnet_synth"}
+    text = html.unescape(re.sub(r"<[^>]+>", " ", (repo / "reports" / "index.html").read_text()))
+    text = re.sub(r"\s+", " ", text)
+    assert "accnn_corpus no unlabelled data to cluster: corpus.root is ''" in text
+    assert "each fold's training subjects (no corpus: corpus.root is '')" in text
+    # each fold's identity network learned from that fold's training subjects only
+    for k, fold in enumerate(json.loads((repo / "data" / "folds.json").read_text())["folds"]):
+        metrics = json.loads((repo / "metrics" / "identity" / f"fold-{k}.json").read_text())
+        assert metrics["identity/n_identities"] == len(fold["train"])
 
 
 # ----------------------------------------------------------------------------- code dependencies at run time
