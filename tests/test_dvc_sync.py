@@ -95,6 +95,13 @@ def test_stage_params_exist_in_params_yaml(committed):
                 assert has(key), f"stage {name}: params key {key!r} is not in params.yaml"
 
 
+def test_commands_have_no_double_space(committed):
+    """DVC writes dvc.lock with long lines folded, which loses one space of a double space:
+    the stage would then read as 'changed command' (optional options carry their own
+    leading space instead; workflow/rules/common.smk, start_arg)."""
+    assert [n for n, st in committed["stages"].items() if "  " in st["cmd"]] == []
+
+
 def test_stage_names_are_valid(committed):
     for name in committed["stages"]:
         assert "@" not in name

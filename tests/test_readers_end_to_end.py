@@ -116,7 +116,7 @@ def test_every_reader_runs_to_the_report_by_editing_params_only(base_repo, faces
         assert meta["has_subjects"] is False
     if fmt == "affectnet":
         assert meta["skipped_reasons"] == {"AffectNet code 8 (none)": 1}
-    if fmt in ("ckplus", "oulu", "rafdb", "folders"):  # the readme / label list beside the images
+    if fmt in ("ckplus", "oulu", "folders"):  # the readme / label list beside the images (RAF-DB: list-driven)
         assert meta["skipped_reasons"].get("not an image") == 1, meta["skipped_reasons"]
 
     assert _results_rows(repo) == ["baseline"]
@@ -149,6 +149,7 @@ def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     proc = run(["dvc", "repro"], clone, check=False)
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(clone)
     stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]
+    assert not [n for n, st in stages.items() if "  " in st["cmd"]]  # dvc.lock would not keep a double space
     assert {dvcgen.stage_rule(name) for name in running_stages(proc.stdout)} == expected
     assert {dvcgen.stage_rule(name) for name in stages} == expected
     assert _results_rows(clone) == ["baseline", "fersnet_gated"]

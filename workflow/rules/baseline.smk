@@ -25,7 +25,7 @@ rule train_baseline:
         "logs/train_baseline/fold-{fold}.log",
     shell:
         "mkdir -p logs/train_baseline && python workflow/scripts/train_recognizer.py --section baseline "
-        "--keys {params.declared} --fold {wildcards.fold} {params.start} --images {input.images} "
+        "--keys {params.declared} --fold {wildcards.fold}{params.start} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/baseline "

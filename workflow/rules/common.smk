@@ -65,11 +65,15 @@ def start_input(section):
 
 
 def start_arg(section):
-    """``--start <file>`` for a recogniser section whose ``init`` is not scratch."""
+    """`` --start <file>`` for a recogniser section whose ``init`` is not scratch, else
+    nothing. Optional options start with their space and follow the previous word directly
+    in the shell command ("...{wildcards.fold}{params.start} --images"): no double space,
+    which DVC's dvc.lock does not keep (its YAML folds long lines), so the command would
+    read as changed."""
 
     def arg(wildcards):
         init = start_input(section)(wildcards)
-        return f"--start {init['init']}" if init else ""
+        return f" --start {init['init']}" if init else ""
 
     return arg
 

@@ -32,7 +32,7 @@ def fersnet_args(wildcards):
         args.append(f"--identity {identity_model(wildcards)}")
     if wildcards.fersnet_variant == "synth":
         args.append(f"--init models/fersnet_gated/fold-{wildcards.fold}.pt")
-    return " ".join(args)
+    return "".join(f" {a}" for a in args)  # optional: leading space (common.smk, start_arg)
 
 
 rule train_dgcn:
@@ -93,7 +93,7 @@ rule train_fersnet:
     shell:
         "mkdir -p logs/train_fersnet && python workflow/scripts/train_fersnet.py "
         "--keys {params.declared} --variant {wildcards.fersnet_variant} --fold {wildcards.fold} "
-        "--images {input.images} --manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta} --folds {input.folds}"
         "{params.extra} --model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--out-dir {output.results} --resume-dir state/resume/fersnet_{wildcards.fersnet_variant} "
         "--train-log logs/train_fersnet/{wildcards.fersnet_variant}-fold-{wildcards.fold}.jsonl "

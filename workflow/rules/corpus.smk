@@ -20,7 +20,7 @@ def finetune_synthetic(wildcards):
 
 def finetune_synthetic_arg(wildcards):
     if config["finetune"]["synthetic_weight"] > 0:
-        return f"--synthetic-dir data/synthetic/fold-{wildcards.fold}"
+        return f" --synthetic-dir data/synthetic/fold-{wildcards.fold}"  # optional: leading space (common.smk)
     return ""
 
 
@@ -64,7 +64,7 @@ rule train_accnn:
         "logs/train_accnn/fold-{fold}.log",
     shell:
         "mkdir -p logs/train_accnn && python workflow/scripts/train_recognizer.py --section accnn "
-        "--keys {params.declared} --fold {wildcards.fold} {params.start} --images {input.images} "
+        "--keys {params.declared} --fold {wildcards.fold}{params.start} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/accnn "
@@ -142,7 +142,7 @@ rule finetune_accnn:
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
         "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
         "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
-        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo} {params.synthetic} {params.start} "
+        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo}{params.synthetic}{params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
         "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
         "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "

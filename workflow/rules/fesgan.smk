@@ -80,7 +80,7 @@ rule train_identity:
         "logs/train_identity.log",
     shell:
         "mkdir -p logs && python workflow/scripts/train_identity.py --keys {params.declared} "
-        "--images {input.images} --manifest {input.manifest} --meta {input.meta} {params.start} "
+        "--images {input.images} --manifest {input.manifest} --meta {input.meta}{params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/identity "
         + TO_LOG
@@ -112,7 +112,7 @@ rule train_identity_fold:
     shell:
         "mkdir -p logs/train_identity && python workflow/scripts/train_identity.py --keys {params.declared} "
         "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
-        "--folds {input.folds} --fold {wildcards.fold} {params.start} "
+        "--folds {input.folds} --fold {wildcards.fold}{params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/identity "
         + TO_LOG
@@ -212,7 +212,7 @@ rule train_joint:
         "mkdir -p logs/train_joint && python workflow/scripts/train_joint.py "
         "--keys {params.declared} --variant {wildcards.variant} --fold {wildcards.fold} "
         "--images {input.images} --manifest {input.manifest} --meta {input.meta} "
-        "--folds {input.folds} {params.source} {params.start} --model {output.model} "
+        "--folds {input.folds} {params.source}{params.start} --model {output.model} "
         "--metrics {output.metrics} --curve {output.plots} "
         "--resume-dir state/resume/{wildcards.variant} "
         "--train-log logs/train_joint/{wildcards.variant}-fold-{wildcards.fold}.jsonl "

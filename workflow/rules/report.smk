@@ -51,7 +51,7 @@ REPORT_SECTION_OPTIONS = {
 def report_section_args(wildcards, input):
     """The options of the report's sections whose rows run (an empty section has no option,
     so the command has no trace of it: the same text under Snakemake and DVC)."""
-    return " ".join(f"{opt} {' '.join(input[name])}" for name, opt in REPORT_SECTION_OPTIONS.items()
+    return "".join(f" {opt} {' '.join(input[name])}" for name, opt in REPORT_SECTION_OPTIONS.items()
                     if list(input[name]))
 
 
@@ -112,7 +112,7 @@ rule report:
         "logs/report.log",
     shell:
         "mkdir -p logs && python workflow/scripts/report.py --keys {params.declared} "
-        "--summaries {input.summaries} --curves {input.curves} {params.sections} "
+        "--summaries {input.summaries} --curves {input.curves}{params.sections} "
         "--folds {input.folds} --images {input.images} --manifest {input.manifest} "
         "--qa {input.qa} --meta {input.meta} --out {output.html} "
         + TO_LOG
