@@ -112,26 +112,5 @@ def test_init_files_must_be_inside_the_project_and_exist(tmp_path, monkeypatch):
     check_pipeline_params(good)
 
 
-@pytest.mark.slow
-def test_a_recogniser_started_from_the_identity_network_under_both_tools(tmp_path):
-    """baseline.init: identity on the demo with methods [baseline]: the identity network is
-    trained first and the baseline's fold jobs depend on it under both tools (a new identity
-    network re-runs them); the fold's log says what was loaded."""
-    import yaml
-
-    from workflow_helpers import build_repo, describe, job_stats, log_tail, read_params, render_dvc_yaml, run, write_params
-
-    repo = build_repo(tmp_path / "repo")
-    params = read_params(repo)
-    params["methods"] = ["baseline"]
-    params["baseline"]["init"] = "identity"
-    params["identity"]["width"] = params["baseline"]["width"]
-    write_params(repo, params)
-    render_dvc_yaml(repo)
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert "models/identity/identity.pt" in stages["train_baseline__fold-0"]["deps"], stages["train_baseline__fold-0"]
-    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
-    assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
-    assert job_stats(proc.stdout)["train_identity"] == 1
-    log = (repo / "logs" / "train_baseline" / "fold-0.log").read_text()
-    assert "recogniser start: {'init/file': 'models/identity/identity.pt'" in log, log
+# A run with baseline.init: identity under both tools: tests/test_readers_end_to_end.py,
+# test_methods_select_the_jobs_under_snakemake_and_dvc.

@@ -128,9 +128,14 @@ def test_every_reader_runs_to_the_report_by_editing_params_only(base_repo, faces
 def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     """methods: [baseline, fersnet_gated] on the demo: only those rows' jobs (and what they
     need: the identity network, the probe of the gated model's synthesis) run, under
-    Snakemake and under `dvc repro` in a fresh clone; the report shows only those rows."""
+    Snakemake and under `dvc repro` in a fresh clone; the report shows only those rows.
+    With baseline.init: identity, the baseline's fold jobs start from the identity network
+    and depend on it under both tools; the fold's log says what was loaded."""
     repo = copy_repo(base_repo, tmp_path / "repo")
-    _configure(repo, {"methods": ["baseline", "fersnet_gated"]})
+    width = read_params(repo)["baseline"]["width"]
+    _configure(repo, {"methods": ["baseline", "fersnet_gated"], "baseline.init": "identity", "identity.width": width})
+    deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train_baseline__fold-0"]["deps"]
+    assert "models/identity/identity.pt" in deps, deps
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "two rows"], repo)
     clone = clone_repo(repo, tmp_path / "clone")
@@ -145,6 +150,9 @@ def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     text = _text(repo / "reports" / "index.html")
     assert "FERSNet synthesis" in text and "Expression-guided clustering" not in text
     assert "dgcn_none not selected (params.yaml methods)" in text
+    assert "the baseline and FESGAN rows from the identity network trained on the corpus (init: identity)" in text
+    log = (repo / "logs" / "train_baseline" / "fold-0.log").read_text()
+    assert "recogniser start: {'init/file': 'models/identity/identity.pt'" in log, log
 
     proc = run(["dvc", "repro"], clone, check=False)
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(clone)
