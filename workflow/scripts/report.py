@@ -7,8 +7,8 @@ from _common import declared, parser, setup_logging
 
 from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
-from fer.report.html import FesganSection, MethodResult, build_report, read_curve, training_seconds
 from fer.params import ALL_ROWS, plan_rows
+from fer.report.html import FesganSection, MethodResult, build_report, read_curve, training_seconds
 from fer.report.sections import corpus_section, generator_probe_section, grids_section, rows_not_run_section
 from fer.utils.io import read_json
 
@@ -43,7 +43,6 @@ STATUS = (
     "and the clustering details are the project's reading); generative-contrastive networks (Kim et al.) and "
     "FERSNet (Zhao et al., ICPR 2020) as comparison methods. All under the same folds, seeds and metrics."
 )
-
 
 
 def start_note(baseline: str, accnn: str, identity: str) -> str:
