@@ -9,7 +9,7 @@ from glob import glob
 sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers (_common, codedeps, dvcgen)
 
 from _common import check_pipeline_params
-from _dataset import CHECK_KEYS, fingerprint_file, needs_corpus, preflight
+from _dataset import CHECK_KEYS, fingerprint_file, preflight
 from codedeps import code_files
 from dvcgen import DAG_CHECK_STAMP, record_in_dvc
 from fer.params import ParamsError, load_yaml, plan_rows, subset, validate_params
@@ -26,19 +26,17 @@ if config != load_yaml(PARAMS_FILE):
     )
 validate_params(config, SCHEMA_FILE, source=PARAMS_FILE)
 check_pipeline_params(config, PARAMS_FILE)
-# Before any job: the dataset and the corpus are read and checked against what params.yaml
-# asks of them, and a content fingerprint that no longer matches its data is rewritten, so
-# that alignment and everything after it re-run (workflow/scripts/_dataset.py).
-for _note in preflight(
-    config, made_from={"dataset": "data/aligned/meta.json", "corpus": "data/aligned_corpus/meta.json"}
-):
-    print(_note, file=sys.stderr)
-
 # The rows this run trains (params.yaml methods, checked against the data and the corpus:
 # fer.params.plan_rows): the DAG, dvc.yaml and the report follow it.
 PLAN = plan_rows(config)
-# The face-recognition corpus is aligned only when a row that runs needs it.
-USES_CORPUS = needs_corpus(config)
+# Before any job: the dataset and (when a row that runs needs it) the corpus are read and
+# checked against what params.yaml asks of them, and a content fingerprint that no longer
+# matches its data is rewritten, so that alignment and everything after it re-run
+# (workflow/scripts/_dataset.py).
+for _note in preflight(
+    config, made_from={"dataset": "data/aligned/meta.json", "corpus": "data/aligned_corpus/meta.json"}, plan=PLAN
+):
+    print(_note, file=sys.stderr)
 
 
 def identity_model(wildcards):

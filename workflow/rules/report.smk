@@ -33,26 +33,16 @@ def method_fold_metrics(wildcards):
     return expand("metrics/{method}/fold-{fold}.json", method=wildcards.method, fold=FOLDS)
 
 
-#: The report's optional inputs (rule report) and their command-line options.
-REPORT_SECTION_OPTIONS = {
-    "synthetic": "--synthetic",
-    "fesgan": "--fesgan",
-    "fesgan_results": "--fesgan-results",
-    "identity": "--identity",
-    "pseudo": "--pseudo",
-    "pseudo_quality": "--pseudo-quality",
-    "corpus_rounds": "--corpus-rounds",
-    "dgcn_results": "--dgcn-results",
-    "fersnet_results": "--fersnet-results",
-    "fersnet_synthesis": "--fersnet-synthesis",
-}
+#: The report's optional inputs (rule report); each is passed as --<name with dashes>.
+REPORT_SECTIONS = ("synthetic", "fesgan", "fesgan_results", "identity", "pseudo", "pseudo_quality", "corpus_rounds",
+                   "dgcn_results", "fersnet_results", "fersnet_synthesis")
 
 
 def report_section_args(wildcards, input):
     """The options of the report's sections whose rows run (an empty section has no option,
     so the command has no trace of it: the same text under Snakemake and DVC)."""
-    return "".join(f" {opt} {' '.join(input[name])}" for name, opt in REPORT_SECTION_OPTIONS.items()
-                    if list(input[name]))
+    return "".join(f" --{name.replace('_', '-')} {' '.join(input[name])}" for name in REPORT_SECTIONS
+                   if list(input[name]))
 
 
 rule summarize:

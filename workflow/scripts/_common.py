@@ -141,3 +141,12 @@ def reported_errors(*errors: type[BaseException]) -> Iterator[None]:
     except (ParamsError, *errors) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def require_start(args: argparse.Namespace, section: str, init: str) -> None:
+    """The rules pass ``--start`` exactly when ``<section>.init`` is not scratch: a
+    mismatch (a hand-written command) would silently train from the wrong start."""
+    start = getattr(args, "start", None)
+    if (init != "scratch") != bool(start):
+        raise SystemExit(f"{section}.init is {init!r} but --start is {start!r}: run the stage through Snakemake or "
+                         "DVC, which pass the start file")

@@ -53,7 +53,7 @@ from fer.data.checks import check_requirements, summarise
 from fer.data.fingerprint import Fingerprint, FingerprintStats, compute_fingerprint, save_fingerprint
 from fer.data.formats import read_corpus, read_labelled
 from fer.data.manifest import DatasetError, resolve_classes
-from fer.params import DeclaredParams, plan_rows
+from fer.params import DeclaredParams, RowPlan, plan_rows
 from fer.utils.digest import digest
 from fer.utils.io import write_json
 
@@ -160,16 +160,10 @@ def check_input(which: str, view: DeclaredParams) -> str:
     )
 
 
-def needs_corpus(params: Mapping[str, Any]) -> bool:
-    """Whether this run reads the face-recognition corpus: it is given (corpus.root) and a
-    row that runs needs it (the identity network trained on it, or the corpus rows)."""
-    plan = plan_rows(params)
-    return bool(params["corpus"]["root"]) and (plan.identity == "corpus" or plan.has_corpus_rows)
-
-
-def preflight(params: Mapping[str, Any], made_from: Mapping[str, str]) -> list[str]:
-    """Snakemake's look before any job (module docstring): check both inputs, and rewrite
-    a fingerprint file that no longer matches its input. ``made_from[input]`` is a file
+def preflight(params: Mapping[str, Any], made_from: Mapping[str, str], plan: RowPlan) -> list[str]:
+    """Snakemake's look before any job (module docstring): check both inputs (the corpus
+    only when the rows ``plan`` runs read it), and rewrite a fingerprint file that no
+    longer matches its input. ``made_from[input]`` is a file
     made from the input (alignment's output): when it exists, a missing fingerprint is
     written too. Returns what was rewritten (one line each); raises
     :class:`DatasetError` on a failed check."""
@@ -177,7 +171,7 @@ def preflight(params: Mapping[str, Any], made_from: Mapping[str, str]) -> list[s
     notes = []
     for which in INPUTS:
         view = DeclaredParams(params, CHECK_KEYS[which])
-        if which == "corpus" and not needs_corpus(params):
+        if which == "corpus" and not plan.uses_corpus:
             continue
         root = input_root(which, view)
         if demo and not root.exists():

@@ -68,11 +68,3 @@ def fold_outputs(args: argparse.Namespace, *, resume: bool = True) -> FoldOutput
 def log_test_metrics(name: str, fold: int, metrics: Mapping[str, Any]) -> None:
     logging.info("fold %d %s: %s", fold, name,
                  {k: v for k, v in metrics.items() if k.startswith("test/") and k != "test/confusion"})
-
-
-def require_start(args: argparse.Namespace, init: str) -> None:
-    """The rule passes ``--start`` exactly when the section's ``init`` is not scratch: a
-    mismatch (a hand-written command) would silently train from the wrong start."""
-    if (init != "scratch") != bool(getattr(args, "start", None)):
-        raise SystemExit(f"init is {init!r} but --start is {getattr(args, 'start', None)!r}: run the stage through "
-                         "Snakemake or DVC, which pass the start file")

@@ -3,8 +3,8 @@ synthetic set when its weight is > 0), with optional re-clustering rounds."""
 
 from pathlib import Path
 
-from _common import declared, setup_logging
-from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics, require_start
+from _common import declared, require_start, setup_logging
+from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
 
 from fer.clustering.guided import read_pseudo_labels
 from fer.data.aligned import load_aligned
@@ -18,7 +18,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    require_start(args, p.section("accnn").init)
+    require_start(args, "accnn", p.section("accnn").init)
     fold, data = fold_context(args, p)
     ft = p.section("finetune")
     synthetic = None

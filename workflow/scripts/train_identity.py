@@ -4,7 +4,7 @@ fold's training subjects only."""
 import logging
 from pathlib import Path
 
-from _common import declared, parser, setup_logging
+from _common import declared, parser, require_start, setup_logging
 
 from fer.data.aligned import load_aligned
 from fer.methods.identity import fold_training_faces, train_identity_net
@@ -36,9 +36,7 @@ if __name__ == "__main__":
         images, subjects = fold_training_faces(data.images, data.subjects, read_json(args.folds)["folds"][args.fold])
         name = f"fold-{args.fold}"
     cfg = p.section("identity")
-    if (cfg.init != "scratch") != bool(args.start):
-        raise SystemExit(f"identity.init is {cfg.init!r} but --start is {args.start!r}: run the stage through "
-                         "Snakemake or DVC, which pass the start file")
+    require_start(args, "identity", cfg.init)
     metrics = train_identity_net(
         images,
         subjects,

@@ -4,8 +4,8 @@ row's declared keys and fixed choices are fer.params.JOINT_ROWS."""
 
 from pathlib import Path
 
-from _common import declared, setup_logging
-from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics, require_start
+from _common import declared, require_start, setup_logging
+from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
 
 from fer.data.aligned import load_aligned
 from fer.methods.fesgan import load_fesgan
@@ -22,7 +22,7 @@ if __name__ == "__main__":
     setup_logging()
     p = declared(args)
     row = JOINT_ROWS[args.variant]
-    require_start(args, p.section("baseline").init)
+    require_start(args, "baseline", p.section("baseline").init)
     fold, _ = fold_context(args, p)  # the baseline's seed for this fold
     rdbp = None if row.rdbp is None else p.section("rdbp", overrides=row.rdbp)
     if row.source == "synthetic_set":

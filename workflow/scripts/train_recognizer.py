@@ -1,8 +1,8 @@
 """Train and evaluate a supervised recogniser on one fold: the baseline (params section
 baseline) or the AC-CNN on real data only (section accnn, the "without corpus" row)."""
 
-from _common import declared, setup_logging
-from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics, require_start
+from _common import declared, require_start, setup_logging
+from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
 
 from fer.methods.baseline import run_baseline_fold
 
@@ -13,7 +13,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
-    require_start(args, p.section(args.section).init)
+    require_start(args, args.section, p.section(args.section).init)
     fold, _ = fold_context(args, p)
     metrics = run_baseline_fold(fold, p.section(args.section), fold_outputs(args), method=args.section)
     log_test_metrics(args.section, args.fold, metrics)

@@ -149,6 +149,12 @@ class RowPlan:
     def has_corpus_rows(self) -> bool:
         return "accnn_corpus" in self.rows
 
+    @property
+    def uses_corpus(self) -> bool:
+        """Whether this run reads the face-recognition corpus: the identity network is
+        trained on it, or the corpus rows cluster it (both only when it is given)."""
+        return self.identity == "corpus" or self.has_corpus_rows
+
 
 def plan_rows(params: Mapping[str, Any]) -> RowPlan:
     """The rows ``methods`` selects, checked against what they need (raises
@@ -191,44 +197,48 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
     if "baseline" not in wanted:
         problems.append("methods must include baseline: it is the reference of every paired test and the recogniser "
                         "that judges the generators' faces (add baseline to methods)")
-    needs = {"fersnet_synth": ["fersnet_gated"], "accnn_corpus": ["accnn", params["clustering"]["embedder"]]}
+    embedder = params["clustering"]["embedder"]
+    needs = [  # (row, the row it needs, why, the other fix)
+        ("fersnet_synth", "fersnet_gated", "starts from the fold's gated model", ""),
+        ("accnn_corpus", "accnn", "is compared with it", ""),
+        ("accnn_corpus", embedder, f"round 0 embeds the corpus with it (clustering.embedder: {embedder})",
+         " or set clustering.embedder: baseline" if embedder != "baseline" else ""),
+    ]
     if params["finetune"]["synthetic_weight"] > 0:
-        needs["accnn_corpus"].append("static")
-    for row, required in needs.items():
-        for req in required:
-            if row in wanted and req not in wanted:
-                why = ("starts from the fold's gated model" if row == "fersnet_synth" else
-                       "is compared with it" if req == "accnn" else
-                       "fine-tunes on its synthetic set (finetune.synthetic_weight > 0)" if req == "static" else
-                       f"round 0 embeds the corpus with it (clustering.embedder: {req})")
-                fix = f"add {req} to methods" + (
-                    " or set finetune.synthetic_weight: 0" if req == "static" else
-                    " or set clustering.embedder: baseline" if req != "baseline" and req != "accnn" else "")
-                problems.append(f"methods lists {row} but not {req}: {row} {why}; {fix}")
+        needs.append(("accnn_corpus", "static", "fine-tunes on its synthetic set (finetune.synthetic_weight > 0)",
+                      " or set finetune.synthetic_weight: 0"))
+    for row, req, why, other in needs:
+        if row in wanted and req not in wanted:
+            problems.append(f"methods lists {row} but not {req}: {row} {why}; add {req} to methods{other}")
     has_corpus = bool(params["corpus"]["root"])
+    has_subjects = dataset_has_subjects(params["data"])
     absent: dict[str, str] = {}
-    if not dataset_has_subjects(params["data"]):
-        lacking = [r for r in wanted if r in SUBJECT_ROWS]
-        why = ("pairs images of one subject, and the dataset has no subject ids (data.format "
-               f"{params['data']['format']}{': data.subject_regex is empty' if params['data']['format'] == 'folders' else ''})")
+
+    def leave_out(needing: frozenset[str], why: str, fix: str) -> None:
+        """Rows of ``needing`` cannot run: refused when listed by name, left out (with
+        the reason) under ``methods: all``."""
+        lacking = [r for r in wanted if r in needing and r not in absent]
         if explicit and lacking:
-            problems.append(f"methods lists {', '.join(lacking)}, which {why}: remove them from methods"
-                            + (" or set data.subject_regex" if params["data"]["format"] == "folders" else ""))
+            problems.append(f"methods lists {', '.join(lacking)}, which {why}: {fix}")
         absent.update({r: why for r in lacking})
-    if not has_corpus and not dataset_has_subjects(params["data"]):
-        lacking = [r for r in wanted if r in IDENTITY_ROWS and r not in absent]
-        why = ("needs an identity network, and there is neither a face-recognition corpus (corpus.root is '') nor "
-               "subject ids in the dataset to train one per fold")
-        if explicit and lacking:
-            problems.append(f"methods lists {', '.join(lacking)}, which {why}: set corpus.root to a corpus, or remove "
-                            "them from methods")
-        absent.update({r: why for r in lacking})
+
+    if not has_subjects:
+        fmt = params["data"]["format"]
+        leave_out(SUBJECT_ROWS,
+                  "pairs images of one subject, and the dataset has no subject ids (data.format "
+                  f"{fmt}{': data.subject_regex is empty' if fmt == 'folders' else ''})",
+                  "remove them from methods" + (" or set data.subject_regex" if fmt == "folders" else ""))
+    if not has_corpus and not has_subjects:
+        leave_out(IDENTITY_ROWS,
+                  "needs an identity network, and there is neither a face-recognition corpus (corpus.root is '') nor "
+                  "subject ids in the dataset to train one per fold",
+                  "set corpus.root to a corpus, or remove them from methods")
     if not has_corpus and "accnn_corpus" in wanted:
         absent["accnn_corpus"] = ("no unlabelled data to cluster: corpus.root is '' (set it to a face-recognition "
                                   "corpus to run this row)")
     rows = tuple(r for r in wanted if r not in absent)
     starts = identity_starts(params, rows)
-    if starts and not has_corpus and not dataset_has_subjects(params["data"]):
+    if starts and not has_corpus and not has_subjects:
         problems.append(f"{', '.join(f'{s}.init' for s in starts)} is identity, but there is neither a "
                         "face-recognition corpus (corpus.root is '') nor subject ids in the dataset to train an "
                         "identity network: set init: scratch or a state-dict file, or give a corpus")
