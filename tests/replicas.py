@@ -41,10 +41,10 @@ def five_points(expr: Path, image: str) -> np.ndarray:
     return np.asarray(read_landmarks(expr / (image[: -len(".png")] + ".landmarks.txt")), dtype=float)
 
 
-def points68(five: np.ndarray) -> np.ndarray:
+def points68(five) -> np.ndarray:
     """68 points (iBUG order) whose 5-point reduction is ``five``: eye centres from
     36-41 / 42-47, nose tip 30, mouth corners 48 / 54."""
-    p = np.tile(five[2], (68, 1))
+    p = np.tile(np.asarray(five[2], dtype=float), (68, 1))
     p[36:42], p[42:48], p[30], p[48], p[54] = five[0], five[1], five[2], five[3], five[4]
     return p
 

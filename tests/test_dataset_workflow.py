@@ -18,19 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dvcgen
 from workflow_helpers import (
     build_repo,
+    configure,
     copy_repo,
     describe,
     job_stats,
     log_tail,
-    read_params,
     run,
     running_stages,
-    set_key,
     skipped_stages,
-    write_params,
 )
 
 pytestmark = pytest.mark.slow
@@ -43,12 +40,7 @@ CORPUS = Path("my_data/corpus")
 
 def _configure(repo: Path, render: bool = True, **keys) -> None:
     """Set params.yaml keys (``a__b`` for ``a.b``) and re-render dvc.yaml for them."""
-    params = read_params(repo)
-    for key, value in keys.items():
-        set_key(params, key.replace("__", "."), value)
-    write_params(repo, params)
-    if render:
-        (repo / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(repo)))
+    configure(repo, {key.replace("__", "."): value for key, value in keys.items()}, render)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from fer.data.formats import (
 )
 from fer.data.manifest import DatasetError
 from fer.params import AlignParams, DataParams
+from replicas import points68
 
 EXTS = (".png", ".jpg", ".jpeg")
 
@@ -41,13 +42,6 @@ def _data(fmt: str, root: Path, **kw) -> DataParams:
 
 
 # ---------------------------------------------------------------- CK+
-
-
-def _points68(five: list[tuple[float, float]]) -> np.ndarray:
-    """68 points whose 5-point reduction is ``five`` (eye centres, nose tip, mouth corners)."""
-    p = np.tile(np.array(five[2], float), (68, 1))
-    p[36:42], p[42:48], p[30], p[48], p[54] = five[0], five[1], five[2], five[3], five[4]
-    return p
 
 
 def make_ckplus(root: Path, size: int = 40) -> dict[str, str]:
@@ -80,7 +74,7 @@ def make_ckplus(root: Path, size: int = 40) -> dict[str, str]:
             c = size / 2
             five = [(c - 6, c - 4), (c + 6, c - 4), (c, c + 2), (c - 5, c + 8), (c + 5, c + 8)]
             (lm / f"{subj}_{seq}_{k:08d}_landmarks.txt").write_text(
-                "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in _points68(five)))
+                "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in points68(five)))
     (root / "cohn-kanade-images" / "ReadMe.txt").write_text("CK+ readme")
     (root / "cohn-kanade-images" / "S005" / ".DS_Store").write_text("")
     return expected
@@ -263,7 +257,7 @@ AFF_NAMES = {0: "neutral", 1: "happiness", 2: "sadness", 3: "surprise", 4: "fear
 
 def make_affectnet(root: Path) -> None:
     five = [(30, 40), (50, 40), (40, 52), (32, 62), (48, 62)]
-    marks = ";".join(f"{x:.2f};{y:.2f}" for x, y in _points68(five))
+    marks = ";".join(f"{x:.2f};{y:.2f}" for x, y in points68(five))
     for name, rows in AFF_ROWS.items():
         root.mkdir(parents=True, exist_ok=True)
         with open(root / name, "w", newline="") as f:

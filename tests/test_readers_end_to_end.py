@@ -10,9 +10,7 @@ test_folder_per_class_dataset_runs_by_editing_params_only.)
 from __future__ import annotations
 
 import csv
-import html
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -24,31 +22,18 @@ import replicas
 from workflow_helpers import (
     build_repo,
     clone_repo,
+    configure,
     copy_repo,
     describe,
     job_stats,
     log_tail,
     read_params,
+    report_text,
     run,
     running_stages,
-    set_key,
-    write_params,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _configure(repo: Path, keys: dict[str, object]) -> None:
-    params = read_params(repo)
-    for key, value in keys.items():
-        set_key(params, key, value)
-    write_params(repo, params)
-    (repo / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(repo)))
-
-
-def _text(html_file: Path) -> str:
-    """The report's visible text (tags dropped, entities decoded)."""
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", html_file.read_text())))
 
 
 def _results_rows(repo: Path) -> list[str]:
@@ -82,7 +67,7 @@ def _user_repo(base_repo: Path, dest: Path, fmt: str, faces: Path, **extra) -> t
     expected = builder(faces, repo / "my_data" / fmt)
     with open(repo / ".gitignore", "a") as f:
         f.write("/my_data/\n")
-    _configure(repo, {**keys, "data.root": f"my_data/{fmt}", "corpus.root": "", "corpus.truth": "", **extra})
+    configure(repo, {**keys, "data.root": f"my_data/{fmt}", "corpus.root": "", "corpus.truth": "", **extra})
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", f"my {fmt} copy"], repo)
     return repo, expected
@@ -120,7 +105,7 @@ def test_every_reader_runs_to_the_report_by_editing_params_only(base_repo, faces
         assert meta["skipped_reasons"].get("not an image") == 1, meta["skipped_reasons"]
 
     assert _results_rows(repo) == ["baseline"]
-    text = _text(repo / "reports" / "index.html")
+    text = report_text(repo / "reports" / "index.html")
     assert "Rows not in this report" in text and "fersnet_gated not selected (params.yaml methods)" in text
     assert ("official" in text) == official
 
@@ -133,7 +118,7 @@ def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     and depend on it under both tools; the fold's log says what was loaded."""
     repo = copy_repo(base_repo, tmp_path / "repo")
     width = read_params(repo)["baseline"]["width"]
-    _configure(repo, {"methods": ["baseline", "fersnet_gated"], "baseline.init": "identity", "identity.width": width})
+    configure(repo, {"methods": ["baseline", "fersnet_gated"], "baseline.init": "identity", "identity.width": width})
     deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train_baseline__fold-0"]["deps"]
     assert "models/identity/identity.pt" in deps, deps
     run(["git", "add", "-A"], repo)
@@ -147,7 +132,7 @@ def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
     assert set(job_stats(proc.stdout)) == expected | {"all"}, describe(proc)
     assert _results_rows(repo) == ["baseline", "fersnet_gated"]
-    text = _text(repo / "reports" / "index.html")
+    text = report_text(repo / "reports" / "index.html")
     assert "FERSNet synthesis" in text and "Expression-guided clustering" not in text
     assert "dgcn_none not selected (params.yaml methods)" in text
     assert "the baseline and FESGAN rows from the identity network trained on the corpus (init: identity)" in text

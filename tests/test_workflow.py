@@ -9,7 +9,6 @@ repo work on their own copy of it.
 from __future__ import annotations
 
 import csv
-import html
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from workflow_helpers import (
     output_md5s,
     read_params,
     render_dvc_yaml,
+    report_text,
     run,
     running_stages,
     set_key,
@@ -525,8 +525,7 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     rows = {p.parent.name for p in (repo / "metrics").glob("*/summary.json")}
     assert rows == {"baseline", "static", "joint", "joint_intra", "full", "accnn", "dgcn_generated", "dgcn_real",
                     "dgcn_none", "fersnet_single", "fersnet_hard", "fersnet_gated", "fersnet_synth"}
-    text = html.unescape(re.sub(r"<[^>]+>", " ", (repo / "reports" / "index.html").read_text()))
-    text = re.sub(r"\s+", " ", text)
+    text = report_text(repo / "reports" / "index.html")
     assert "accnn_corpus no unlabelled data to cluster: corpus.root is ''" in text
     assert "each fold's training subjects (no corpus: corpus.root is '')" in text
     # each fold's identity network learned from that fold's training subjects only

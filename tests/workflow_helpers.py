@@ -145,6 +145,27 @@ def write_params(repo: Path, params: Mapping[str, Any]) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
 
 
+def configure(repo: Path, keys: Mapping[str, Any], render: bool = True) -> None:
+    """Set params.yaml keys (dotted: ``data.root``) in ``repo`` and, with ``render``,
+    re-render its dvc.yaml for them (what `make dvc-yaml` does, in-process)."""
+    import dvcgen
+
+    params = read_params(repo)
+    for key, value in keys.items():
+        set_key(params, key, value)
+    write_params(repo, params)
+    if render:
+        (repo / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(repo)))
+
+
+def report_text(html_file: Path) -> str:
+    """The visible text of an HTML report (tags dropped, entities decoded, whitespace runs
+    as one space), for assertions on what it says."""
+    import html
+
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", html_file.read_text())))
+
+
 # ----------------------------------------------------------------------------- repos
 def build_repo(dest: Path, src_root: Path = ROOT) -> Path:
     """A committed git + DVC repo at ``dest`` with the project files, tiny params and a
