@@ -29,6 +29,7 @@ TINY: dict[str, Any] = {
     "align.size": 32,
     "folds.n_folds": 2,
     "folds.val_fraction": 0.34,
+    "labels.budgets": [],  # all labels only; tests/test_budgets_workflow.py runs budgets
     "baseline.epochs": 2,  # every row: 2 epochs (equal budgets are checked)
     "baseline.width": 4,
     "baseline.arch": "vgg_small",

@@ -9,7 +9,7 @@ rule train_baseline:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         code=code("train_recognizer"),
     output:
         model="models/baseline/fold-{fold}.pt",

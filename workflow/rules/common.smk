@@ -45,7 +45,9 @@ def identity_model(wildcards):
     training subjects."""
     if PLAN.identity == "corpus":
         return "models/identity/identity.pt"
-    return f"models/identity/fold-{wildcards.fold}.pt"
+    # A label budget's split uses its fold's network: identities are not expression labels,
+    # and the fold's training subjects are the budget's labelled + unlabelled ones.
+    return f"models/identity/fold-{wildcards.fold.split('-')[0]}.pt"
 
 
 def start_input(section):
@@ -78,6 +80,23 @@ def start_arg(section):
 
 # folds.protocol official: one fold, the dataset's own split (fer.data.folds.official_fold).
 FOLDS = [0] if config["folds"]["protocol"] == "official" else list(range(config["folds"]["n_folds"]))
+# Label budgets (labels.budgets, fer.data.budgets): every per-fold job also runs for the
+# split "K-bJ", fold K with only budget slot J's labels (data/budgets.json). Keys name
+# slots, not fractions, so that changing a fraction keeps the DAG and re-runs only what
+# depends on it.
+BUDGETS = list(config["labels"]["budgets"])
+BUDGET_SLOTS = list(range(1, len(BUDGETS) + 1))
+BUDGET_SPLITS = {j: [f"{k}-b{j}" for k in FOLDS] for j in BUDGET_SLOTS}
+
+
+def folds_input(wildcards):
+    """The split file a per-fold job reads: data/folds.json for fold K with all labels,
+    data/budgets.json for a budget split K-bJ."""
+    return "data/budgets.json" if "-b" in wildcards.fold else "data/folds.json"
+
+
+wildcard_constraints:
+    fold=r"\d+(-b\d+)?",
 
 # Threads of a training job: compute.threads, a parameter rather than the scheduler's
 # share of the cores, because CPU results depend on the thread count (same params, same

@@ -42,7 +42,7 @@ rule train_dgcn:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         code=code("train_dgcn"),
     output:
         model="models/dgcn_{reference}/fold-{fold}.pt",
@@ -75,7 +75,7 @@ rule train_fersnet:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         code=code("train_fersnet"),
     output:
         model="models/fersnet_{fersnet_variant}/fold-{fold}.pt",
@@ -107,7 +107,7 @@ rule probe_fersnet:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         fersnet="models/fersnet_gated/fold-{fold}.pt",
         classifier="models/baseline/fold-{fold}.pt",
         identity=identity_model,

@@ -103,3 +103,26 @@ rule make_folds:
         "mkdir -p logs && python workflow/scripts/make_folds.py --keys {params.declared} "
         "--manifest {input.manifest} --meta {input.meta} --out {output.folds} "
         + TO_LOG
+
+
+rule make_budgets:
+    """Label budgets (labels.budgets): per fold and budget, the training subjects that keep
+    their expression labels (subject-grouped, class-stratified, nested, at least one
+    subject per class), the validation subjects carved from them, and the unlabelled rest
+    of the training part. Only jobs of the budget splits (K-bJ) read it, so the folds with
+    all labels do not re-run when a budget changes."""
+    input:
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds="data/folds.json",
+        code=code("make_budgets"),
+    output:
+        budgets="data/budgets.json",
+    params:
+        **declare("seed", "labels", "folds.val_fraction"),
+    log:
+        "logs/make_budgets.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/make_budgets.py --keys {params.declared} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} --out {output.budgets} "
+        + TO_LOG

@@ -10,7 +10,6 @@ JOINT_VARIANTS = list(JOINT_ROWS)
 
 
 wildcard_constraints:
-    fold=r"\d+",
     variant="|".join(JOINT_VARIANTS),
 
 
@@ -90,6 +89,8 @@ rule train_identity_fold:
     """Without a face-recognition corpus (corpus.root ''): the fold's identity network, a
     closed-set identity classifier over the fold's TRAINING subjects only (never its
     validation or test subjects; one held-out image per subject for model selection)."""
+    wildcard_constraints:
+        fold=r"\d+",
     input:
         unpack(start_input("identity")),
         images="data/aligned/images.npy",
@@ -125,7 +126,7 @@ rule train_fesgan:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         identity=identity_model,
         code=code("train_fesgan"),
     output:
@@ -156,7 +157,7 @@ rule synthesize:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         generator="models/fesgan/fold-{fold}.pt",
         classifier="models/baseline/fold-{fold}.pt",
         identity=identity_model,
@@ -191,7 +192,7 @@ rule train_joint:
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
-        folds="data/folds.json",
+        folds=folds_input,
         source=joint_source,
         code=code("train_joint"),
     output:

@@ -8,6 +8,7 @@ METHODS = list(PLAN.rows)
 
 wildcard_constraints:
     method="|".join(METHODS),
+    slot=r"\d+",
 
 
 def per_fold(pattern, when):
@@ -33,9 +34,15 @@ def method_fold_metrics(wildcards):
     return expand("metrics/{method}/fold-{fold}.json", method=wildcards.method, fold=FOLDS)
 
 
+def budget_fold_metrics(wildcards):
+    """A row's metrics on every fold at budget slot J (split keys K-bJ)."""
+    return expand("metrics/{method}/fold-{split}.json", method=wildcards.method,
+                  split=BUDGET_SPLITS[int(wildcards.slot)])
+
+
 #: The report's optional inputs (rule report); each is passed as --<name with dashes>.
 REPORT_SECTIONS = ("synthetic", "fesgan", "fesgan_results", "identity", "pseudo", "pseudo_quality", "corpus_rounds",
-                   "dgcn_results", "fersnet_results", "fersnet_synthesis")
+                   "dgcn_results", "fersnet_results", "fersnet_synthesis", "budgets", "budget_summaries")
 
 
 def report_section_args(wildcards, input):
@@ -68,6 +75,25 @@ rule summarize:
         + TO_LOG
 
 
+rule summarize_budget:
+    """A row's mean and standard deviation over folds at one label budget (slot J of
+    labels.budgets), with the budget's fractions."""
+    input:
+        fold_metrics=budget_fold_metrics,
+        meta="data/aligned/meta.json",
+        budgets="data/budgets.json",
+        code=code("summarize"),
+    output:
+        metrics="metrics/{method}/summary-b{slot}.json",
+    log:
+        "logs/summarize/{method}-b{slot}.log",
+    shell:
+        "mkdir -p logs/summarize && python workflow/scripts/summarize.py --method {wildcards.method} "
+        "--meta {input.meta} --folds {input.budgets} --budget-slot {wildcards.slot} --out {output.metrics} "
+        "{input.fold_metrics} "
+        + TO_LOG
+
+
 rule report:
     """reports/index.html: comparison table with paired tests, confusion matrices,
     training curves, FESGAN sample grids, synthetic-set quality, pseudo-label quality per
@@ -86,6 +112,8 @@ rule report:
         dgcn_results=per_fold("results/dgcn_generated/fold-{fold}", "dgcn_generated" in PLAN.rows),
         fersnet_results=per_fold("results/fersnet_gated/fold-{fold}", "fersnet_gated" in PLAN.rows),
         fersnet_synthesis=per_fold("metrics/fersnet_synthesis/fold-{fold}.json", "fersnet_gated" in PLAN.rows),
+        budgets=["data/budgets.json"] if BUDGETS else [],
+        budget_summaries=expand("metrics/{method}/summary-b{slot}.json", slot=BUDGET_SLOTS, method=METHODS),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",
@@ -95,7 +123,7 @@ rule report:
     output:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:
-        **declare("seed", "methods", "demo", "data", "align", "folds", "corpus", "compute", "baseline", "identity",
+        **declare("seed", "methods", "demo", "data", "align", "folds", "labels", "corpus", "compute", "baseline", "identity",
                   "fesgan", "synthesis", "joint", "rdbp", "clustering", "accnn", "finetune", "dgcn", "fersnet", "report"),
         sections=report_section_args,
     log:

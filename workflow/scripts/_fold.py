@@ -13,12 +13,19 @@ from typing import Any
 from _common import parser
 
 from fer.data.aligned import AlignedSet, load_aligned
+from fer.data.budgets import load_split, parse_split_key
 from fer.data.folds import split_indices
 from fer.params import DeclaredParams
 from fer.training.protocol import Fold, FoldOutputs, prepare_fold
 from fer.utils.device import select_device
-from fer.utils.io import read_json
 from fer.utils.seed import seed_everything
+
+
+def split_arg(text: str) -> int | str:
+    """``--fold``: an int for fold K with all labels (as before budgets existed, so its
+    outputs keep their bytes), the key itself for a budget split ``K-bJ``."""
+    k, slot = parse_split_key(text)
+    return k if slot is None else text
 
 
 def fold_parser(description: str, *outputs: str) -> argparse.ArgumentParser:
@@ -27,7 +34,9 @@ def fold_parser(description: str, *outputs: str) -> argparse.ArgumentParser:
     p = parser(description)
     for name in ("images", "manifest", "meta", "folds", *outputs):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--fold", required=True, type=split_arg,
+                   help="split key: K (fold K, all labels; --folds data/folds.json) or K-bJ (fold K at budget slot J "
+                        "of labels.budgets; --folds data/budgets.json)")
     p.add_argument("--start", help="start weights of the fold's recogniser (params init: identity or a file)")
     return p
 
@@ -39,10 +48,10 @@ def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool 
     (with subject ids when ``subjects``) and the aligned set."""
     compute = p.section("compute")
     device = select_device(compute.device, compute.threads)
-    seed = p.get("seed") + args.fold
+    seed = p.get("seed") + parse_split_key(str(args.fold))[0]  # every budget of a fold shares its seed
     seed_everything(seed)
     data = load_aligned(args.images, args.manifest, args.meta)
-    split = split_indices(data.subjects, read_json(args.folds)["folds"][args.fold])
+    split = split_indices(data.subjects, load_split(args.folds, str(args.fold)))
     fold = prepare_fold(data.images, data.labels, split, data.classes, device=device, seed=seed,
                         subjects=data.subjects if subjects else None)
     if getattr(args, "start", None):
@@ -65,6 +74,6 @@ def fold_outputs(args: argparse.Namespace, *, resume: bool = True) -> FoldOutput
     )
 
 
-def log_test_metrics(name: str, fold: int, metrics: Mapping[str, Any]) -> None:
-    logging.info("fold %d %s: %s", fold, name,
+def log_test_metrics(name: str, fold: int | str, metrics: Mapping[str, Any]) -> None:
+    logging.info("fold %s %s: %s", fold, name,
                  {k: v for k, v in metrics.items() if k.startswith("test/") and k != "test/confusion"})

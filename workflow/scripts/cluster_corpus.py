@@ -36,4 +36,4 @@ if __name__ == "__main__":
     # which labelled subjects guided the clusters (the protocol test checks: the fold's training subjects)
     write_json(out / "labelled_subjects.json",
                {"fold": args.fold, "subjects": sorted(set(data.subjects[fold.idx["train"]].tolist()))})
-    logging.info("fold %d round 0 pseudo-labels: %s", args.fold, pseudo.stats)
+    logging.info("fold %s round 0 pseudo-labels: %s", args.fold, pseudo.stats)

@@ -29,4 +29,4 @@ if __name__ == "__main__":
         data.subjects[fold.idx["val"]], xv, yv, fold.num_classes, fold.device,
     )
     write_json(args.metrics, {f"fersnet_synth/{k}": v for k, v in probe.items()})
-    logging.info("fold %d FERSNet synthesis: %s", args.fold, probe)
+    logging.info("fold %s FERSNet synthesis: %s", args.fold, probe)

@@ -9,7 +9,7 @@ from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
 from fer.params import ALL_ROWS, plan_rows
 from fer.report.html import FesganSection, MethodResult, build_report, read_curve, training_seconds
-from fer.report.sections import corpus_section, generator_probe_section, grids_section, rows_not_run_section
+from fer.report.sections import budget_section, corpus_section, generator_probe_section, grids_section, rows_not_run_section
 from fer.utils.io import read_json
 
 DESCRIPTIONS = {
@@ -85,6 +85,8 @@ if __name__ == "__main__":
         ap.add_argument(f"--{name}", nargs="*", default=[],
                         help="one file per fold, in order; none when the section's rows did not run")
     ap.add_argument("--pseudo-quality", help="pseudo-label quality (only when the corpus has expression truth)")
+    ap.add_argument("--budgets", nargs="*", default=[], help="data/budgets.json (when labels.budgets is not empty)")
+    ap.add_argument("--budget-summaries", nargs="*", default=[], help="every row's summary at every label budget")
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
@@ -104,6 +106,13 @@ if __name__ == "__main__":
     meta = read_json(args.meta)
     classes = meta["classes"]
     extra = [rows_not_run_section(plan, p.get("methods"))]
+    if args.budgets:
+        by_budget = [read_json(f) for f in args.budget_summaries]
+        want = {(m, j) for m in plan.rows for j in range(1, len(p.get("labels.budgets")) + 1)}
+        if {(s["method"], s["labels"]["slot"]) for s in by_budget} != want or len(by_budget) != len(want):
+            raise SystemExit("the budget summaries are not every planned row at every labels.budgets slot: re-run "
+                             "the pipeline (make dvc-yaml first when labels.budgets changed length)")
+        extra.append(budget_section(summaries, read_json(args.budgets[0]), by_budget))
     if args.synthetic or args.fersnet_synthesis:
         extra.append(generator_probe_section([read_json(f) for f in args.synthetic],
                                              [read_json(f) for f in args.fersnet_synthesis]))

@@ -2,7 +2,8 @@
 
 The fold metrics must be exactly the folds of ``--folds`` (data/folds.json), one file per
 fold (``fold-K.json``): a summary over fewer folds would leave some subjects untested and
-still look fine."""
+still look fine. With ``--budget-slot J`` they are the budget splits of
+data/budgets.json (``fold-K-bJ.json``, every fold), and the summary records the budget."""
 
 import logging
 import re
@@ -15,24 +16,34 @@ from fer.metrics.summary import summarize_method
 from fer.report.figures import confusion_figure
 from fer.utils.io import read_json, write_json
 
-FOLD_FILE = re.compile(r"fold-(\d+)\.json")
+FOLD_FILE = re.compile(r"fold-(\d+(?:-b\d+)?)\.json")
 
 
-def check_fold_set(method: str, fold_metrics: list[str], folds_path: str) -> None:
+def expected_splits(folds_path: str, slot: int | None) -> list[str]:
+    """The split keys a summary must cover: every fold of data/folds.json, or every fold's
+    budget split of slot ``slot`` in data/budgets.json."""
+    doc = read_json(folds_path)
+    if slot is None:
+        return [str(k) for k in range(len(doc["folds"]))]
+    keys = [k for k in doc.get("splits", {}) if k.endswith(f"-b{slot}")]
+    return sorted(keys, key=lambda k: int(k.split("-")[0]))
+
+
+def check_fold_set(method: str, fold_metrics: list[str], folds_path: str, slot: int | None = None) -> None:
     """Exit with a message naming the files when the metrics are not one file per fold of
-    ``folds_path``, in fold order."""
-    n_folds = len(read_json(folds_path)["folds"])
+    ``folds_path`` (at budget slot ``slot``), in fold order."""
+    want = expected_splits(folds_path, slot)
     given = []
     for path in fold_metrics:
         m = FOLD_FILE.fullmatch(Path(path).name)
         if m is None:
-            sys.exit(f"summarize {method}: {path} is not a per-fold metrics file (fold-K.json)")
-        given.append(int(m.group(1)))
-    if given != list(range(n_folds)):
+            sys.exit(f"summarize {method}: {path} is not a per-fold metrics file (fold-K.json or fold-K-bJ.json)")
+        given.append(m.group(1))
+    if given != want or not want:
         sys.exit(
-            f"summarize {method}: {folds_path} has {n_folds} folds (0..{n_folds - 1}), but the metrics given are "
-            f"of folds {given} ({', '.join(fold_metrics)}); a summary over another set of folds would leave "
-            "subjects untested. dvc.yaml is probably stale for params.yaml: run `make dvc-yaml`, then re-run"
+            f"summarize {method}: {folds_path} has the splits {want}, but the metrics given are of {given} "
+            f"({', '.join(fold_metrics)}); a summary over another set of folds would leave subjects untested. "
+            "dvc.yaml is probably stale for params.yaml: run `make dvc-yaml`, then re-run"
         )
 
 
@@ -40,15 +51,24 @@ if __name__ == "__main__":
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--method", required=True)
     ap.add_argument("--meta", required=True)
-    ap.add_argument("--folds", required=True, help="data/folds.json: the folds the metrics must cover, all of them")
+    ap.add_argument("--folds", required=True, help="data/folds.json (data/budgets.json with --budget-slot): the "
+                                                   "folds the metrics must cover, all of them")
+    ap.add_argument("--budget-slot", type=int, help="summarise budget slot J of labels.budgets (fold-K-bJ.json)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--figure", required=True)
+    ap.add_argument("--figure", help="the pooled confusion matrix (PNG)")
     ap.add_argument("fold_metrics", nargs="+")
     args = ap.parse_args()
     setup_logging()
-    check_fold_set(args.method, args.fold_metrics, args.folds)
+    check_fold_set(args.method, args.fold_metrics, args.folds, args.budget_slot)
     classes = read_json(args.meta)["classes"]
     summary = summarize_method(args.method, args.fold_metrics, classes)
+    if args.budget_slot is not None:
+        doc = read_json(args.folds)
+        keys = expected_splits(args.folds, args.budget_slot)
+        summary["labels"] = {"slot": args.budget_slot, "fraction": doc["budgets"][args.budget_slot - 1],
+                             "labelled_fraction": [doc["splits"][k]["labelled_fraction"] for k in keys],
+                             "splits": keys}
     write_json(args.out, summary)
-    confusion_figure(summary["pooled_confusion"], classes, f"{args.method}: pooled over test folds", args.figure)
+    if args.figure:
+        confusion_figure(summary["pooled_confusion"], classes, f"{args.method}: pooled over test folds", args.figure)
     logging.info("%s: %s", args.method, {k: round(v["mean"], 4) for k, v in summary["metrics"].items()})

@@ -44,4 +44,4 @@ if __name__ == "__main__":
                                xv, yv, fold.num_classes, fold.device)
     quality.update({f"synth/val_reexp_{k}": v for k, v in probe.items()})
     write_json(args.metrics, quality)
-    logging.info("fold %d synthetic set: %s", args.fold, quality)
+    logging.info("fold %s synthetic set: %s", args.fold, quality)

@@ -31,9 +31,9 @@ if __name__ == "__main__":
     )
     # Wall-clock times go to the log, not to the metrics: same params, same bytes.
     timings = {k: summary.pop(k) for k in ("seconds", "sec_per_iter") if k in summary}
-    logging.info("fold %d FESGAN timings: %s", args.fold, timings)
+    logging.info("fold %s FESGAN timings: %s", args.fold, timings)
     write_json(args.metrics, {f"fesgan/{k}": v for k, v in summary.items()})
     # What the GAN was trained on, for the leak checks (subjects, never test ones).
     write_json(Path(args.results_dir) / "training_subjects.json",
                {"fold": args.fold, "subjects": sorted(set(data.subjects[train].tolist())), "n_images": int(len(train))})
-    logging.info("fold %d FESGAN: %s", args.fold, summary)
+    logging.info("fold %s FESGAN: %s", args.fold, summary)

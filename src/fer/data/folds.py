@@ -228,9 +228,11 @@ def check_folds(folds: Sequence[dict[str, list[str]]], all_subjects: Sequence[st
 
 
 def split_indices(subjects: Sequence[str], fold: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """Image indices of each part of ``fold`` given the per-image subject ids."""
+    """Image indices of each part of ``fold`` given the per-image subject ids (plus
+    ``unlabelled`` for a label-budget split, :mod:`fer.data.budgets`)."""
     subj = np.asarray(subjects)
-    out = {p: np.flatnonzero(np.isin(subj, fold[p])) for p in PARTS}
+    parts = PARTS + (("unlabelled",) if "unlabelled" in fold else ())
+    out = {p: np.flatnonzero(np.isin(subj, fold[p])) for p in parts}
     covered = sum(len(v) for v in out.values())
     if covered != len(subj):
         raise FoldError(f"{len(subj) - covered} images belong to subjects not in the fold")

@@ -43,6 +43,7 @@ SECTIONS: dict[str, type] = {
     "data": _s.DataParams,
     "align": _s.AlignParams,
     "folds": _s.FoldsParams,
+    "labels": _s.LabelsParams,
     "corpus": _s.CorpusParams,
     "compute": _s.ComputeParams,
     "baseline": _s.RecognizerParams,

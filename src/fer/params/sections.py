@@ -35,6 +35,7 @@ __all__ = [
     "FesganParams",
     "FinetuneParams",
     "FoldsParams",
+    "LabelsParams",
     "JointParams",
     "RdbpParams",
     "RecognizerParams",
@@ -223,6 +224,22 @@ class FoldsParams:
             raise ValueError(f"folds.n_folds must be >= 2, got {self.n_folds}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"folds.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class LabelsParams:
+    """``labels``: label budgets (fer.data.budgets). Every fold runs with all its labels;
+    each fraction here adds a run of every row with only that fraction of the fold's
+    training images labelled (subject-grouped, class-stratified, nested)."""
+
+    budgets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        b = self.budgets
+        if not all(isinstance(f, float) and 0 < f < 1 for f in b):
+            raise ValueError(f"labels.budgets must be fractions in (0, 1) (all labels always run), got {list(b)}")
+        if len(set(b)) != len(b):
+            raise ValueError(f"labels.budgets repeats a fraction: {list(b)}")
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,34 @@ def faces_grid(
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return _png(fig, path)
+
+
+def budget_curve_figure(
+    points: Mapping[str, Sequence[tuple[float, Sequence[float], Sequence[float]]]], path: str | Path | None = None
+) -> bytes:
+    """Accuracy and mean-class accuracy against the labelled fraction, one line per row
+    (the fold mean) with the fold spread (mean ± standard deviation) as a band.
+    ``points[row]`` = [(fraction, per-fold test/acc, per-fold test/mean_class_acc), ...]."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colours = plt.get_cmap("tab20").colors
+    styles = ("-", "--", ":", "-.")
+    fractions = sorted({p[0] for pts in points.values() for p in pts})
+    for i, (name, pts) in enumerate(points.items()):
+        pts = sorted(pts, key=lambda p: p[0])
+        x = [p[0] for p in pts]
+        for ax, j in zip(axes, (1, 2)):
+            vals = [np.asarray(p[j], dtype=float) for p in pts]
+            mean = np.array([100 * v.mean() for v in vals])
+            std = np.array([100 * (v.std(ddof=1) if v.size > 1 else 0.0) for v in vals])
+            colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            ax.plot(x, mean, marker="o", color=colour, linestyle=styles[i % len(styles)], label=name)
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.10)
+    for ax, title in zip(axes, ("test accuracy (%)", "test mean-class accuracy (%)")):
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{100 * f:g} %" for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled share of each fold's training images")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _png(fig, path)

@@ -269,3 +269,62 @@ def rows_not_run_section(plan: Any, methods: Any) -> str:
     return ("<h2>Rows not in this report</h2>"
             "<p>The comparison has these further rows; this run did not train them.</p>"
             + _table(["row", "why it did not run"], rows, left=2))
+
+
+def budget_section(
+    full: Sequence[Mapping[str, Any]], budgets: Mapping[str, Any], by_budget: Sequence[Mapping[str, Any]]
+) -> str:
+    """Accuracy against label budget (``labels.budgets``, fer.data.budgets): the curve of
+    every row (fold mean, fold spread as a band), one table per budget with each row's
+    paired tests against the baseline AT THE SAME BUDGET, and the split sizes.
+
+    ``full``: the rows' summaries with all labels; ``by_budget``: their budget summaries
+    (``labels`` recorded by summarize.py); ``budgets``: data/budgets.json."""
+    from fer.metrics.stats import paired_test
+    from fer.report.figures import budget_curve_figure
+
+    fractions = [float(f) for f in budgets["budgets"]]
+    levels: list[tuple[float, str, list[Mapping[str, Any]]]] = [(1.0, "all labels", list(full))]
+    for slot, f in enumerate(fractions, start=1):
+        rows = [s for s in by_budget if s["labels"]["slot"] == slot]
+        levels.append((f, f"{100 * f:g} % labels (slot {slot})", rows))
+    points: dict[str, list[tuple[float, Sequence[float], Sequence[float]]]] = {}
+    tables = []
+    for f, title, rows in sorted(levels, key=lambda t: t[0]):
+        base = next((s for s in rows if s["method"] == "baseline"), None)
+        body = []
+        for s in rows:
+            acc = s["metrics"]["test/acc"]
+            mca = s["metrics"]["test/mean_class_acc"]
+            points.setdefault(s["method"], []).append((f, acc["values"], mca["values"]))
+            pt = None if base is None or s is base else paired_test(acc["values"], base["metrics"]["test/acc"]["values"])
+            actual = s.get("labels", {}).get("labelled_fraction")
+            body.append([s["method"], "1" if actual is None else f"{np.mean(actual):.3f}",
+                         f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}",
+                         f"{100 * mca['mean']:.2f} ± {100 * mca['std']:.2f}",
+                         "" if pt is None else f"{100 * pt['mean_diff']:+.2f}",
+                         "" if pt is None else ("n/a" if pt["t_p"] is None else f"{pt['t_p']:.3f}"),
+                         "" if pt is None else ("n/a" if pt["wilcoxon_p"] is None else f"{pt['wilcoxon_p']:.3f}")])
+        tables.append(f"<h3>{html.escape(title)}</h3>" + _table(
+            ["row", "labelled fraction (actual, fold mean)", "test acc. %", "mean-class acc. %",
+             "vs baseline, same budget", "paired t p", "Wilcoxon p"], body))
+    sizes = [[key, f"{100 * s['fraction']:g} %", f"{s['labelled_fraction']:.3f}", budgets["summary"][key]["train"],
+              budgets["summary"][key]["val"], budgets["summary"][key]["unlabelled"], budgets["summary"][key]["test"]]
+             for key, s in budgets["splits"].items()]
+    return "".join([
+        "<h2>Label budgets: accuracy against the labelled fraction</h2>",
+        "<p>Every row is trained again per fold with only a fraction of the fold's training images labelled "
+        "(params.yaml labels.budgets): whole subjects keep or lose their labels (images, for a dataset without "
+        "subject ids), drawn class-stratified with at least one subject per class, nested (a smaller budget's "
+        "labelled subjects are inside a larger one's), seeded. Validation (model selection) is carved from the "
+        "labelled subjects only; the test part is the fold's own, the same at every budget. The rest of the "
+        "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
+        "fold. No row uses its images yet (the FixMatch row and the clustering of in-domain faces are not "
+        "implemented); the identity network, where it is trained per fold, uses every training subject's "
+        "identity, which is not an expression label. Every row keeps its epoch budget over its (smaller) labelled "
+        "set. The band is the fold spread (mean ± standard deviation).</p>",
+        _img(budget_curve_figure(points), "accuracy against label budget"),
+        *tables,
+        "<h3>Budget splits (images per part)</h3>",
+        _table(["split", "budget", "labelled fraction", "train", "val", "unlabelled", "test"], sizes),
+    ])

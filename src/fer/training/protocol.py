@@ -49,6 +49,7 @@ __all__ = [
     "CURVE_COLUMNS",
     "METRIC_KEYS",
     "SPLITS",
+    "UNLABELLED",
     "Fold",
     "FoldOutputs",
     "check_indices",
@@ -80,6 +81,9 @@ METRIC_KEYS: tuple[str, ...] = (
 #: Columns of the learning-curve CSV every method writes first.
 CURVE_COLUMNS: tuple[str, ...] = tuple(k for k in HISTORY_KEYS if k != "seconds")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: The label of an image of a budget's unlabelled part in ``Fold.labels``: its expression
+#: label is hidden from every method (fer.data.budgets).
+UNLABELLED = -1
 
 
 def check_indices(split: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -103,7 +107,12 @@ def check_indices(split: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarr
         if np.unique(idx).size != idx.size:
             raise ValueError(f"split[{key!r}] repeats indices")
         out[key] = idx
-    for a, b in itertools.combinations(SPLITS, 2):
+    if "unlabelled" in split:  # a label-budget split: the training part whose labels are hidden (may be empty)
+        idx = np.asarray(split["unlabelled"], dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n)) or np.unique(idx).size != idx.size:
+            raise ValueError("split['unlabelled'] must be distinct indices in [0, n)")
+        out["unlabelled"] = idx
+    for a, b in itertools.combinations(list(out), 2):
         common = np.intersect1d(out[a], out[b])
         if common.size:
             raise ValueError(
@@ -118,8 +127,8 @@ class Fold:
     """One prepared fold: the whole aligned set, its checked labels and index sets."""
 
     images: np.ndarray  # uint8 (N, H, W, C), every image of the set
-    labels: np.ndarray  # int64 (N,), indices into classes
-    idx: dict[str, np.ndarray]  # "train" / "val" / "test" -> disjoint int64 indices
+    labels: np.ndarray  # int64 (N,), indices into classes; UNLABELLED (-1) on a budget's unlabelled part
+    idx: dict[str, np.ndarray]  # "train" / "val" / "test" (+ "unlabelled" at a label budget) -> disjoint indices
     classes: list[str]
     device: torch.device
     seed: int  # the fold's seed (every method of a fold starts from it)
@@ -189,9 +198,13 @@ def prepare_fold(
         subjects = np.asarray(subjects)
         if subjects.shape != (len(images),):
             raise ValueError(f"subjects shape {subjects.shape} does not match {len(images)} images")
-        for a, b in itertools.combinations(SPLITS, 2):
+        for a, b in itertools.combinations(list(idx), 2):
             if np.intersect1d(subjects[idx[a]], subjects[idx[b]]).size:
                 raise ValueError(f"splits {a!r} and {b!r} share subjects (not subject-independent)")
+    if "unlabelled" in idx:
+        # A label budget: the unlabelled part's expression labels never reach a method.
+        labels = labels.copy()
+        labels[idx["unlabelled"]] = UNLABELLED
     return Fold(images, labels, idx, list(classes), torch.device(device), int(seed), subjects)
 
 
