@@ -5,6 +5,7 @@ do not depend on the training code."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,7 +46,8 @@ def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool 
     """The set-up every per-fold script shares: claim the device (compute section), seed
     with the fold's seed (``seed + fold``: every method of a fold starts from the same
     seed), load the aligned set and the fold's split, check them. Returns the ``Fold``
-    (with subject ids when ``subjects``) and the aligned set."""
+    (with subject ids when ``subjects``) and the aligned set, whose labels are the fold's
+    (a label budget's unlabelled part masked: no script can read them)."""
     compute = p.section("compute")
     device = select_device(compute.device, compute.threads)
     seed = p.get("seed") + parse_split_key(str(args.fold))[0]  # every budget of a fold shares its seed
@@ -56,7 +58,7 @@ def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool 
                         subjects=data.subjects if subjects else None)
     if getattr(args, "start", None):
         fold.start = Path(args.start)
-    return fold, data
+    return fold, dataclasses.replace(data, labels=fold.labels)
 
 
 def fold_outputs(args: argparse.Namespace, *, resume: bool = True) -> FoldOutputs:

@@ -16,8 +16,8 @@ How a budget's labelled subjects are drawn (:func:`labelled_order`, :func:`budge
   least ``fraction`` of the images. Budgets are therefore **nested** (the 10 % subjects
   are inside the 25 % ones).
 - **Class-stratified, every class present**: the order starts with one subject per class
-  (rarest class first), then always adds the next subject (in a seeded permutation) that
-  has images of the class furthest below its share of the pool.
+  (rarest class first), then always adds, of the next 8 subjects of a seeded permutation,
+  the one that brings the labelled class shares closest to the pool's.
 - **Validation is carved from the labelled subjects only** (``folds.val_fraction`` of
   them, at least one), never taking a subject whose loss would leave a class without
   training images; when that is impossible the prefix grows by one subject (the budget's
@@ -43,6 +43,10 @@ from fer.data.folds import FoldError
 #: Parts of a budget split (the full-label folds have the first three).
 BUDGET_PARTS = ("train", "val", "test", "unlabelled")
 
+#: How many subjects (next in the seeded permutation) compete for each place of the
+#: labelling order: more follows the class shares more closely, fewer is more random.
+CANDIDATES = 8
+
 _KEY = re.compile(r"(\d+)(?:-b(\d+))?")
 
 
@@ -62,6 +66,8 @@ def parse_split_key(key: str) -> tuple[int, int | None]:
 def labelled_order(subjects: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> list[str]:
     """The fold's training-plus-validation subjects in labelling order (module docstring):
     one subject per class first (rarest class first), then stratified by class share."""
+    if len(subjects) == 0:
+        raise FoldError("a fold without training images cannot be budgeted")
     uniq = sorted(set(subjects.tolist()))
     counts = {s: np.bincount(labels[subjects == s], minlength=num_classes) for s in uniq}
     rng = np.random.default_rng(seed)
@@ -78,14 +84,11 @@ def labelled_order(subjects: np.ndarray, labels: np.ndarray, num_classes: int, s
         chosen.add(s)
     have = sum((counts[s] for s in order), np.zeros(num_classes, dtype=np.int64)).astype(float)
     while len(order) < len(uniq):
-        deficit = share * (have.sum() + 1.0) - have
-        pick = None
-        for c in np.argsort(-deficit, kind="stable"):
-            pick = next((s for s in perm if s not in chosen and counts[s][c]), None)
-            if pick is not None:
-                break
-        if pick is None:  # only subjects with no images left (cannot happen for real subjects)
-            pick = next(s for s in perm if s not in chosen)
+        # Of the next CANDIDATES subjects in the seeded permutation, the one that brings
+        # the labelled part's class shares closest to the pool's (L1).
+        candidates = [s for s in perm if s not in chosen][:CANDIDATES]
+        gaps = [np.abs((have + counts[s]) / max((have + counts[s]).sum(), 1.0) - share).sum() for s in candidates]
+        pick = candidates[int(np.argmin(gaps))]
         order.append(pick)
         chosen.add(pick)
         have += counts[pick]

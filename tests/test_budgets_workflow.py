@@ -1,0 +1,83 @@
+"""Label budgets as a dimension of the DAG, under both tools, on a tiny copy of the project
+(methods: [baseline], so that the test stays cheap; every per-fold rule takes the budget
+splits the same way, see tests/test_budgets.py and the README)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from workflow_helpers import (
+    build_repo,
+    configure,
+    describe,
+    log_tail,
+    read_params,
+    report_text,
+    run,
+    running_stages,
+    stage_rule,
+)
+
+pytestmark = pytest.mark.slow
+
+#: What a change of labels.budgets may re-run: the budgets, every job of a budget split, the
+#: budget summaries, the report (and the DAG check, which runs first in every dvc exp run,
+#: and the dataset's fingerprint, which runs every time: `always_changed`).
+BUDGET_DEPENDENTS = {"check_dag", "fingerprint_dataset", "make_budgets", "train_baseline", "summarize_budget", "report"}
+
+
+def test_budgets_run_under_snakemake_and_a_changed_budget_reruns_only_its_jobs_under_dvc(tmp_path):
+    repo = build_repo(tmp_path / "repo")
+    configure(repo, {"methods": ["baseline"], "labels.budgets": [0.5], "corpus.root": "", "corpus.truth": ""})
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "one budget"], repo)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert {"make_budgets", "train_baseline__fold-0-b1", "train_baseline__fold-1-b1"} <= set(stages)
+    assert stages["train_baseline__fold-0-b1"]["deps"].count("data/budgets.json") == 1
+    assert "data/budgets.json" not in stages["train_baseline__fold-0"]["deps"]  # all labels: no budget dependency
+    assert "labels" not in str(stages["train_baseline__fold-0"].get("params", []))
+
+    proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "snakemake failed") + "\n" + log_tail(repo)
+    budgets = json.loads((repo / "data" / "budgets.json").read_text())
+    assert budgets["budgets"] == [0.5]
+    for k in (0, 1):
+        key = f"{k}-b1"
+        metrics = json.loads((repo / "metrics" / "baseline" / f"fold-{key}.json").read_text())
+        full = json.loads((repo / "metrics" / "baseline" / f"fold-{k}.json").read_text())
+        # the budget job trained on exactly the labelled training subjects' images, and
+        # was tested on the fold's own test part
+        assert metrics["n_train"] == budgets["summary"][key]["train"] < full["n_train"]
+        assert metrics["n_val"] == budgets["summary"][key]["val"]
+        assert metrics["n_test"] == full["n_test"] == budgets["summary"][key]["test"]
+    summary = json.loads((repo / "metrics" / "baseline" / "summary-b1.json").read_text())
+    assert summary["labels"]["fraction"] == 0.5 and summary["labels"]["splits"] == ["0-b1", "1-b1"]
+    text = report_text(repo / "reports" / "index.html")
+    assert "Label budgets: accuracy against the labelled fraction" in text
+    assert "50 % labels (slot 1)" in text and "all labels" in text
+
+    # The README's experiment: another fraction, same DAG (slots, not values, name the jobs).
+    proc = run(["dvc", "exp", "run", "-S", "labels.budgets=[0.34]"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "dvc exp run failed") + "\n" + log_tail(repo)
+    ran = running_stages(proc.stdout)
+    assert {"make_budgets", "train_baseline__fold-0-b1", "train_baseline__fold-1-b1"} <= set(ran), describe(proc)
+    assert {stage_rule(s) for s in ran} <= BUDGET_DEPENDENTS, ran
+    assert not [s for s in ran if s in ("train_baseline__fold-0", "train_baseline__fold-1", "make_folds", "align")]
+    assert read_params(repo)["labels"]["budgets"] == [0.34]
+    assert json.loads((repo / "data" / "budgets.json").read_text())["budgets"] == [0.34]
+
+
+def test_a_different_number_of_budgets_stops_at_the_dag_check(tmp_path):
+    """A budget more or fewer changes the DAG: like folds.n_folds, the DAG check stops the
+    run before any job, naming `make dvc-yaml`."""
+    repo = build_repo(tmp_path / "repo")
+    configure(repo, {"methods": ["baseline"], "corpus.root": "", "corpus.truth": ""})
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "no budgets"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "labels.budgets=[0.5]"], repo, check=False)
+    assert proc.returncode != 0
+    assert "make dvc-yaml" in proc.stdout, describe(proc)
+    assert "train_baseline" not in " ".join(running_stages(proc.stdout))
