@@ -1,6 +1,6 @@
 """Label budgets as a dimension of the DAG, under both tools, on a tiny copy of the project
-(methods: [baseline], so that the test stays cheap; every per-fold rule takes the budget
-splits the same way, see tests/test_budgets.py and the README)."""
+(methods: [baseline, fixmatch], so that the test stays cheap; every per-fold rule takes
+the budget splits the same way, see tests/test_budgets.py and the README)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ pytestmark = pytest.mark.slow
 #: What a change of labels.budgets may re-run: the budgets, every job of a budget split, the
 #: budget summaries, the report (and the DAG check, which runs first in every dvc exp run,
 #: and the dataset's fingerprint, which runs every time: `always_changed`).
-BUDGET_DEPENDENTS = {"check_dag", "fingerprint_dataset", "make_budgets", "train_baseline", "summarize_budget", "report"}
+BUDGET_DEPENDENTS = {"check_dag", "fingerprint_dataset", "make_budgets", "train_baseline", "train_fixmatch",
+                     "summarize_budget", "report"}
 
 
 def test_budgets_run_under_snakemake_and_a_changed_budget_reruns_only_its_jobs_under_dvc(tmp_path):
     repo = build_repo(tmp_path / "repo")
-    configure(repo, {"methods": ["baseline"], "labels.budgets": [0.5], "corpus.root": "", "corpus.truth": ""})
+    configure(repo, {"methods": ["baseline", "fixmatch"], "labels.budgets": [0.5], "corpus.root": "",
+                     "corpus.truth": ""})
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "one budget"], repo)
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
@@ -53,6 +55,11 @@ def test_budgets_run_under_snakemake_and_a_changed_budget_reruns_only_its_jobs_u
         assert metrics["n_train"] == budgets["summary"][key]["train"] < full["n_train"]
         assert metrics["n_val"] == budgets["summary"][key]["val"]
         assert metrics["n_test"] == full["n_test"] == budgets["summary"][key]["test"]
+        # FixMatch learns from the budget's unlabelled part, and has none with all labels
+        fixmatch = json.loads((repo / "metrics" / "fixmatch" / f"fold-{key}.json").read_text())
+        assert fixmatch["n_unlabelled"] == budgets["summary"][key]["unlabelled"] > 0
+        assert fixmatch["n_train"] == metrics["n_train"]
+        assert json.loads((repo / "metrics" / "fixmatch" / f"fold-{k}.json").read_text())["n_unlabelled"] == 0
     summary = json.loads((repo / "metrics" / "baseline" / "summary-b1.json").read_text())
     assert summary["labels"]["fraction"] == 0.5 and summary["labels"]["splits"] == ["0-b1", "1-b1"]
     text = report_text(repo / "reports" / "index.html")
@@ -63,9 +70,11 @@ def test_budgets_run_under_snakemake_and_a_changed_budget_reruns_only_its_jobs_u
     proc = run(["dvc", "exp", "run", "-S", "labels.budgets=[0.34]"], repo, check=False)
     assert proc.returncode == 0, describe(proc, "dvc exp run failed") + "\n" + log_tail(repo)
     ran = running_stages(proc.stdout)
-    assert {"make_budgets", "train_baseline__fold-0-b1", "train_baseline__fold-1-b1"} <= set(ran), describe(proc)
+    assert {"make_budgets", "train_baseline__fold-0-b1", "train_baseline__fold-1-b1", "train_fixmatch__fold-0-b1",
+            "train_fixmatch__fold-1-b1"} <= set(ran), describe(proc)
     assert {stage_rule(s) for s in ran} <= BUDGET_DEPENDENTS, ran
-    assert not [s for s in ran if s in ("train_baseline__fold-0", "train_baseline__fold-1", "make_folds", "align")]
+    assert not [s for s in ran if s in ("train_baseline__fold-0", "train_baseline__fold-1", "train_fixmatch__fold-0",
+                                        "train_fixmatch__fold-1", "make_folds", "align")]
     assert read_params(repo)["labels"]["budgets"] == [0.34]
     assert json.loads((repo / "data" / "budgets.json").read_text())["budgets"] == [0.34]
 

@@ -2,7 +2,7 @@
 
 # The rows this run trains (params.yaml methods: PLAN, common.smk), under the same folds,
 # seeds and metrics (the report's comparison table).
-assert set(PLAN.rows) <= {"baseline", *JOINT_VARIANTS, *CORPUS_METHODS, *COMPARISON_METHODS}
+assert set(PLAN.rows) <= {"baseline", *JOINT_VARIANTS, *CORPUS_METHODS, *COMPARISON_METHODS, "fixmatch"}
 METHODS = list(PLAN.rows)
 
 
@@ -124,7 +124,7 @@ rule report:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:
         **declare("seed", "methods", "demo", "data", "align", "folds", "labels", "corpus", "compute", "baseline", "identity",
-                  "fesgan", "synthesis", "joint", "rdbp", "clustering", "accnn", "finetune", "dgcn", "fersnet", "report"),
+                  "fesgan", "synthesis", "joint", "rdbp", "clustering", "accnn", "finetune", "dgcn", "fersnet", "fixmatch", "report"),
         sections=report_section_args,
     log:
         "logs/report.log",

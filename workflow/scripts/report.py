@@ -34,6 +34,10 @@ DESCRIPTIONS = {
     "fersnet_single": "FERSNet ablation (Zhao et al., ICPR 2020): the recognition branch alone (single task).",
     "fersnet_hard": "FERSNet ablation: recognition and synthesis share one encoder (hard sharing, no gates).",
     "fersnet_gated": "FERSNet: recognition and synthesis branches exchanging features through ConvFLU gates.",
+    "fixmatch": "FixMatch (Sohn et al., NeurIPS 2020), the semi-supervised standard, on the baseline's recogniser: "
+                "weak-view pseudo-labels above a confidence threshold train the strong view (RandAugment-style + "
+                "Cutout) of the fold's unlabelled in-domain images (a label budget's hidden-label subjects; with all "
+                "labels there are none, and the row trains on the labelled images' weak view only). No EMA model.",
     "fersnet_synth": "FERSNet + synthetic images: a fresh gated model trained for the same epochs on real images "
                      "plus a class-balanced set from the fold's gated model's synthesis branch.",
 }
@@ -63,7 +67,7 @@ def start_note(baseline: str, accnn: str, identity: str) -> str:
 def train_log(method: str, fold: int) -> Path:
     """The training log a row's fold job writes (the rules' --train-log): wall times live
     there, not in the artifacts (same seed, same bytes)."""
-    if method in ("baseline", "accnn"):
+    if method in ("baseline", "accnn", "fixmatch"):
         return Path(f"logs/train_{method}/fold-{fold}.jsonl")
     if method == "accnn_corpus":
         return Path(f"logs/finetune_accnn/fold-{fold}.jsonl")

@@ -57,6 +57,7 @@ SECTIONS: dict[str, type] = {
     "finetune": _s.FinetuneParams,
     "dgcn": _s.DgcnParams,
     "fersnet": _s.FersnetParams,
+    "fixmatch": _s.FixmatchParams,
     "report": _s.ReportParams,
 }
 

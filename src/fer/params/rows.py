@@ -106,6 +106,7 @@ ALL_ROWS: tuple[str, ...] = (
     "accnn_corpus",
     *(f"dgcn_{r}" for r in DGCN_REFERENCES),
     *(f"fersnet_{v}" for v in FERSNET_VARIANTS),
+    "fixmatch",
 )
 #: Rows whose training needs the identity network: FESGAN's identity-preservation loss
 #: (every FESGAN row: their generator is pre-trained with it) and FERSNet's identity term
@@ -248,7 +249,7 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
 
 #: Recogniser sections whose ``init`` can be ``identity``, and the rows that train with them.
 INIT_SECTIONS: dict[str, tuple[str, ...]] = {
-    "baseline": ("baseline", *JOINT_ROWS),
+    "baseline": ("baseline", *JOINT_ROWS, "fixmatch"),
     "accnn": ("accnn", "accnn_corpus"),
 }
 

@@ -34,6 +34,7 @@ __all__ = [
     "FersnetParams",
     "FesganParams",
     "FinetuneParams",
+    "FixmatchParams",
     "FoldsParams",
     "LabelsParams",
     "JointParams",
@@ -424,6 +425,33 @@ class JointParams:
         _finite_at_least("joint.synth_ratio", self.synth_ratio, 0, strict=True)
         _finite_at_least("joint.gen_lr", self.gen_lr, 0, strict=True)
         _finite_at_least("joint.gen_anchor_weight", self.gen_anchor_weight, 0)
+
+
+@dataclass(frozen=True)
+class FixmatchParams:
+    """``fixmatch``: the FixMatch row (fer.methods.fixmatch; its recogniser: section
+    baseline). Paper values (Sohn et al. 2020) in comments."""
+
+    threshold: float = 0.95  # confidence above which a weak view's prediction is a pseudo-label (paper 0.95)
+    unlabelled_ratio: float = 2.0  # unlabelled images per labelled image in each batch (paper mu = 7)
+    lambda_u: float = 1.0  # weight of the unlabelled loss (paper 1)
+    weak_shift: float = 0.125  # weak view: flip + shift of up to this fraction of the side (paper 12.5 %)
+    strong_ops: int = 2  # RandAugment operations per strong view (paper 2)
+    strong_magnitude: float = 1.0  # upper bound of each operation's random magnitude (fraction of its range)
+    cutout: float = 0.5  # Cutout square's side up to this fraction of the image side (paper 0.5)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"fixmatch.threshold must be in (0, 1], got {self.threshold}")
+        if not self.unlabelled_ratio > 0 or self.lambda_u < 0:
+            raise ValueError("fixmatch.unlabelled_ratio must be > 0 and fixmatch.lambda_u >= 0")
+        if not 0 <= self.weak_shift < 0.5:
+            raise ValueError(f"fixmatch.weak_shift must be in [0, 0.5), got {self.weak_shift}")
+        for name in ("strong_magnitude", "cutout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"fixmatch.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.strong_ops < 0:
+            raise ValueError(f"fixmatch.strong_ops must be >= 0, got {self.strong_ops}")
 
 
 @dataclass(frozen=True)
