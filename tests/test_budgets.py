@@ -247,3 +247,30 @@ def test_the_per_fold_scripts_get_masked_labels_everywhere(posed, tmp_path):
         else:
             assert np.array_equal(data.labels, labels) and "unlabelled" not in fold.idx
         assert np.array_equal(fold.labels[~hidden], labels[~hidden])
+
+
+def test_report_section_pairs_each_row_with_the_baseline_at_the_same_budget():
+    from fer.metrics.stats import paired_test
+    from fer.report.sections import budget_section
+
+    def summary(method, acc, labels=None):
+        s = {"method": method, "metrics": {"test/acc": {"values": acc, "mean": float(np.mean(acc)),
+                                                        "std": float(np.std(acc, ddof=1))},
+                                           "test/mean_class_acc": {"values": acc, "mean": float(np.mean(acc)),
+                                                                   "std": float(np.std(acc, ddof=1))}}}
+        if labels:
+            s["labels"] = labels
+        return s
+
+    lab = {"slot": 1, "fraction": 0.25, "labelled_fraction": [0.27, 0.26, 0.3]}
+    full = [summary("baseline", [0.8, 0.7, 0.75]), summary("fixmatch", [0.81, 0.72, 0.74])]
+    low = [summary("baseline", [0.5, 0.4, 0.45], lab), summary("fixmatch", [0.6, 0.55, 0.5], lab)]
+    budgets = {"budgets": [0.25], "splits": {"0-b1": {"fraction": 0.25, "labelled_fraction": 0.27}},
+               "summary": {"0-b1": {"train": 10, "val": 3, "unlabelled": 30, "test": 20}}}
+    text = budget_section(full, budgets, low)
+    diff = paired_test([0.6, 0.55, 0.5], [0.5, 0.4, 0.45])
+    assert f"{100 * diff['mean_diff']:+.2f}" in text and f"{diff['t_p']:.3f}" in text  # vs the 25 % baseline
+    assert "+10.00" in text and "25 % labels (slot 1)" in text and "all labels" in text
+    assert text.index("25 % labels") < text.index("all labels")  # smallest budget first
+    assert 'alt="accuracy against label budget" src="data:image/png;base64,' in text
+    assert "<td class=\"l\">0-b1</td>" in text and "0.277" in text  # mean actual labelled share of the folds

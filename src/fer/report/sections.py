@@ -319,10 +319,12 @@ def budget_section(
         "labelled subjects are inside a larger one's), seeded. Validation (model selection) is carved from the "
         "labelled subjects only; the test part is the fold's own, the same at every budget. The rest of the "
         "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
-        "fold. No row uses its images yet (the FixMatch row and the clustering of in-domain faces are not "
-        "implemented); the identity network, where it is trained per fold, uses every training subject's "
-        "identity, which is not an expression label. Every row keeps its epoch budget over its (smaller) labelled "
-        "set. The band is the fold spread (mean ± standard deviation).</p>",
+        "fold. The FixMatch row learns from its images; the identity network, where it is trained per fold, uses "
+        "every training subject's identity, which is not an expression label. Not implemented yet: clustering the "
+        "unlabelled in-domain faces (the corpus row clusters the face-recognition corpus only) and FESGAN's "
+        "label-free terms on them (it trains on the labelled subjects only); the other rows have no unlabelled "
+        "term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
+        "The band is the fold spread (mean ± standard deviation).</p>",
         _img(budget_curve_figure(points), "accuracy against label budget"),
         *tables,
         "<h3>Budget splits (images per part)</h3>",
