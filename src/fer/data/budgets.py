@@ -63,54 +63,78 @@ def parse_split_key(key: str) -> tuple[int, int | None]:
     return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
 
 
+def _subject_counts(subjects: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted subject ids and their images per class, (S, K) int64."""
+    names, inverse = np.unique(subjects, return_inverse=True)
+    counts = np.zeros((len(names), num_classes), dtype=np.int64)
+    np.add.at(counts, (inverse, labels), 1)
+    return names, counts
+
+
+def _order(counts: np.ndarray, seed: int) -> np.ndarray:
+    """Subject indices (rows of ``counts``) in labelling order (module docstring). Linear
+    in the number of subjects (a dataset without subject ids has one per image)."""
+    n_subjects, _ = counts.shape
+    perm = np.random.default_rng(seed).permutation(n_subjects)
+    pool = counts.sum(axis=0).astype(float)
+    share = pool / max(pool.sum(), 1.0)
+    chosen = np.zeros(n_subjects, dtype=bool)
+    order: list[int] = []
+    covered = np.zeros(len(pool), dtype=bool)
+    for c in np.argsort(pool, kind="stable"):
+        if pool[c] == 0 or covered[c]:
+            continue
+        s = int(perm[(counts[perm, c] > 0) & ~chosen[perm]][0])
+        order.append(s)
+        chosen[s] = True
+        covered |= counts[s] > 0
+    have = counts[order].sum(axis=0).astype(float)
+    pos = 0
+    while len(order) < n_subjects:
+        # Of the next CANDIDATES subjects in the seeded permutation, the one that brings
+        # the labelled part's class shares closest to the pool's (L1).
+        while chosen[perm[pos]]:
+            pos += 1
+        candidates, j = [], pos
+        while len(candidates) < CANDIDATES and j < n_subjects:
+            if not chosen[perm[j]]:
+                candidates.append(int(perm[j]))
+            j += 1
+        totals = have + counts[candidates]  # (m, K)
+        gaps = np.abs(totals / np.maximum(totals.sum(axis=1, keepdims=True), 1.0) - share).sum(axis=1)
+        pick = candidates[int(np.argmin(gaps))]
+        order.append(pick)
+        chosen[pick] = True
+        have += counts[pick]
+    return np.asarray(order, dtype=np.int64)
+
+
 def labelled_order(subjects: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> list[str]:
     """The fold's training-plus-validation subjects in labelling order (module docstring):
     one subject per class first (rarest class first), then stratified by class share."""
     if len(subjects) == 0:
         raise FoldError("a fold without training images cannot be budgeted")
-    uniq = sorted(set(subjects.tolist()))
-    counts = {s: np.bincount(labels[subjects == s], minlength=num_classes) for s in uniq}
-    rng = np.random.default_rng(seed)
-    perm = [uniq[i] for i in rng.permutation(len(uniq))]
-    pool = np.bincount(labels, minlength=num_classes).astype(float)
-    share = pool / max(pool.sum(), 1.0)
-    order: list[str] = []
-    chosen: set[str] = set()
-    for c in np.argsort(pool, kind="stable"):
-        if pool[c] == 0 or any(counts[s][c] for s in order):
-            continue
-        s = next(s for s in perm if s not in chosen and counts[s][c])
-        order.append(s)
-        chosen.add(s)
-    have = sum((counts[s] for s in order), np.zeros(num_classes, dtype=np.int64)).astype(float)
-    while len(order) < len(uniq):
-        # Of the next CANDIDATES subjects in the seeded permutation, the one that brings
-        # the labelled part's class shares closest to the pool's (L1).
-        candidates = [s for s in perm if s not in chosen][:CANDIDATES]
-        gaps = [np.abs((have + counts[s]) / max((have + counts[s]).sum(), 1.0) - share).sum() for s in candidates]
-        pick = candidates[int(np.argmin(gaps))]
-        order.append(pick)
-        chosen.add(pick)
-        have += counts[pick]
-    return order
+    names, counts = _subject_counts(np.asarray(subjects), np.asarray(labels, dtype=np.int64), num_classes)
+    return names[_order(counts, seed)].tolist()
 
 
-def _carve_validation(labelled: Sequence[str], counts: Mapping[str, np.ndarray], val_fraction: float) -> list[str] | None:
-    """Validation subjects from ``labelled`` (the last-labelled first), as many as
-    ``val_fraction`` of them (at least one), keeping every class present in training;
-    None when not even one can be taken."""
-    present = sum(counts[s] for s in labelled) > 0
+def _carve_validation(labelled: np.ndarray, counts: np.ndarray, val_fraction: float) -> list[int] | None:
+    """Validation subjects (rows of ``counts``) from ``labelled`` (the last-labelled
+    first), as many as ``val_fraction`` of them (at least one), keeping every class present
+    in training; None when not even one can be taken."""
+    train_total = counts[labelled].sum(axis=0)
+    present = train_total > 0
     n_val = max(1, int(round(val_fraction * len(labelled))))
-    train = list(labelled)
-    val: list[str] = []
-    for s in reversed(labelled):
-        if len(val) == n_val or len(train) <= 1:
+    n_train = len(labelled)
+    val: list[int] = []
+    for s in labelled[::-1]:
+        if len(val) == n_val or n_train <= 1:
             break
-        rest = [t for t in train if t != s]
-        if np.all((sum(counts[t] for t in rest) > 0) >= present):
-            train = rest
-            val.append(s)
-    return sorted(val) if val else None
+        rest = train_total - counts[s]
+        if np.all((rest > 0) >= present):
+            train_total, n_train = rest, n_train - 1
+            val.append(int(s))
+    return val or None
 
 
 def budget_splits(
@@ -127,13 +151,16 @@ def budget_splits(
     training part), plus ``fraction`` (asked) and ``labelled_fraction`` (actual, images)."""
     subj = np.asarray(subjects)
     y = np.asarray(labels, dtype=np.int64)
-    pool_subjects = set(fold["train"]) | set(fold["val"])
-    in_pool = np.isin(subj, sorted(pool_subjects))
-    order = labelled_order(subj[in_pool], y[in_pool], num_classes, seed)
-    counts = {s: np.bincount(y[subj == s], minlength=num_classes) for s in order}
-    sizes = np.cumsum([int(counts[s].sum()) for s in order])
+    in_pool = np.isin(subj, sorted(set(fold["train"]) | set(fold["val"])))
+    if not in_pool.any():
+        raise FoldError("a fold without training images cannot be budgeted")
+    names, counts = _subject_counts(subj[in_pool], y[in_pool], num_classes)
+    order = _order(counts, seed)
+    sizes = np.cumsum(counts[order].sum(axis=1))
     total = int(sizes[-1])
-    n_cover = _coverage_length(order, counts, num_classes)
+    present = counts.sum(axis=0) > 0
+    seen = np.cumsum(counts[order] > 0, axis=0) > 0  # classes covered by each prefix
+    n_cover = int(np.flatnonzero(np.all(seen >= present, axis=1))[0]) + 1
     out = []
     for f in fractions:
         if not 0 < f < 1:
@@ -154,23 +181,12 @@ def budget_splits(
         out.append({
             "fraction": float(f),
             "labelled_fraction": float(sizes[n - 1] / total),
-            "train": sorted(set(labelled) - set(val)),
-            "val": val,
+            "train": sorted(names[np.setdiff1d(labelled, val)].tolist()),
+            "val": sorted(names[val].tolist()),
             "test": sorted(fold["test"]),
-            "unlabelled": sorted(set(order[n:])),
+            "unlabelled": sorted(names[order[n:]].tolist()),
         })
     return out
-
-
-def _coverage_length(order: Sequence[str], counts: Mapping[str, np.ndarray], num_classes: int) -> int:
-    """The shortest prefix of ``order`` holding every class the pool has."""
-    present = sum(counts[s] for s in order) > 0
-    have = np.zeros(num_classes, dtype=bool)
-    for i, s in enumerate(order):
-        have |= counts[s] > 0
-        if np.all(have >= present):
-            return i + 1
-    return len(order)
 
 
 def check_budgets(splits: Mapping[str, Mapping[str, Any]], folds: Sequence[Mapping[str, Sequence[str]]]) -> None:
