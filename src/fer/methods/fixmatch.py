@@ -8,8 +8,10 @@ optimiser, schedule, epochs, start weights); the FixMatch settings are in sectio
 budget's training subjects whose labels are hidden, ``fer.data.budgets``; their labels
 are masked before this code sees the fold and are never read):
 
-* labelled: cross-entropy (the baseline's criterion) on a weak view (horizontal flip and
-  a shift of up to ``weak_shift`` of the side, the paper's weak augmentation);
+* labelled: plain cross-entropy (the paper's; the baseline's label smoothing is left out,
+  because it caps the model's confidence at 1 - s + s/K, below the usual threshold of
+  0.95, so no pseudo-label would ever pass) on a weak view (horizontal flip and a shift of
+  up to ``weak_shift`` of the side, the paper's weak augmentation);
 * unlabelled: the model's prediction on a weak view gives a hard pseudo-label where its
   confidence is at least ``threshold``; the cross-entropy of the prediction on a strong
   view (``fer.training.randaugment``: RandAugment-style operations + Cutout) against it,
@@ -108,7 +110,7 @@ def run_fixmatch_fold(fold: Fold, cfg: RecognizerParams, fm: FixmatchParams, out
             if unl_set is None:
                 with amp_autocast(device, setup.amp_dtype):
                     logits = model(model_input(x_l, setup.channels_last)).float()  # B, K
-                loss = setup.criterion(logits, y_l)
+                loss = F.cross_entropy(logits, y_l)
                 return StepOutput(loss=loss, logits=logits, labels=y_l, terms={"train/loss_x": loss.detach()})
             nu = n_per_batch(b, fm.unlabelled_ratio)
             xu, _, _ = unl_set.sample(nu)  # Nu, C, H, W in [0, 1]
@@ -119,7 +121,7 @@ def run_fixmatch_fold(fold: Fold, cfg: RecognizerParams, fm: FixmatchParams, out
             with amp_autocast(device, setup.amp_dtype):
                 logits = model(x).float()  # B+2Nu, K
             loss, terms = fixmatch_loss(logits[:b], y_l, logits[b : b + nu], logits[b + nu :],
-                                        threshold=fm.threshold, lambda_u=fm.lambda_u, criterion=setup.criterion)
+                                        threshold=fm.threshold, lambda_u=fm.lambda_u)
             return StepOutput(loss=loss, logits=logits[:b], labels=y_l, terms=terms)
 
         return step

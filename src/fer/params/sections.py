@@ -432,7 +432,7 @@ class FixmatchParams:
     """``fixmatch``: the FixMatch row (fer.methods.fixmatch; its recogniser: section
     baseline). Paper values (Sohn et al. 2020) in comments."""
 
-    threshold: float = 0.95  # confidence above which a weak view's prediction is a pseudo-label (paper 0.95)
+    threshold: float = 0.95  # confidence above which a weak view's prediction is a pseudo-label (paper 0.95; demo 0.7)
     unlabelled_ratio: float = 2.0  # unlabelled images per labelled image in each batch (paper mu = 7)
     lambda_u: float = 1.0  # weight of the unlabelled loss (paper 1)
     weak_shift: float = 0.125  # weak view: flip + shift of up to this fraction of the side (paper 12.5 %)
