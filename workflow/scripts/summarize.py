@@ -41,7 +41,7 @@ def check_fold_set(method: str, fold_metrics: list[str], folds_path: str, slot: 
         given.append(m.group(1))
     if given != want or not want:
         sys.exit(
-            f"summarize {method}: {folds_path} has the splits {want}, but the metrics given are of {given} "
+            f"summarize {method}: {folds_path} has {len(want)} folds (splits {want}), but the metrics given are of {given} "
             f"({', '.join(fold_metrics)}); a summary over another set of folds would leave subjects untested. "
             "dvc.yaml is probably stale for params.yaml: run `make dvc-yaml`, then re-run"
         )
