@@ -274,3 +274,23 @@ def test_report_section_pairs_each_row_with_the_baseline_at_the_same_budget():
     assert text.index("25 % labels") < text.index("all labels")  # smallest budget first
     assert 'alt="accuracy against label budget" src="data:image/png;base64,' in text
     assert "<td class=\"l\">0-b1</td>" in text and "0.277" in text  # mean actual labelled share of the folds
+
+
+def test_the_clustering_pool_adds_the_unlabelled_in_domain_faces_only_at_a_budget(posed):
+    from fer.clustering.guided import IN_DOMAIN_PREFIX
+    from fer.methods.corpus import clustering_pool
+
+    subjects, labels, folds, splits = posed
+    images = np.arange(len(labels), dtype=np.uint8).reshape(-1, 1, 1, 1)
+    paths = [f"img/{i}.png" for i in range(len(labels))]
+    corpus, corpus_paths = np.full((3, 1, 1, 1), 200, np.uint8), ["c/a.png", "c/b.png", "c/c.png"]
+    budget = prepare_fold(images, labels, split_indices(subjects, splits["0-b1"]), [f"c{i}" for i in range(7)],
+                          device="cpu", seed=0)
+    pool, pool_paths = clustering_pool(budget, paths, corpus, corpus_paths, True)
+    hidden = budget.idx["unlabelled"]
+    assert pool_paths[:3] == corpus_paths and pool_paths[3:] == [IN_DOMAIN_PREFIX + paths[i] for i in hidden]
+    assert np.array_equal(pool[3:, 0, 0, 0], images[hidden, 0, 0, 0]) and len(pool) == 3 + len(hidden)
+    assert clustering_pool(budget, paths, corpus, corpus_paths, False)[1] == corpus_paths  # clustering.in_domain off
+    full = prepare_fold(images, labels, split_indices(subjects, folds[0]), [f"c{i}" for i in range(7)],
+                        device="cpu", seed=0)
+    assert clustering_pool(full, paths, corpus, corpus_paths, True)[1] == corpus_paths  # all labels: nothing hidden

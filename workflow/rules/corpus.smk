@@ -170,3 +170,36 @@ rule pseudo_quality:
         "--corpus-manifest {input.corpus_manifest} --meta {input.meta} "
         "--pseudo {input.pseudo} --rounds {input.rounds} --out {output.metrics} "
         + TO_LOG
+
+
+def budget_pseudo_dirs(pattern):
+    def dirs(wildcards):
+        return expand(pattern, split=BUDGET_SPLITS[int(wildcards.slot)])
+
+    return dirs
+
+
+rule pseudo_quality_budget:
+    """At a label budget with clustering.in_domain: the pseudo-label quality of the fold's
+    unlabelled in-domain faces that joined the clustering pool, against their hidden labels
+    in the aligned manifest, per fold and round (evaluation only: no training rule reads
+    those labels; the per-fold scripts get them masked)."""
+    wildcard_constraints:
+        slot=r"\d+",
+    input:
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        pseudo=budget_pseudo_dirs("results/pseudo/fold-{split}"),
+        rounds=budget_pseudo_dirs("results/accnn_corpus/fold-{split}"),
+        code=code("pseudo_quality"),
+    output:
+        metrics="metrics/pseudo_quality-b{slot}.json",
+    params:
+        **declare("clustering.in_domain"),
+    log:
+        "logs/pseudo_quality-b{slot}.log",
+    shell:
+        "mkdir -p logs && python workflow/scripts/pseudo_quality.py --keys {params.declared} "
+        "--in-domain-manifest {input.manifest} --meta {input.meta} "
+        "--pseudo {input.pseudo} --rounds {input.rounds} --out {output.metrics} "
+        + TO_LOG

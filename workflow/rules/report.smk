@@ -42,7 +42,8 @@ def budget_fold_metrics(wildcards):
 
 #: The report's optional inputs (rule report); each is passed as --<name with dashes>.
 REPORT_SECTIONS = ("synthetic", "fesgan", "fesgan_results", "identity", "pseudo", "pseudo_quality", "corpus_rounds",
-                   "dgcn_results", "fersnet_results", "fersnet_synthesis", "budgets", "budget_summaries")
+                   "dgcn_results", "fersnet_results", "fersnet_synthesis", "budgets", "budget_summaries",
+                   "budget_pseudo_quality")
 
 
 def report_section_args(wildcards, input):
@@ -114,6 +115,8 @@ rule report:
         fersnet_synthesis=per_fold("metrics/fersnet_synthesis/fold-{fold}.json", "fersnet_gated" in PLAN.rows),
         budgets=["data/budgets.json"] if BUDGETS else [],
         budget_summaries=expand("metrics/{method}/summary-b{slot}.json", slot=BUDGET_SLOTS, method=METHODS),
+        budget_pseudo_quality=expand("metrics/pseudo_quality-b{slot}.json", slot=BUDGET_SLOTS)
+        if HAS_CORPUS_ROWS and config["clustering"]["in_domain"] else [],
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",

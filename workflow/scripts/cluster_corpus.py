@@ -1,5 +1,6 @@
-"""Round 0 of the expression-guided clustering, one fold: embed the corpus and the fold's
-labelled training images with the fold's recogniser, cluster, write the pseudo-labels."""
+"""Round 0 of the expression-guided clustering, one fold: embed the corpus (at a label
+budget with the fold's unlabelled in-domain faces) and the fold's labelled training images
+with the fold's recogniser, cluster, write the pseudo-labels."""
 
 import logging
 from pathlib import Path
@@ -10,7 +11,7 @@ from _fold import fold_context, fold_parser
 from fer.clustering.guided import write_pseudo_labels
 from fer.clustering.map2d import embedding_map
 from fer.data.aligned import load_aligned
-from fer.methods.corpus import cluster_corpus_fold
+from fer.methods.corpus import cluster_corpus_fold, clustering_pool
 from fer.training.protocol import model_from_weights
 from fer.utils.io import save_npz, write_json
 
@@ -22,14 +23,17 @@ if __name__ == "__main__":
     p = declared(args)
     fold, data = fold_context(args, p)
     corpus = load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    cfg = p.section("clustering")
+    # at a label budget (clustering.in_domain): the fold's unlabelled in-domain faces join the corpus
+    pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, corpus.paths, cfg.in_domain)
     model, _ = model_from_weights(args.recogniser, fold.device)  # trained on this fold's training part only
     x, y = fold.part("train")  # the clustering sees the labelled TRAINING images only
     pseudo, feats = cluster_corpus_fold(
-        model, x, y, corpus.images, fold.num_classes, p.section("clustering"),
+        model, x, y, pool, fold.num_classes, cfg,
         seed=fold.seed, device=fold.device, work_dir=Path(args.work_dir), threads=p.value("compute.threads"),
     )
     out = Path(args.out_dir)
-    write_pseudo_labels(out, pseudo, corpus.paths, fold.classes)
+    write_pseudo_labels(out, pseudo, pool_paths, fold.classes)
     idx, xy = embedding_map(feats, seed=fold.seed)
     save_npz(out / "map.npz", idx=idx, xy=xy)
     write_json(args.metrics, pseudo.stats)

@@ -8,7 +8,7 @@ from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
 
 from fer.clustering.guided import read_pseudo_labels
 from fer.data.aligned import load_aligned
-from fer.methods.corpus import run_corpus_finetune_fold
+from fer.methods.corpus import clustering_pool, run_corpus_finetune_fold
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
@@ -31,9 +31,11 @@ if __name__ == "__main__":
             raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {fold.classes}")
         synthetic = (syn.images, syn.labels)
     corpus = load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    cfg = p.section("clustering")
+    pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, corpus.paths, cfg.in_domain)  # as round 0
     metrics = run_corpus_finetune_fold(
-        fold, p.section("accnn"), ft, p.section("clustering"), fold_outputs(args, resume=False),
-        corpus_images=corpus.images, corpus_paths=corpus.paths,
+        fold, p.section("accnn"), ft, cfg, fold_outputs(args, resume=False),
+        corpus_images=pool, corpus_paths=pool_paths,
         pseudo0=read_pseudo_labels(Path(args.pseudo), fold.classes),
         synthetic=synthetic,
         out_dir=Path(args.out_dir), resume_dir=Path(args.resume_dir), threads=p.value("compute.threads"),

@@ -91,6 +91,8 @@ if __name__ == "__main__":
     ap.add_argument("--pseudo-quality", help="pseudo-label quality (only when the corpus has expression truth)")
     ap.add_argument("--budgets", nargs="*", default=[], help="data/budgets.json (when labels.budgets is not empty)")
     ap.add_argument("--budget-summaries", nargs="*", default=[], help="every row's summary at every label budget")
+    ap.add_argument("--budget-pseudo-quality", nargs="*", default=[],
+                    help="per budget slot: pseudo-label quality of the clustered in-domain unlabelled faces")
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
@@ -116,7 +118,8 @@ if __name__ == "__main__":
         if {(s["method"], s["labels"]["slot"]) for s in by_budget} != want or len(by_budget) != len(want):
             raise SystemExit("the budget summaries are not every planned row at every labels.budgets slot: re-run "
                              "the pipeline (make dvc-yaml first when labels.budgets changed length)")
-        extra.append(budget_section(summaries, read_json(args.budgets[0]), by_budget))
+        extra.append(budget_section(summaries, read_json(args.budgets[0]), by_budget,
+                                    [read_json(f) for f in args.budget_pseudo_quality]))
     if args.synthetic or args.fersnet_synthesis:
         extra.append(generator_probe_section([read_json(f) for f in args.synthetic],
                                              [read_json(f) for f in args.fersnet_synthesis]))

@@ -147,6 +147,7 @@ __all__ = [
     "CSV_COLUMNS",
     "EMBEDDERS",
     "GUIDANCE_MODES",
+    "IN_DOMAIN_PREFIX",
     "PseudoLabels",
     "RejectionRule",
     "calibrate_rejection",
@@ -159,6 +160,11 @@ __all__ = [
 #: ``label`` of a rejected row is its best class (not a pseudo-label: ``kept`` is 0 there).
 CSV_COLUMNS: tuple[str, ...] = ("index", "path", "label", "confidence", "cluster", "kept", "rejected")
 _EPS = 1e-12
+
+
+#: Path prefix of a fold's unlabelled in-domain faces in a clustering pool (labels.csv) at a
+#: label budget: ``in-domain/<the aligned set's path>`` (fer.methods.corpus.clustering_pool).
+IN_DOMAIN_PREFIX = "in-domain/"
 
 
 @dataclass

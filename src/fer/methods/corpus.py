@@ -95,6 +95,7 @@ from torch import Tensor
 
 from fer.clustering.embed import embed_to_memmap
 from fer.clustering.guided import (
+    IN_DOMAIN_PREFIX,
     PseudoLabels,
     guided_pseudo_labels,
     read_pseudo_labels,
@@ -120,7 +121,9 @@ __all__ = [
     "CORPUS_CURVE_COLUMNS",
     "CORPUS_METRIC_KEYS",
     "CORPUS_TERMS",
+    "IN_DOMAIN_PREFIX",
     "cluster_corpus_fold",
+    "clustering_pool",
     "round_dir",
     "run_corpus_finetune_fold",
 ]
@@ -132,6 +135,20 @@ CORPUS_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "n_pseudo", "rounds")
 #: Columns of the learning-curve CSV.
 CORPUS_CURVE_COLUMNS: tuple[str, ...] = (*CURVE_COLUMNS, *CORPUS_TERMS, "round", "round_epoch")
 METHOD = "accnn_corpus"
+
+
+def clustering_pool(
+    fold: Fold, paths: Sequence[str], corpus_images: np.ndarray, corpus_paths: Sequence[str], in_domain: bool
+) -> tuple[np.ndarray, list[str]]:
+    """The unlabelled images a fold clusters and fine-tunes on: the face-recognition
+    corpus, followed (``in_domain``, at a label budget) by the fold's unlabelled in-domain
+    faces (``fold.idx["unlabelled"]``, whose labels the fold has masked), named
+    ``IN_DOMAIN_PREFIX + path``. ``paths``: the aligned set's path of every image."""
+    idx = fold.idx.get("unlabelled") if in_domain else None
+    if idx is None or len(idx) == 0:
+        return corpus_images, list(corpus_paths)
+    images = np.concatenate([np.asarray(corpus_images), fold.images[idx]])
+    return images, [*corpus_paths, *(IN_DOMAIN_PREFIX + paths[i] for i in idx)]
 
 
 def round_dir(out_dir: Path, r: int) -> Path:

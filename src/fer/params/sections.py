@@ -490,6 +490,8 @@ class ClusteringParams:
     # reject a corpus face beyond this quantile of its class's training-image distances to
     # the class anchor (fer.clustering.guided, "Rejection"); 1.0 = off, no face is rejected
     reject_quantile: float = 1.0
+    # at a label budget, cluster the fold's unlabelled in-domain faces with the corpus
+    in_domain: bool = True
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:

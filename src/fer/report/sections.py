@@ -272,14 +272,17 @@ def rows_not_run_section(plan: Any, methods: Any) -> str:
 
 
 def budget_section(
-    full: Sequence[Mapping[str, Any]], budgets: Mapping[str, Any], by_budget: Sequence[Mapping[str, Any]]
+    full: Sequence[Mapping[str, Any]], budgets: Mapping[str, Any], by_budget: Sequence[Mapping[str, Any]],
+    pseudo_quality: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """Accuracy against label budget (``labels.budgets``, fer.data.budgets): the curve of
     every row (fold mean, fold spread as a band), one table per budget with each row's
     paired tests against the baseline AT THE SAME BUDGET, and the split sizes.
 
     ``full``: the rows' summaries with all labels; ``by_budget``: their budget summaries
-    (``labels`` recorded by summarize.py); ``budgets``: data/budgets.json."""
+    (``labels`` recorded by summarize.py); ``budgets``: data/budgets.json;
+    ``pseudo_quality``: per budget slot, the quality of the pseudo-labels of the in-domain
+    unlabelled faces that the corpus row clustered (rule pseudo_quality_budget)."""
     from fer.metrics.stats import paired_test
     from fer.report.figures import budget_curve_figure
 
@@ -308,6 +311,22 @@ def budget_section(
         tables.append(f"<h3>{html.escape(title)}</h3>" + _table(
             ["row", "labelled fraction (actual, fold mean)", "test acc. %", "mean-class acc. %",
              "vs baseline, same budget", "paired t p", "Wilcoxon p"], body))
+    quality_rows = []
+    for slot, doc in enumerate(pseudo_quality, start=1):
+        for r in range(max(len(f) for f in doc["folds"])):
+            at = [f[r] for f in doc["folds"] if len(f) > r]
+            quality_rows.append([f"{100 * fractions[slot - 1]:g} %", r,
+                                 int(np.mean([q["n_in_domain"] for q in at])),
+                                 _mean_std([q["pseudo/acc_kept"] for q in at]),
+                                 _mean_std([q["pseudo/acc_all"] for q in at]),
+                                 _mean_std([q["pseudo/coverage"] for q in at])])
+    quality = [] if not quality_rows else [
+        "<h3>Pseudo-labels of the unlabelled in-domain faces</h3>",
+        "<p>The corpus row (clustering.in_domain) clusters each budget split's unlabelled in-domain faces with the "
+        "face-recognition corpus; their pseudo-labels scored against their hidden labels (read only by this "
+        "evaluation stage), mean ± std over folds, per clustering round.</p>",
+        _table(["budget", "round", "in-domain faces", "accuracy of kept", "accuracy of assigned", "coverage (kept)"],
+               quality_rows, left=2)]
     sizes = [[key, f"{100 * s['fraction']:g} %", f"{s['labelled_fraction']:.3f}", budgets["summary"][key]["train"],
               budgets["summary"][key]["val"], budgets["summary"][key]["unlabelled"], budgets["summary"][key]["test"]]
              for key, s in budgets["splits"].items()]
@@ -320,13 +339,14 @@ def budget_section(
         "labelled subjects only; the test part is the fold's own, the same at every budget. The rest of the "
         "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
         "fold. The FixMatch row learns from its images; the identity network, where it is trained per fold, uses "
-        "every training subject's identity, which is not an expression label. Not implemented yet: clustering the "
-        "unlabelled in-domain faces (the corpus row clusters the face-recognition corpus only) and FESGAN's "
-        "label-free terms on them (it trains on the labelled subjects only); the other rows have no unlabelled "
-        "term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
+        "every training subject's identity, which is not an expression label; the corpus row clusters them with "
+        "the face-recognition corpus (clustering.in_domain) and trains on those kept as pseudo-labelled. Not "
+        "implemented: FESGAN's label-free terms on them (it trains on the labelled subjects only); the other rows "
+        "have no unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
         "The band is the fold spread (mean ± standard deviation).</p>",
         _img(budget_curve_figure(points), "accuracy against label budget"),
         *tables,
+        *quality,
         "<h3>Budget splits (images per part)</h3>",
         _table(["split", "budget", "labelled fraction", "train", "val", "unlabelled", "test"], sizes),
     ])
