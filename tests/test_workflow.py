@@ -526,7 +526,7 @@ def test_folder_per_class_dataset_runs_by_editing_params_only(base_repo, tmp_pat
     assert summary["n_folds"] == 2
     rows = {p.parent.name for p in (repo / "metrics").glob("*/summary.json")}
     assert rows == {"baseline", "static", "joint", "joint_intra", "full", "accnn", "dgcn_generated", "dgcn_real",
-                    "dgcn_none", "fersnet_single", "fersnet_hard", "fersnet_gated", "fersnet_synth"}
+                    "dgcn_none", "fersnet_single", "fersnet_hard", "fersnet_gated", "fersnet_synth", "fixmatch"}
     text = report_text(repo / "reports" / "index.html")
     assert "accnn_corpus no unlabelled data to cluster: corpus.root is ''" in text
     assert "each fold's training subjects (no corpus: corpus.root is '')" in text
