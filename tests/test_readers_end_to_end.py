@@ -135,7 +135,7 @@ def test_methods_select_the_jobs_under_snakemake_and_dvc(base_repo, tmp_path):
     text = report_text(repo / "reports" / "index.html")
     assert "FERSNet synthesis" in text and "Expression-guided clustering" not in text
     assert "dgcn_none not selected (params.yaml methods)" in text
-    assert "the baseline and FESGAN rows from the identity network trained on the corpus (init: identity)" in text
+    assert "the baseline, FESGAN and FixMatch rows from the identity network trained on the corpus (init: identity)" in text
     log = (repo / "logs" / "train_baseline" / "fold-0.log").read_text()
     assert "recogniser start: {'init/file': 'models/identity/identity.pt'" in log, log
 

@@ -37,7 +37,9 @@ DESCRIPTIONS = {
     "fixmatch": "FixMatch (Sohn et al., NeurIPS 2020), the semi-supervised standard, on the baseline's recogniser: "
                 "weak-view pseudo-labels above a confidence threshold train the strong view (RandAugment-style + "
                 "Cutout) of the fold's unlabelled in-domain images (a label budget's hidden-label subjects; with all "
-                "labels there are none, and the row trains on the labelled images' weak view only). No EMA model.",
+                "labels there are none, and the row trains on the labelled images' weak view only). Departures from "
+                "the paper: no EMA model, the baseline's optimiser and epochs, plain cross-entropy on labelled "
+                "images, the threshold and unlabelled ratio of params section fixmatch (paper: 0.95 and 7).",
     "fersnet_synth": "FERSNet + synthetic images: a fresh gated model trained for the same epochs on real images "
                      "plus a class-balanced set from the fold's gated model's synthesis branch.",
 }
@@ -45,7 +47,9 @@ STATUS = (
     "Methods: the real-data baseline; FESGAN + joint training + RDBP with its ablation (Yan et al., TMM 2020); "
     "expression-guided clustering of a face-recognition corpus with the AC-CNN (Fang et al., 2023; the AC module "
     "and the clustering details are the project's reading); generative-contrastive networks (Kim et al.) and "
-    "FERSNet (Zhao et al., ICPR 2020) as comparison methods. All under the same folds, seeds and metrics."
+    "FERSNet (Zhao et al., ICPR 2020) as comparison methods; FixMatch (Sohn et al., NeurIPS 2020) as the "
+    "semi-supervised standard. All under the same folds, seeds and metrics, with all labels and at the label "
+    "budgets of params.yaml labels.budgets."
 )
 
 
@@ -60,7 +64,7 @@ def start_note(baseline: str, accnn: str, identity: str) -> str:
                     "the fold's identity network (trained on its training subjects)") + " (init: identity)"
         return f"the weights in {init}"
 
-    return (f" Recogniser starts: the baseline and FESGAN rows from {what(baseline)}; the AC-CNN rows from "
+    return (f" Recogniser starts: the baseline, FESGAN and FixMatch rows from {what(baseline)}; the AC-CNN rows from "
             f"{what(accnn)}; the generative-contrastive and FERSNet rows from scratch (their own networks).")
 
 
