@@ -9,8 +9,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import numpy as np
 from _common import declared, parser, setup_logging
+
+import numpy as np
 
 from fer.clustering.guided import IN_DOMAIN_PREFIX, read_pseudo_labels
 from fer.clustering.quality import pseudo_label_quality, read_corpus_truth
