@@ -406,6 +406,100 @@ def test_discriminator_warm_up_trains_only_its_expression_head(tmp_path: Path) -
     assert "G/adv" in res and "D/cls" in res
 
 
+# ------------------------------------------------------------- unlabelled in-domain faces
+def test_unlabelled_faces_change_nothing_when_absent_empty_or_off(reference: tuple[Path, dict], tmp_path: Path) -> None:
+    """Full labels (no unlabelled faces), an empty unlabelled part, or unlabelled_ratio 0:
+    the same weights as a run that never heard of unlabelled faces (the full-label jobs
+    keep their bytes when budgets are added)."""
+    ref_dir, _ = reference
+    x_unl, _ = structured_data(10, 7)
+    for name, cfg, x in (("empty", tiny_cfg(), X[:0]), ("off", tiny_cfg(unlabelled_ratio=0.0), x_unl)):
+        res = run(tmp_path / name, cfg, unlabelled=x)
+        assert res["n_unlabelled"] == 0 and res["unlabelled_per_iteration"] == 0
+        assert_same(weights(ref_dir / "model.pt"), weights(tmp_path / name / "model.pt"))
+
+
+def test_unlabelled_faces_reach_only_the_label_free_terms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the warm-up, D's real/fake head (and R1) and the latent terms see B labelled +
+    round(ratio x B) unlabelled faces; D's expression head and the reconstruction see the B
+    labelled ones with their labels only (no label of an unlabelled face exists to pass);
+    the run differs from one without them, is seeded, and says how many it used."""
+    import fer.methods.fesgan as fm
+
+    x_unl, _ = structured_data(10, 7)
+    seen: dict[str, list[tuple[int, ...]]] = {"d_real": [], "d_labels": [], "dz_codes": [], "g_codes": [], "g_real": []}
+    d_loss, dz_loss, g_loss = fm.discriminator_loss, fm.latent_discriminator_loss, fm.generator_loss
+
+    def d_spy(disc, x_real, y_real, *a, **k):
+        seen["d_real"].append(tuple(x_real.shape))
+        seen["d_labels"].append(tuple(y_real.shape))
+        return d_loss(disc, x_real, y_real, *a, **k)
+
+    def dz_spy(ld, z, codes):
+        seen["dz_codes"].append(tuple(codes.shape))
+        return dz_loss(ld, z, codes)
+
+    def g_spy(disc, ld, x_real, codes, x_rec, *a, **k):
+        seen["g_real"].append(tuple(x_real.shape))
+        seen["g_codes"].append(tuple(codes.shape))
+        assert x_rec.shape == x_real.shape
+        return g_loss(disc, ld, x_real, codes, x_rec, *a, **k)
+
+    monkeypatch.setattr(fm, "discriminator_loss", d_spy)
+    monkeypatch.setattr(fm, "latent_discriminator_loss", dz_spy)
+    monkeypatch.setattr(fm, "generator_loss", g_spy)
+    cfg = tiny_cfg(iterations=4, d_warmup=1, grid_every=0, unlabelled_ratio=0.5)
+    res = run(tmp_path / "a", cfg, unlabelled=x_unl)
+    assert res["n_unlabelled"] == 10 and res["unlabelled_per_iteration"] == 4  # round(0.5 x 8)
+    assert seen["d_real"] == [(12, 1, SIZE, SIZE)] * 3 and seen["d_labels"] == [(8,)] * 3
+    assert seen["dz_codes"] == [(12, cfg.z_dim)] * 3 and seen["g_codes"] == [(12, cfg.z_dim)] * 3
+    assert seen["g_real"] == [(8, 1, SIZE, SIZE)] * 3
+    assert load_fesgan(tmp_path / "a" / "model.pt")[1]["n_unlabelled"] == 10
+    monkeypatch.undo()
+    run(tmp_path / "b", cfg, unlabelled=x_unl)
+    run(tmp_path / "c", cfg)
+    assert_same(weights(tmp_path / "a" / "model.pt"), weights(tmp_path / "b" / "model.pt"))
+    with_unl, without = weights(tmp_path / "a" / "model.pt"), weights(tmp_path / "c" / "model.pt")
+    assert any(not torch.equal(v, without[k]) for k, v in with_unl.items())
+
+
+def test_unlabelled_faces_resume_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    x_unl, _ = structured_data(10, 7)
+    cfg = tiny_cfg(iterations=5, d_warmup=1, grid_every=0)
+    run(tmp_path / "ref", cfg, unlabelled=x_unl)
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", cfg, unlabelled=x_unl, resume=resume, resume_every=2,
+            on_iteration=lambda it: (_ for _ in ()).throw(Killed()) if it == 3 else None)
+    res = run(tmp_path / "cut", cfg, unlabelled=x_unl, resume=resume, resume_every=2)
+    assert res["resumed_iterations"] == 2
+    assert_same(weights(tmp_path / "ref" / "model.pt"), weights(tmp_path / "cut" / "model.pt"))
+
+
+def test_unlabelled_faces_of_another_geometry_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unlabelled images must be uint8"):
+        run(tmp_path, tiny_cfg(iterations=2), unlabelled=np.zeros((3, 16, 16, 1), np.uint8))
+
+
+def test_discriminator_expression_head_uses_the_labelled_images_only() -> None:
+    """discriminator_loss with N labels for N + U real images: D/cls is the cross-entropy
+    of the first N; D/adv covers all N + U real images."""
+    torch.manual_seed(0)
+    disc = ImageDiscriminator(1, SIZE, K, 8)
+    x = torch.rand(6, 1, SIZE, SIZE) * 2 - 1
+    y = torch.tensor([0, 1, 2, 0])
+    fake = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    _, terms = discriminator_loss(disc, x, y, fake, w_cls=1.0, r1_weight=0.0)
+    with torch.no_grad():
+        adv_r, cls_r = disc(x)
+        adv_f, _ = disc(fake)
+    expect_cls = torch.nn.functional.cross_entropy(cls_r[:4], y)
+    expect_adv = torch.nn.functional.softplus(-adv_r).mean() + torch.nn.functional.softplus(adv_f).mean()
+    assert torch.allclose(terms["D/cls"], expect_cls) and torch.allclose(terms["D/adv"], expect_adv)
+    with pytest.raises(ValueError, match="7 labels for 6 real images"):
+        discriminator_loss(disc, x, torch.zeros(7, dtype=torch.long), fake, w_cls=1.0, r1_weight=0.0)
+
+
 def test_identity_network_state_is_restored(tmp_path: Path) -> None:
     idn = TinyIdentity().train()
     train_fesgan(X, Y, K, tiny_cfg(iterations=1, grid_every=0), identity_net=idn, device=CPU,

@@ -6,6 +6,8 @@ from pathlib import Path
 from _common import declared, setup_logging
 from _fold import fold_context, fold_parser
 
+import numpy as np
+
 from fer.methods.fesgan import train_fesgan
 from fer.methods.identity import load_identity_net
 from fer.utils.io import write_json
@@ -18,9 +20,12 @@ if __name__ == "__main__":
     fold, data = fold_context(args, p)
     x, y = fold.part("train")  # the GAN sees training subjects only
     train = fold.idx["train"]
+    # at a label budget: the training part's unlabelled faces, images only (labels masked)
+    unl = fold.idx.get("unlabelled", np.zeros(0, dtype=np.int64))
     summary = train_fesgan(
         x, y, fold.num_classes, p.section("fesgan"),
         subjects=data.subjects[train],  # the expression prototypes are subject-normalised
+        unlabelled=fold.images[unl],
         identity_net=load_identity_net(args.identity, fold.device),
         device=fold.device,
         seed=fold.seed,
@@ -34,6 +39,8 @@ if __name__ == "__main__":
     logging.info("fold %s FESGAN timings: %s", args.fold, timings)
     write_json(args.metrics, {f"fesgan/{k}": v for k, v in summary.items()})
     # What the GAN was trained on, for the leak checks (subjects, never test ones).
+    seen = np.concatenate([train, unl]) if summary["n_unlabelled"] else train
     write_json(Path(args.results_dir) / "training_subjects.json",
-               {"fold": args.fold, "subjects": sorted(set(data.subjects[train].tolist())), "n_images": int(len(train))})
+               {"fold": args.fold, "subjects": sorted(set(data.subjects[seen].tolist())), "n_images": int(len(train)),
+                "n_unlabelled": int(summary["n_unlabelled"])})
     logging.info("fold %s FESGAN: %s", args.fold, summary)

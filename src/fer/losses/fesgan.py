@@ -2,6 +2,11 @@
 ``fer.methods.fesgan``). Every function returns ``(total, {name: term})`` with the terms
 detached and unweighted; totals are the weighted sums.
 
+At a label budget the real batch may end with unlabelled in-domain faces (no expression
+label): they enter only the terms that need none (``D/adv`` and ``D/r1`` as real images,
+``Dz/adv`` and ``E/latent`` through their codes); ``D/cls``, ``G/rec`` and ``G/id`` use the
+labelled faces only.
+
 * D:  ``D/adv`` = softplus(-D(x)) + softplus(D(fake)); ``D/cls`` = CE(D_cls(x), y);
   ``D/r1`` = E||grad_x D(x)||^2 on REAL images (Mescheder et al., ICML 2018), lazy as in
   StyleGAN2: the caller passes its weight ``r1_gamma / 2 * r1_every`` on R1 steps, 0
@@ -63,7 +68,9 @@ def discriminator_loss(
     ``augment`` (DiffAugment) transforms real and fake images alike before D sees them.
 
     Args:
-        x_real: real images (N, C, S, S); y_real: their expressions (N,).
+        x_real: real images (N + U, C, S, S): the N labelled ones first, then U >= 0
+            unlabelled ones (adversarial and R1 terms only).
+        y_real: the expressions of the first N (N,).
         x_fake: synthetic images (M, C, S, S), detached here.
         r1_weight: the factor on the R1 penalty (``r1_gamma / 2 * r1_every`` on lazy-R1
             steps, 0 otherwise).
@@ -83,7 +90,10 @@ def discriminator_loss(
     with prec.autocast():
         adv_f, _ = discriminator(x_fake.detach())  # (M,)
     adv = F.softplus(-adv_r.float()).mean() + F.softplus(adv_f.float()).mean()
-    cls = F.cross_entropy(cls_r.float(), y_real)
+    n_lab = y_real.shape[0]
+    if n_lab > cls_r.shape[0]:
+        raise ValueError(f"{n_lab} labels for {cls_r.shape[0]} real images")
+    cls = F.cross_entropy((cls_r if n_lab == cls_r.shape[0] else cls_r[:n_lab]).float(), y_real)
     total = adv + w_cls * cls
     if penalty is not None:
         total = total + r1_weight * penalty
@@ -124,8 +134,9 @@ def generator_loss(
     transforms the fakes before D sees them.
 
     Args:
-        x_real: the real batch (N, C, S, S).
-        codes: E(x_real) (N, z), with graph.
+        x_real: the labelled real batch (N, C, S, S).
+        codes: E of the real batch (N + U, z), with graph: E(x_real) first, then the codes
+            of U >= 0 unlabelled faces (the latent term only).
         x_rec: G(codes, onehot(y_real)) (N, C, S, S), with graph.
         fake_images, fake_labels: the fakes (M, C, S, S) and the expression each was
             rendered for (M,); the first ``n_reexpressed`` re-express ``x_real[:n]`` and

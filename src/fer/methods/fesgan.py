@@ -36,7 +36,12 @@ sampled.
 
 Data: ``train_fesgan`` receives ONLY the fold's training images (the caller selects
 them; no split indices are taken here), so no validation or test subject ever reaches the
-GAN. Batches are drawn without replacement within an epoch (a per-epoch permutation
+GAN. At a label budget it may also receive the training part's unlabelled in-domain
+faces, without labels: after the warm-up they join the real images of D's real/fake head
+(and R1) and the encoder's latent terms (Dz, E/latent), the terms that need no expression
+label; reconstruction, expression classification, re-expression, identity and prototype
+terms stay on the labelled faces (they need the face's own expression). This is the
+project's addition, not the paper's (which trains on a fully labelled set). Batches are drawn without replacement within an epoch (a per-epoch permutation
 derived from the seed; a last partial batch is dropped); every other random draw of an
 iteration (flips, target expressions, prior codes) comes from a CPU generator derived from
 (seed, iteration). Same seed and data -> identical weights (same machine; on CUDA only
@@ -128,7 +133,7 @@ GRID_ROWS: int = 6
 _FORMAT = "fesgan"
 _RESUME_VERSION = 1
 # Independent random streams derived from the seed.
-_STREAM_ITER, _STREAM_EPOCH, _STREAM_GRID = 0, 1, 2
+_STREAM_ITER, _STREAM_EPOCH, _STREAM_GRID, _STREAM_UNL_EPOCH, _STREAM_UNL = 0, 1, 2, 3, 4
 
 
 # --------------------------------------------------------------------------- sampling
@@ -326,6 +331,16 @@ def _check_data(
     return images, y.astype(np.int64)
 
 
+def _check_unlabelled(images: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The unlabelled faces (uint8, the labelled images' geometry) or None when there are none."""
+    if images is None or len(images) == 0:
+        return None
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[1:] != shape:
+        raise ValueError(f"unlabelled images must be uint8 (U, {', '.join(map(str, shape))}) like the labelled "
+                         f"ones, got {images.dtype} {images.shape}")
+    return images
+
+
 def _fingerprint(
     cfg: FesganParams,
     x: np.ndarray,
@@ -335,6 +350,7 @@ def _fingerprint(
     nets: Mapping[str, nn.Module],
     identity_net: nn.Module | None,
     log_every: int,
+    unlabelled: np.ndarray | None = None,
 ) -> str:
     desc = {
         "config": to_dict(cfg),
@@ -348,6 +364,8 @@ def _fingerprint(
     parts: list[Any] = [desc, np.asarray(y, dtype=np.int64), np.ascontiguousarray(x[:: max(1, len(x) // 32)])]
     if identity_net is not None:
         parts.append(identity_net)
+    if unlabelled is not None:
+        parts += ["unlabelled", list(unlabelled.shape), np.ascontiguousarray(unlabelled[:: max(1, len(unlabelled) // 32)])]
     return digest(*parts)
 
 
@@ -459,9 +477,12 @@ def _train_step(
     identity_net: nn.Module | None,
     num_classes: int,
     protos: Tensor | None = None,
+    x_unl: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One iteration: D step, Dz step, G/E step, EMA update. x (B, C, S, S), y (B,);
-    ``protos`` (K, C, S, S): the expression prototypes of ``w_proto``.
+    ``protos`` (K, C, S, S): the expression prototypes of ``w_proto``; ``x_unl`` (U, C, S,
+    S): unlabelled in-domain faces (a label budget), real images for D's real/fake head
+    and R1 and codes for the latent terms, nothing else.
     During the first ``cfg.d_warmup`` iterations only D's expression head is trained, on
     the real images (cross-entropy), so that G's expression signal means something from
     the first GAN iteration on."""
@@ -476,8 +497,10 @@ def _train_step(
     n_re = batch // 2
     z_dz = sample_prior(batch, cfg.z_dim, rng, x.device)  # B, z (Dz "real")
     # forward once: codes, reconstructions, fakes (graph kept for the G/E step)
+    x_all = x if x_unl is None else torch.cat([x, x_unl])  # B + U, C, S, S
     with prec.autocast():
-        codes = m.enc(x)  # B, z
+        codes_all = m.enc(x_all)  # B + U, z
+        codes = codes_all if x_unl is None else codes_all[:batch]  # B, z
         x_rec = m.gen(codes, one_hot(y, num_classes))  # B, C, S, S
         if m.edit is None:
             fakes = make_fake_batch(m.gen, codes[:n_re], y[:n_re], num_classes, batch - n_re, rng)
@@ -487,20 +510,20 @@ def _train_step(
     _set_requires_grad(m.disc, True)
     do_r1 = cfg.r1_gamma > 0 and (it - 1) % cfg.r1_every == 0
     loss_d, terms = discriminator_loss(
-        m.disc, x, y, fakes.images.detach(), w_cls=cfg.w_cls,
+        m.disc, x_all, y, fakes.images.detach(), w_cls=cfg.w_cls,
         r1_weight=cfg.r1_gamma / 2 * cfg.r1_every if do_r1 else 0.0, prec=prec, augment=aug,
     )
     m.step("d", loss_d)
 
     _set_requires_grad(m.ldisc, True)
-    loss_dz, terms_dz = latent_discriminator_loss(m.ldisc, z_dz, codes)
+    loss_dz, terms_dz = latent_discriminator_loss(m.ldisc, z_dz, codes_all)
     m.step("dz", loss_dz)
 
     # G and E through the updated discriminators (frozen: no parameter gradients)
     _set_requires_grad(m.disc, False)
     _set_requires_grad(m.ldisc, False)
     loss_g, terms_g = generator_loss(
-        m.disc, m.ldisc, x, codes, x_rec, fakes.images, fakes.labels, fakes.n_real,
+        m.disc, m.ldisc, x, codes_all, x_rec, fakes.images, fakes.labels, fakes.n_real,
         cfg=cfg, identity_net=identity_net, prec=prec, augment=aug,
     )
     if protos is not None and cfg.w_proto > 0:  # toward the class-typical change of the expression
@@ -559,6 +582,7 @@ def train_fesgan(
     cfg: FesganParams,
     *,
     subjects: np.ndarray | None = None,
+    unlabelled: np.ndarray | None = None,
     identity_net: nn.Module | None,
     device: torch.device | str,
     seed: int,
@@ -582,6 +606,12 @@ def train_fesgan(
         cfg: hyper-parameters.
         subjects: (N,) subject ids of the images (the expression prototypes of ``w_proto``
             remove each subject's mean face; None: plain class means).
+        unlabelled: uint8 (U, S, S, C) unlabelled in-domain faces of the fold's training
+            part (a label budget; their labels are never passed). After the warm-up each
+            iteration also draws ``round(unlabelled_ratio x B)`` of them (at most U;
+            without replacement within their own epochs, flipped like the labelled ones)
+            for the label-free terms (``fer.losses.fesgan``). None, empty or
+            ``unlabelled_ratio`` 0: labelled faces only (the same bytes as before).
         identity_net: frozen identity feature network, images in [-1, 1] (N, C, S, S) ->
             (N, D); moved to ``device`` and held in eval mode with gradients off for its
             parameters during training (both restored afterwards). None: the identity term
@@ -602,13 +632,18 @@ def train_fesgan(
     Returns:
         the final averaged loss terms (mean over the last log window), ``iterations``,
         ``resumed_iterations``, ``seconds`` (wall time of this call), ``sec_per_iter``
-        (None when no iteration ran), ``r1_every`` and ``identity_term`` ("on" | "off").
+        (None when no iteration ran), ``r1_every``, ``identity_term`` ("on" | "off"),
+        ``n_unlabelled`` (the unlabelled faces used; 0: none) and
+        ``unlabelled_per_iteration``.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
     x_np, y_np = _check_data(images, labels, num_classes)
     n, size, _, channels = x_np.shape
     batch = min(cfg.batch_size, n)
+    x_unl = _check_unlabelled(unlabelled, x_np.shape[1:])
+    n_unl = 0 if x_unl is None else len(x_unl)
+    batch_unl = min(n_unl, max(1, round(cfg.unlabelled_ratio * batch))) if n_unl and cfg.unlabelled_ratio > 0 else 0
     if resume_every < 1 or log_every < 1:
         raise ValueError("resume_every and log_every must be >= 1")
     prec = Precision.for_device(device, cfg.amp, cfg.channels_last)
@@ -626,7 +661,8 @@ def train_fesgan(
         # the editor's class offsets start at the class-typical change (proto_scale x prototypes)
         m.edit.init_offsets(cfg.proto_scale * protos)
         m.edit_ema.init_offsets(cfg.proto_scale * protos)
-    fingerprint = _fingerprint(cfg, x_np, y_np, num_classes, seed, m.nets, identity_net, log_every)
+    fingerprint = _fingerprint(cfg, x_np, y_np, num_classes, seed, m.nets, identity_net, log_every,
+                               x_unl if batch_unl else None)
     history: list[dict[str, float]] = []
     window = _Window()
     start = 0
@@ -647,6 +683,8 @@ def train_fesgan(
     store = ImageStore(x_np, device)
     y_t = torch.from_numpy(y_np).to(device)
     sampler = EpochSampler(n, batch, seed, _STREAM_EPOCH)
+    store_unl = ImageStore(x_unl, device) if batch_unl and x_unl is not None else None
+    sampler_unl = EpochSampler(n_unl, batch_unl, seed, _STREAM_UNL_EPOCH) if store_unl is not None else None
     z_fixed = sample_prior(GRID_ROWS, cfg.z_dim, derived_generator(seed, _STREAM_GRID, 0), device)
     # Real rows: images spread over the training set (it is ordered by subject), so the
     # rows show different identities rather than several images of the first subject.
@@ -692,7 +730,15 @@ def train_fesgan(
             if cfg.hflip:
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             y = y_t[idx.to(device)]  # B
-            window.add(_train_step(m, prec.prep(x), y, it, rng, cfg, prec, identity_net, num_classes, protos))
+            x_u = None
+            if store_unl is not None and sampler_unl is not None and it > cfg.d_warmup:
+                # own streams: the labelled draws are those of a run without unlabelled faces
+                x_u = normalize(store_unl.batch(sampler_unl.indices(it - cfg.d_warmup)))  # U, C, S, S
+                if cfg.hflip:
+                    flip_u = (torch.rand(batch_unl, generator=derived_generator(seed, _STREAM_UNL, it)) < 0.5).to(device)
+                    x_u = torch.where(flip_u[:, None, None, None], x_u.flip(3), x_u)
+                x_u = prec.prep(x_u)
+            window.add(_train_step(m, prec.prep(x), y, it, rng, cfg, prec, identity_net, num_classes, protos, x_u))
             iters_window += 1
 
             if it % log_every == 0 or it == cfg.iterations:
@@ -740,6 +786,7 @@ def train_fesgan(
         "ema": True,
         "identity_term": identity_term,
         "n_train": n,
+        "n_unlabelled": n_unl if batch_unl else 0,
         "config": to_dict(cfg),
     }
     save_weights(out_model, m.weights(), meta)
@@ -754,5 +801,7 @@ def train_fesgan(
         sec_per_iter=sec_loop / ran if ran else None,
         r1_every=cfg.r1_every,
         identity_term=identity_term,
+        n_unlabelled=n_unl if batch_unl else 0,
+        unlabelled_per_iteration=batch_unl,
     )
     return result

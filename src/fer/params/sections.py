@@ -380,6 +380,7 @@ class FesganParams:
     diffaugment: bool = False  # D sees real and fake images through the same random augmentation
     w_proto: float = 0.0  # L1 of a re-expressed face to the source plus proto_scale x the class-typical change
     proto_scale: float = 2.0  # how far the prototype target exaggerates the class-typical change
+    unlabelled_ratio: float = 1.0  # at a label budget: unlabelled faces per labelled face in a batch (0: off)
 
     def __post_init__(self) -> None:
         if self.reexpress not in ("code", "edit"):
@@ -392,7 +393,8 @@ class FesganParams:
             raise ValueError("r1_every must be >= 1 and grid_every >= 0")
         if not 0 <= self.d_warmup < self.iterations:
             raise ValueError(f"fesgan.d_warmup must be in [0, iterations), got {self.d_warmup}")
-        for name in ("r1_gamma", "w_cls", "w_rec", "w_id", "w_latent", "w_cycle", "w_proto", "proto_scale"):
+        for name in ("r1_gamma", "w_cls", "w_rec", "w_id", "w_latent", "w_cycle", "w_proto", "proto_scale",
+                     "unlabelled_ratio"):
             if getattr(self, name) < 0:
                 raise ValueError(f"fesgan.{name} must be >= 0")
         if not 0 <= self.ema_decay < 1:

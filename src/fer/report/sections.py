@@ -340,9 +340,10 @@ def budget_section(
         "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
         "fold. The FixMatch row learns from its images; the identity network, where it is trained per fold, uses "
         "every training subject's identity, which is not an expression label; the corpus row clusters them with "
-        "the face-recognition corpus (clustering.in_domain) and trains on those kept as pseudo-labelled. Not "
-        "implemented: FESGAN's label-free terms on them (it trains on the labelled subjects only); the other rows "
-        "have no unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
+        "the face-recognition corpus (clustering.in_domain) and trains on those kept as pseudo-labelled; FESGAN "
+        "pretraining (fesgan.unlabelled_ratio) shows them to its discriminator's real/fake head and its latent-code "
+        "terms, the terms that need no expression label (the project's extension; its rows' recognisers and joint "
+        "stage train on labelled and synthetic faces only); the other rows have no unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
         "The band is the fold spread (mean ± standard deviation).</p>",
         _img(budget_curve_figure(points), "accuracy against label budget"),
         *tables,
