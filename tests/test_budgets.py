@@ -294,3 +294,50 @@ def test_the_clustering_pool_adds_the_unlabelled_in_domain_faces_only_at_a_budge
     full = prepare_fold(images, labels, split_indices(subjects, folds[0]), [f"c{i}" for i in range(7)],
                         device="cpu", seed=0)
     assert clustering_pool(full, paths, corpus, corpus_paths, True)[1] == corpus_paths  # all labels: nothing hidden
+
+
+def test_pseudo_quality_scores_only_the_in_domain_rows_against_their_hidden_labels(tmp_path: Path) -> None:
+    """pseudo_quality.py --in-domain-manifest (rule pseudo_quality_budget): of a clustering
+    pool of corpus faces and in-domain faces, only the ``in-domain/`` rows are scored, each
+    against its label in the aligned manifest; corpus rows (no truth here) are ignored."""
+    import csv
+
+    from fer.clustering.guided import IN_DOMAIN_PREFIX, PseudoLabels, write_pseudo_labels
+
+    classes = ["anger", "happiness", "neutral"]
+    manifest = tmp_path / "manifest.csv"
+    truth = {"S1/a.png": "anger", "S1/b.png": "happiness", "S2/c.png": "neutral", "S2/d.png": "anger"}
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "subject", "label"])
+        for i, (path, label) in enumerate(truth.items()):
+            w.writerow([i, path, path.split("/")[0], label])
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"classes": classes}))
+    # pool: 3 corpus faces (all labelled "anger", all kept: wrong or right, they must not count),
+    # then the 4 in-domain faces: kept anger (right), kept neutral (wrong: happiness),
+    # kept neutral (right), not kept happiness (wrong: anger)
+    pool = ["C1/x.png", "C1/y.png", "C2/z.png"] + [IN_DOMAIN_PREFIX + p for p in truth]
+    label = np.array([0, 0, 0, 0, 2, 2, 1])
+    kept = np.array([1, 1, 1, 1, 1, 1, 0], dtype=bool)
+    pl = PseudoLabels(label=label, confidence=np.full(7, 0.9, np.float32), kept=kept,
+                      cluster=label.copy(), stats={"n": 7, "n_kept": 6})
+    round0 = tmp_path / "pseudo" / "fold-0-b1"
+    write_pseudo_labels(round0, pl, pool, classes)
+    rounds = tmp_path / "rounds" / "fold-0-b1"
+    rounds.mkdir(parents=True)
+    out = tmp_path / "q.json"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "workflow" / "scripts" / "pseudo_quality.py"),
+         "--params", str(Path(__file__).parents[1] / "params.yaml"), "--keys", "clustering.in_domain",
+         "--in-domain-manifest", str(manifest), "--meta", str(meta), "--pseudo", str(round0),
+         "--rounds", str(rounds), "--out", str(out)],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["truth"] == "in-domain labels (aligned manifest)"
+    [[row]] = doc["folds"]
+    assert row["round"] == 0 and row["n_in_domain"] == 4
+    assert row["pseudo/acc_kept"] == pytest.approx(2 / 3)  # 2 of the 3 kept in-domain labels are right
+    assert row["pseudo/acc_all"] == pytest.approx(2 / 4)
+    assert row["pseudo/coverage"] == pytest.approx(3 / 4)

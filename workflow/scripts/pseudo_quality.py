@@ -4,7 +4,6 @@ truth (corpus.truth), or, with ``--in-domain-manifest`` at a label budget, of th
 unlabelled in-domain faces in the clustering pool against their hidden labels in the
 aligned manifest. No training stage reads either."""
 
-import csv
 import dataclasses
 import logging
 from pathlib import Path
@@ -13,7 +12,7 @@ from _common import declared, parser, setup_logging
 
 import numpy as np
 
-from fer.clustering.guided import IN_DOMAIN_PREFIX, read_pseudo_labels
+from fer.clustering.guided import IN_DOMAIN_PREFIX, read_pseudo_labels, read_pseudo_labels_with_paths
 from fer.clustering.quality import pseudo_label_quality, read_corpus_truth
 from fer.data.aligned import read_manifest
 from fer.utils.io import read_json, write_json
@@ -22,9 +21,7 @@ from fer.utils.io import read_json, write_json
 def in_domain_quality(d: Path, classes: list[str], label_of: dict[str, int]) -> dict:
     """Quality of the pseudo-labels in ``d`` (labels.csv + stats.json) of its in-domain rows
     only, against the aligned manifest's labels (``label_of``: path -> class index)."""
-    pl = read_pseudo_labels(d, classes)
-    with open(d / "labels.csv", newline="") as f:
-        paths = [row["path"] for row in csv.DictReader(f)]
+    pl, paths = read_pseudo_labels_with_paths(d, classes)
     rows = np.array([p.startswith(IN_DOMAIN_PREFIX) for p in paths])
     truth = np.array([label_of[p[len(IN_DOMAIN_PREFIX):]] for p, r in zip(paths, rows) if r], dtype=np.int64)
     sub = dataclasses.replace(pl, label=pl.label[rows], confidence=pl.confidence[rows], kept=pl.kept[rows],

@@ -8,7 +8,9 @@ data/budgets.json (``fold-K-bJ.json``, every fold), and the summary records the 
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from _common import parser, setup_logging
 
@@ -19,20 +21,21 @@ from fer.utils.io import read_json, write_json
 FOLD_FILE = re.compile(r"fold-(\d+(?:-b\d+)?)\.json")
 
 
-def expected_splits(folds_path: str, slot: int | None) -> list[str]:
-    """The split keys a summary must cover: every fold of data/folds.json, or every fold's
-    budget split of slot ``slot`` in data/budgets.json."""
-    doc = read_json(folds_path)
+def expected_splits(doc: Mapping[str, Any], slot: int | None) -> list[str]:
+    """The split keys a summary must cover: every fold of data/folds.json (``doc``), or
+    every fold's budget split of slot ``slot`` in data/budgets.json."""
     if slot is None:
         return [str(k) for k in range(len(doc["folds"]))]
     keys = [k for k in doc.get("splits", {}) if k.endswith(f"-b{slot}")]
     return sorted(keys, key=lambda k: int(k.split("-")[0]))
 
 
-def check_fold_set(method: str, fold_metrics: list[str], folds_path: str, slot: int | None = None) -> None:
+def check_fold_set(method: str, fold_metrics: list[str], folds_path: str, doc: Mapping[str, Any],
+                   slot: int | None = None) -> list[str]:
     """Exit with a message naming the files when the metrics are not one file per fold of
-    ``folds_path`` (at budget slot ``slot``), in fold order."""
-    want = expected_splits(folds_path, slot)
+    ``doc`` (read from ``folds_path``; at budget slot ``slot``), in fold order. Returns the
+    split keys."""
+    want = expected_splits(doc, slot)
     given = []
     for path in fold_metrics:
         m = FOLD_FILE.fullmatch(Path(path).name)
@@ -45,6 +48,7 @@ def check_fold_set(method: str, fold_metrics: list[str], folds_path: str, slot: 
             f"({', '.join(fold_metrics)}); a summary over another set of folds would leave subjects untested. "
             "dvc.yaml is probably stale for params.yaml: run `make dvc-yaml`, then re-run"
         )
+    return want
 
 
 if __name__ == "__main__":
@@ -59,12 +63,11 @@ if __name__ == "__main__":
     ap.add_argument("fold_metrics", nargs="+")
     args = ap.parse_args()
     setup_logging()
-    check_fold_set(args.method, args.fold_metrics, args.folds, args.budget_slot)
+    doc = read_json(args.folds)
+    keys = check_fold_set(args.method, args.fold_metrics, args.folds, doc, args.budget_slot)
     classes = read_json(args.meta)["classes"]
     summary = summarize_method(args.method, args.fold_metrics, classes)
     if args.budget_slot is not None:
-        doc = read_json(args.folds)
-        keys = expected_splits(args.folds, args.budget_slot)
         summary["labels"] = {"slot": args.budget_slot, "fraction": doc["budgets"][args.budget_slot - 1],
                              "labelled_fraction": [doc["splits"][k]["labelled_fraction"] for k in keys],
                              "splits": keys}

@@ -153,6 +153,7 @@ __all__ = [
     "calibrate_rejection",
     "guided_pseudo_labels",
     "read_pseudo_labels",
+    "read_pseudo_labels_with_paths",
     "select_pseudo_labels",
     "write_pseudo_labels",
 ]
@@ -587,6 +588,15 @@ def read_pseudo_labels(out_dir: Path, classes: Sequence[str], *, corpus_paths: S
     """Read what ``write_pseudo_labels`` wrote; any problem -> ValueError naming the file.
 
     With ``corpus_paths`` the CSV's paths must equal them, in order."""
+    pl, paths = read_pseudo_labels_with_paths(out_dir, classes)
+    if corpus_paths is not None and list(corpus_paths) != paths:
+        raise ValueError(f"{Path(out_dir) / 'labels.csv'}: paths do not match the given corpus paths (order or content)")
+    return pl
+
+
+def read_pseudo_labels_with_paths(out_dir: Path, classes: Sequence[str]) -> tuple[PseudoLabels, list[str]]:
+    """``read_pseudo_labels`` and the pool path of every row (``labels.csv``'s ``path``
+    column, in row order), from one read of the files."""
     out_dir = Path(out_dir)
     csv_path, stats_path = out_dir / "labels.csv", out_dir / "stats.json"
     for p in (csv_path, stats_path):
@@ -646,7 +656,6 @@ def read_pseudo_labels(out_dir: Path, classes: Sequence[str], *, corpus_paths: S
         raise ValueError(f"{stats_path}: n_kept={stats['n_kept']} but {csv_path} keeps {int(kept.sum())}")
     if "n_rejected" in stats and stats["n_rejected"] != int(rejected.sum()):
         raise ValueError(f"{stats_path}: n_rejected={stats['n_rejected']} but {csv_path} rejects {int(rejected.sum())}")
-    if corpus_paths is not None and list(corpus_paths) != paths:
-        raise ValueError(f"{csv_path}: paths do not match the given corpus paths (order or content)")
     stats = {key: v for key, v in stats.items() if key != "classes"}
-    return PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats, rejected=rejected)
+    pl = PseudoLabels(label=label, confidence=confidence, kept=kept, cluster=cluster, stats=stats, rejected=rejected)
+    return pl, paths
