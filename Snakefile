@@ -25,5 +25,5 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         "reports/index.html",
-        expand("metrics/{method}/summary.json", method=METHODS),
+        expand("metrics/{method}/summary.json", method=FULL_METHODS),
     default_target: True

@@ -4,6 +4,7 @@ unlabelled rest whose labels no method sees (prepare_fold masks them)."""
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -294,6 +295,12 @@ def test_the_clustering_pool_adds_the_unlabelled_in_domain_faces_only_at_a_budge
     full = prepare_fold(images, labels, split_indices(subjects, folds[0]), [f"c{i}" for i in range(7)],
                         device="cpu", seed=0)
     assert clustering_pool(full, paths, corpus, corpus_paths, True)[1] == corpus_paths  # all labels: nothing hidden
+    # no corpus (corpus.root ''): the in-domain faces alone; with nothing hidden, nothing to cluster
+    alone, alone_paths = clustering_pool(budget, paths, None, [], True)
+    assert alone_paths == pool_paths[3:] and np.array_equal(alone, pool[3:])
+    for fold, in_domain in ((full, True), (budget, False)):
+        with pytest.raises(ValueError, match="nothing to cluster"):
+            clustering_pool(fold, paths, None, [], in_domain)
 
 
 def test_pseudo_quality_scores_only_the_in_domain_rows_against_their_hidden_labels(tmp_path: Path) -> None:
@@ -341,3 +348,16 @@ def test_pseudo_quality_scores_only_the_in_domain_rows_against_their_hidden_labe
     assert row["pseudo/acc_kept"] == pytest.approx(2 / 3)  # 2 of the 3 kept in-domain labels are right
     assert row["pseudo/acc_all"] == pytest.approx(2 / 4)
     assert row["pseudo/coverage"] == pytest.approx(3 / 4)
+
+
+def test_the_report_names_a_budget_only_row_and_why():
+    """Without a corpus, the corpus row runs at the label budgets only: the report's rows
+    section says so, with the reason, instead of listing it as not run."""
+    from fer.params import RowPlan
+    from fer.report.sections import rows_not_run_section
+
+    why = "label budgets only: corpus.root is '', so with all labels there is nothing unlabelled to cluster"
+    plan = RowPlan(("baseline", "accnn", "accnn_corpus"), {}, "none", {"accnn_corpus": why})
+    text = html.unescape(rows_not_run_section(plan, "all"))
+    assert "Rows at the label budgets only" in text and why in text and "Rows not in this report" not in text
+    assert rows_not_run_section(RowPlan(("baseline",), {}, "none"), "all") == ""

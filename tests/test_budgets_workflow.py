@@ -5,6 +5,7 @@ clustering pool with the in-domain faces is tested, and the README)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from workflow_helpers import (
     build_repo,
     configure,
     describe,
+    job_stats,
     log_tail,
     read_params,
     report_text,
@@ -91,3 +93,42 @@ def test_a_different_number_of_budgets_stops_at_the_dag_check(tmp_path):
     assert proc.returncode != 0
     assert "make dvc-yaml" in proc.stdout, describe(proc)
     assert "train_baseline" not in " ".join(running_stages(proc.stdout))
+
+
+def test_without_a_corpus_the_corpus_row_clusters_the_in_domain_faces_at_the_budgets_only(tmp_path):
+    """corpus.root '' with a label budget: the corpus row runs on the budget splits only,
+    clustering each split's unlabelled in-domain faces alone (exactly them, by path), and
+    nothing reads or aligns a corpus; its pseudo-labels are scored against their hidden
+    labels. (Snakemake builds the row's budget summary and the in-domain quality only, for
+    CI's time; tests/test_budgets.py checks what the report says of a budget-only row.)"""
+    repo = build_repo(tmp_path / "repo")
+    configure(repo, {"methods": ["baseline", "accnn", "accnn_corpus"], "labels.budgets": [0.5], "corpus.root": "",
+                     "corpus.truth": "", "clustering.embedder": "baseline"})
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    corpus_stages = sorted(n for n in stages if stage_rule(n) in ("cluster_corpus", "finetune_accnn"))
+    assert corpus_stages == ["cluster_corpus__fold-0-b1", "cluster_corpus__fold-1-b1", "finetune_accnn__fold-0-b1",
+                             "finetune_accnn__fold-1-b1"], corpus_stages
+    assert not [n for n in stages if "corpus" in stage_rule(n) and stage_rule(n) not in ("cluster_corpus", "finetune_accnn")]
+    assert "--corpus-images" not in stages["cluster_corpus__fold-0-b1"]["cmd"]
+    proc = run(["snakemake", "metrics/accnn_corpus/summary-b1.json", "metrics/pseudo_quality-b1.json", "--cores", "2",
+                "--resources", "gpu=2"], repo, check=False)
+    assert proc.returncode == 0, describe(proc, "snakemake failed") + "\n" + log_tail(repo)
+    assert not {"align_corpus", "fingerprint_corpus"} & set(job_stats(proc.stdout)), describe(proc)
+    budgets = json.loads((repo / "data" / "budgets.json").read_text())
+    with open(repo / "data" / "aligned" / "manifest.csv", newline="") as f:
+        manifest = list(csv.DictReader(f))
+    for k in (0, 1):
+        key = f"{k}-b1"
+        hidden = {r["path"] for r in manifest if r["subject"] in budgets["splits"][key]["unlabelled"]}
+        with open(repo / "results" / "pseudo" / f"fold-{key}" / "labels.csv", newline="") as f:
+            pool = [r["path"] for r in csv.DictReader(f)]
+        assert sorted(pool) == sorted(f"in-domain/{p}" for p in hidden) and hidden, (key, pool)
+        assert json.loads((repo / "metrics" / "accnn_corpus" / f"fold-{key}.json").read_text())["n_train"] == \
+            budgets["summary"][key]["train"]
+        assert not (repo / "metrics" / "accnn_corpus" / f"fold-{k}.json").exists()
+    quality = json.loads((repo / "metrics" / "pseudo_quality-b1.json").read_text())
+    assert [rows[0]["n_in_domain"] for rows in quality["folds"]] == [budgets["summary"][f"{k}-b1"]["unlabelled"]
+                                                                    for k in (0, 1)]
+    assert not (repo / "data" / "aligned_corpus").exists()
+    assert json.loads((repo / "metrics" / "accnn_corpus" / "summary-b1.json").read_text())["labels"]["splits"] == \
+        ["0-b1", "1-b1"]

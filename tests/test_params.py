@@ -269,10 +269,21 @@ def test_methods_schema(params):
 def test_without_a_corpus_the_identity_network_is_per_fold_and_the_corpus_row_says_why(params):
     from fer.params import plan_rows
 
-    p = _with(params, corpus__root="", corpus__truth="")
+    p = _with(params, corpus__root="", corpus__truth="", labels__budgets=[])
     plan = plan_rows(p)
     assert plan.identity == "fold" and "accnn_corpus" not in plan.rows and "full" in plan.rows
     assert "no unlabelled data to cluster: corpus.root is ''" in plan.absent["accnn_corpus"]
+    assert not plan.uses_corpus and plan.full_rows == plan.rows
+    # with label budgets, the corpus row clusters each budget split's unlabelled in-domain
+    # faces alone: it runs at the budgets only (nothing to cluster with all labels)
+    budgets = plan_rows(_with(p, labels__budgets=[0.25]))
+    assert "accnn_corpus" in budgets.rows and "accnn_corpus" not in budgets.full_rows
+    assert "accnn_corpus" not in budgets.absent and "label budgets only" in budgets.budget_only["accnn_corpus"]
+    assert not budgets.uses_corpus  # nothing reads or aligns a corpus
+    off = plan_rows(_with(p, labels__budgets=[0.25], clustering__in_domain=False))
+    assert "accnn_corpus" in off.absent and not off.budget_only
+    # with a corpus the row runs with all labels too
+    assert plan_rows(params).budget_only == {} and "accnn_corpus" in plan_rows(params).full_rows
     # a selection that needs no identity network trains none
     assert plan_rows(_with(p, methods=["baseline", "fersnet_single", "dgcn_none"])).identity == "none"
 

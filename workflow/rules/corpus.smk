@@ -35,6 +35,25 @@ def corpus_truth_input():
     return config["corpus"]["truth"]
 
 
+# corpus.root '' with label budgets and clustering.in_domain: the corpus row runs at the
+# budgets only and clusters the fold's unlabelled in-domain faces alone (PLAN.budget_only).
+HAS_CORPUS = bool(config["corpus"]["root"])
+
+
+def corpus_inputs(wildcards):
+    """The aligned corpus, when there is one (the clustering pool's first part)."""
+    if not HAS_CORPUS:
+        return {}
+    return {"corpus_images": "data/aligned_corpus/images.npy", "corpus_manifest": "data/aligned_corpus/manifest.csv",
+            "corpus_meta": "data/aligned_corpus/meta.json"}
+
+
+def corpus_args(wildcards):
+    """The corpus options of the clustering scripts (optional: leading space, common.smk)."""
+    i = corpus_inputs(wildcards)
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in i.items())
+
+
 # Real corpora usually have no expression truth (corpus.truth: ''): no pseudo-label
 # quality then, the report says so.
 HAS_CORPUS_TRUTH = bool(config["corpus"]["truth"])
@@ -78,13 +97,11 @@ rule cluster_corpus:
     class-balanced pseudo-labels. Never reads validation/test images or the corpus's
     hidden expression truth."""
     input:
+        unpack(corpus_inputs),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds=folds_input,
-        corpus_images="data/aligned_corpus/images.npy",
-        corpus_manifest="data/aligned_corpus/manifest.csv",
-        corpus_meta="data/aligned_corpus/meta.json",
         recogniser=clustering_embedder,
         code=code("cluster_corpus"),
     output:
@@ -92,6 +109,7 @@ rule cluster_corpus:
         metrics="metrics/pseudo/fold-{fold}.json",
     params:
         **declare("seed", "clustering", "compute"),
+        corpus=corpus_args,
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -100,9 +118,8 @@ rule cluster_corpus:
     shell:
         "mkdir -p logs/cluster_corpus && python workflow/scripts/cluster_corpus.py "
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
-        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
-        "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
-        "--corpus-meta {input.corpus_meta} --recogniser {input.recogniser} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds}{params.corpus} "
+        "--recogniser {input.recogniser} "
         "--out-dir {output.pseudo} --metrics {output.metrics} --work-dir state/work/cluster_corpus/fold-{wildcards.fold} "
         + TO_LOG
 
@@ -114,13 +131,11 @@ rule finetune_accnn:
     input:
         unpack(finetune_synthetic),
         unpack(start_input("accnn")),
+        unpack(corpus_inputs),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         meta="data/aligned/meta.json",
         folds=folds_input,
-        corpus_images="data/aligned_corpus/images.npy",
-        corpus_manifest="data/aligned_corpus/manifest.csv",
-        corpus_meta="data/aligned_corpus/meta.json",
         pseudo="results/pseudo/fold-{fold}",
         code=code("finetune_accnn"),
     output:
@@ -132,6 +147,7 @@ rule finetune_accnn:
         **declare("seed", "accnn", "finetune", "clustering", "compute"),
         synthetic=finetune_synthetic_arg,
         start=start_arg("accnn"),
+        corpus=corpus_args,
     resources:
         gpu=1,
     threads: GPU_JOB_THREADS
@@ -140,9 +156,8 @@ rule finetune_accnn:
     shell:
         "mkdir -p logs/finetune_accnn && python workflow/scripts/finetune_accnn.py "
         "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
-        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
-        "--corpus-images {input.corpus_images} --corpus-manifest {input.corpus_manifest} "
-        "--corpus-meta {input.corpus_meta} --pseudo {input.pseudo}{params.synthetic}{params.start} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds}{params.corpus} "
+        "--pseudo {input.pseudo}{params.synthetic}{params.start} "
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
         "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
         "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "

@@ -4,6 +4,9 @@
 # seeds and metrics (the report's comparison table).
 assert set(PLAN.rows) <= {"baseline", *JOINT_VARIANTS, *CORPUS_METHODS, *COMPARISON_METHODS, "fixmatch"}
 METHODS = list(PLAN.rows)
+# The rows that also run with all labels (the corpus row without a corpus runs at the
+# label budgets only: PLAN.budget_only).
+FULL_METHODS = list(PLAN.full_rows)
 
 
 wildcard_constraints:
@@ -18,7 +21,7 @@ def per_fold(pattern, when):
 
 # Which of the report's sections have their rows in this run.
 HAS_FESGAN = any(v in PLAN.rows for v in JOINT_VARIANTS)
-HAS_CORPUS_ROWS = PLAN.has_corpus_rows
+HAS_CORPUS_ROWS = "accnn_corpus" in PLAN.full_rows  # with all labels
 
 
 def identity_metrics():
@@ -101,7 +104,7 @@ rule report:
     round with a 2-D map of the corpus, model sizes, the comparison methods' sample grids,
     aligned faces per class, alignment QA, folds, params and provenance."""
     input:
-        summaries=expand("metrics/{method}/summary.json", method=METHODS),
+        summaries=expand("metrics/{method}/summary.json", method=FULL_METHODS),
         curves=expand("plots/baseline/fold-{fold}.csv", fold=FOLDS),
         synthetic=per_fold("metrics/synthetic/fold-{fold}.json", HAS_FESGAN),
         fesgan=per_fold("metrics/fesgan/fold-{fold}.json", HAS_FESGAN),
@@ -116,7 +119,7 @@ rule report:
         budgets=["data/budgets.json"] if BUDGETS else [],
         budget_summaries=expand("metrics/{method}/summary-b{slot}.json", slot=BUDGET_SLOTS, method=METHODS),
         budget_pseudo_quality=expand("metrics/pseudo_quality-b{slot}.json", slot=BUDGET_SLOTS)
-        if HAS_CORPUS_ROWS and config["clustering"]["in_domain"] else [],
+        if PLAN.has_corpus_rows and config["clustering"]["in_domain"] else [],
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
         qa="data/aligned/qa.csv",

@@ -42,6 +42,23 @@ def fold_parser(description: str, *outputs: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_corpus_options(p: argparse.ArgumentParser) -> None:
+    """``--corpus-images --corpus-manifest --corpus-meta``: the aligned face-recognition
+    corpus, all three or none (no corpus: ``corpus.root: ''``)."""
+    for name in ("images", "manifest", "meta"):
+        p.add_argument(f"--corpus-{name}", help="the aligned corpus (all three or none: no corpus)")
+
+
+def load_corpus(args: argparse.Namespace) -> AlignedSet | None:
+    """The aligned corpus of ``add_corpus_options`` (unlabelled), or None without one."""
+    given = [args.corpus_images, args.corpus_manifest, args.corpus_meta]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("--corpus-images, --corpus-manifest and --corpus-meta go together (all three or none)")
+    return load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+
+
 def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool = False) -> tuple[Fold, AlignedSet]:
     """The set-up every per-fold script shares: claim the device (compute section), seed
     with the fold's seed (``seed + fold``: every method of a fold starts from the same

@@ -1,31 +1,31 @@
 """Round 0 of the expression-guided clustering, one fold: embed the corpus (at a label
-budget with the fold's unlabelled in-domain faces) and the fold's labelled training images
+budget with the fold's unlabelled in-domain faces; without a corpus those alone) and the fold's labelled training images
 with the fold's recogniser, cluster, write the pseudo-labels."""
 
 import logging
 from pathlib import Path
 
 from _common import declared, setup_logging
-from _fold import fold_context, fold_parser
+from _fold import add_corpus_options, fold_context, fold_parser, load_corpus
 
 from fer.clustering.guided import write_pseudo_labels
 from fer.clustering.map2d import embedding_map
-from fer.data.aligned import load_aligned
 from fer.methods.corpus import cluster_corpus_fold, clustering_pool
 from fer.training.protocol import model_from_weights
 from fer.utils.io import save_npz, write_json
 
 if __name__ == "__main__":
-    ap = fold_parser(__doc__, "corpus-images", "corpus-manifest", "corpus-meta", "recogniser", "out-dir", "metrics",
-                     "work-dir")
+    ap = fold_parser(__doc__, "recogniser", "out-dir", "metrics", "work-dir")
+    add_corpus_options(ap)
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
     fold, data = fold_context(args, p)
-    corpus = load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    corpus = load_corpus(args)  # None without a corpus: the in-domain faces alone (a budget split)
     cfg = p.section("clustering")
     # at a label budget (clustering.in_domain): the fold's unlabelled in-domain faces join the corpus
-    pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, corpus.paths, cfg.in_domain)
+    pool, pool_paths = clustering_pool(fold, data.paths, None if corpus is None else corpus.images,
+                                        [] if corpus is None else corpus.paths, cfg.in_domain)
     model, _ = model_from_weights(args.recogniser, fold.device)  # trained on this fold's training part only
     x, y = fold.part("train")  # the clustering sees the labelled TRAINING images only
     pseudo, feats = cluster_corpus_fold(

@@ -4,7 +4,7 @@ synthetic set when its weight is > 0), with optional re-clustering rounds."""
 from pathlib import Path
 
 from _common import declared, require_start, setup_logging
-from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
+from _fold import add_corpus_options, fold_context, fold_outputs, fold_parser, load_corpus, log_test_metrics
 
 from fer.clustering.guided import read_pseudo_labels
 from fer.data.aligned import load_aligned
@@ -12,9 +12,9 @@ from fer.methods.corpus import clustering_pool, run_corpus_finetune_fold
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
-    ap = fold_parser(__doc__, "corpus-images", "corpus-manifest", "corpus-meta", "pseudo", "model",
-                     "metrics", "curve", "out-dir", "resume-dir", "train-log")
+    ap = fold_parser(__doc__, "pseudo", "model", "metrics", "curve", "out-dir", "resume-dir", "train-log")
     ap.add_argument("--synthetic-dir", help="the fold's synthetic set (when finetune.synthetic_weight > 0)")
+    add_corpus_options(ap)
     args = ap.parse_args()
     setup_logging()
     p = declared(args)
@@ -30,9 +30,10 @@ if __name__ == "__main__":
         if syn.classes != fold.classes:
             raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {fold.classes}")
         synthetic = (syn.images, syn.labels)
-    corpus = load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    corpus = load_corpus(args)  # None without a corpus: the in-domain faces alone (a budget split)
     cfg = p.section("clustering")
-    pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, corpus.paths, cfg.in_domain)  # as round 0
+    pool, pool_paths = clustering_pool(fold, data.paths, None if corpus is None else corpus.images,
+                                        [] if corpus is None else corpus.paths, cfg.in_domain)  # as round 0
     metrics = run_corpus_finetune_fold(
         fold, p.section("accnn"), ft, cfg, fold_outputs(args, resume=False),
         corpus_images=pool, corpus_paths=pool_paths,

@@ -110,9 +110,9 @@ if __name__ == "__main__":
         methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired, walls))
     by_name = {s["method"]: s for s in summaries}
     plan = plan_rows(p.as_dict())
-    if [m.name for m in methods] != list(plan.rows):
+    if [m.name for m in methods] != list(plan.full_rows):
         raise SystemExit(f"the summaries ({[m.name for m in methods]}) are not the rows params.yaml plans "
-                         f"({list(plan.rows)}): re-run the pipeline")
+                         f"({list(plan.full_rows)}): re-run the pipeline")
     meta = read_json(args.meta)
     classes = meta["classes"]
     extra = [rows_not_run_section(plan, p.get("methods"))]

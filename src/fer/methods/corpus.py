@@ -138,15 +138,25 @@ METHOD = "accnn_corpus"
 
 
 def clustering_pool(
-    fold: Fold, paths: Sequence[str], corpus_images: np.ndarray, corpus_paths: Sequence[str], in_domain: bool
+    fold: Fold, paths: Sequence[str], corpus_images: np.ndarray | None, corpus_paths: Sequence[str], in_domain: bool
 ) -> tuple[np.ndarray, list[str]]:
     """The unlabelled images a fold clusters and fine-tunes on: the face-recognition
     corpus, followed (``in_domain``, at a label budget) by the fold's unlabelled in-domain
     faces (``fold.idx["unlabelled"]``, whose labels the fold has masked), named
-    ``IN_DOMAIN_PREFIX + path``. ``paths``: the aligned set's path of every image."""
+    ``IN_DOMAIN_PREFIX + path``. ``paths``: the aligned set's path of every image.
+    ``corpus_images`` None: no corpus (``corpus.root: ''``), the in-domain faces alone.
+    Raises ValueError when the pool would be empty (nothing to cluster)."""
     idx = fold.idx.get("unlabelled") if in_domain else None
-    if idx is None or len(idx) == 0:
+    has_in_domain = idx is not None and len(idx) > 0
+    if corpus_images is None:
+        if not has_in_domain:
+            raise ValueError("nothing to cluster: no face-recognition corpus (corpus.root is '') and no unlabelled "
+                             "in-domain faces in this split (a label budget with clustering.in_domain: true has them)")
+        assert idx is not None
+        return fold.images[idx], [IN_DOMAIN_PREFIX + paths[i] for i in idx]
+    if not has_in_domain:
         return corpus_images, list(corpus_paths)
+    assert idx is not None
     images = np.concatenate([np.asarray(corpus_images), fold.images[idx]])
     return images, [*corpus_paths, *(IN_DOMAIN_PREFIX + paths[i] for i in idx)]
 

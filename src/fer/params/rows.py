@@ -140,21 +140,32 @@ class RowPlan:
     identity: where the identity network comes from: ``"corpus"`` (one network trained on
     the face-recognition corpus), ``"fold"`` (no corpus: one network per fold, trained on
     the fold's training subjects only) or ``"none"`` (no row that runs needs one).
+    budget_only: rows of ``rows`` that run at the label budgets only, with the reason the
+    report prints (``accnn_corpus`` without a corpus: with all labels there is nothing
+    unlabelled to cluster; at a budget the fold's unlabelled in-domain faces are).
     """
 
     rows: tuple[str, ...]
     absent: Mapping[str, str]
     identity: str
+    budget_only: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def full_rows(self) -> tuple[str, ...]:
+        """The rows that also run with all labels (every row but ``budget_only``)."""
+        return tuple(r for r in self.rows if r not in self.budget_only)
 
     @property
     def has_corpus_rows(self) -> bool:
+        """Whether the corpus row runs (at all labels, or at the budgets only)."""
         return "accnn_corpus" in self.rows
 
     @property
     def uses_corpus(self) -> bool:
         """Whether this run reads the face-recognition corpus: the identity network is
-        trained on it, or the corpus rows cluster it (both only when it is given)."""
-        return self.identity == "corpus" or self.has_corpus_rows
+        trained on it, or the corpus row clusters it (both only when it is given; a
+        budget-only corpus row clusters in-domain faces alone)."""
+        return self.identity == "corpus" or "accnn_corpus" in self.full_rows
 
 
 def plan_rows(params: Mapping[str, Any]) -> RowPlan:
@@ -174,8 +185,11 @@ def plan_rows(params: Mapping[str, Any]) -> RowPlan:
     * rows that pair one subject's images (:data:`SUBJECT_ROWS`) need subject ids: on a
       dataset without them, refused when listed by name, left out (with the reason) under
       ``methods: all``;
-    * ``accnn_corpus`` clusters unlabelled data: with ``corpus.root: ''`` there is none, so
-      the row does not run and the report says why.
+    * ``accnn_corpus`` clusters unlabelled data: with ``corpus.root: ''`` it runs at the
+      label budgets only, on the fold's unlabelled in-domain faces alone (needs
+      ``labels.budgets`` and ``clustering.in_domain: true``; :attr:`RowPlan.budget_only`);
+      without them there is nothing to cluster, the row does not run and the report says
+      why.
     """
     from fer.params.core import ParamsError
 
@@ -234,9 +248,17 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
                   "needs an identity network, and there is neither a face-recognition corpus (corpus.root is '') nor "
                   "subject ids in the dataset to train one per fold",
                   "set corpus.root to a corpus, or remove them from methods")
-    if not has_corpus and "accnn_corpus" in wanted:
-        absent["accnn_corpus"] = ("no unlabelled data to cluster: corpus.root is '' (set it to a face-recognition "
-                                  "corpus to run this row)")
+    budget_only: dict[str, str] = {}
+    if not has_corpus and "accnn_corpus" in wanted and "accnn_corpus" not in absent:
+        if params["labels"]["budgets"] and params["clustering"]["in_domain"]:
+            budget_only["accnn_corpus"] = (
+                "label budgets only: corpus.root is '', so with all labels there is nothing unlabelled to cluster; "
+                "at each budget it clusters the fold's unlabelled in-domain faces alone (clustering.in_domain)")
+        else:
+            absent["accnn_corpus"] = (
+                "no unlabelled data to cluster: corpus.root is '' and no label budget leaves unlabelled in-domain "
+                "faces (set corpus.root to a face-recognition corpus, or labels.budgets with clustering.in_domain: "
+                "true to cluster the in-domain faces at the budgets)")
     rows = tuple(r for r in wanted if r not in absent)
     starts = identity_starts(params, rows)
     if starts and not has_corpus and not has_subjects:
@@ -244,7 +266,8 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
                         "face-recognition corpus (corpus.root is '') nor subject ids in the dataset to train an "
                         "identity network: set init: scratch or a state-dict file, or give a corpus")
     needs_identity = any(r in IDENTITY_ROWS for r in rows) or bool(starts)
-    return RowPlan(rows, absent, ("corpus" if has_corpus else "fold") if needs_identity else "none"), problems
+    return RowPlan(rows, absent, ("corpus" if has_corpus else "fold") if needs_identity else "none",
+                   budget_only), problems
 
 
 #: Recogniser sections whose ``init`` can be ``identity``, and the rows that train with them.

@@ -257,18 +257,26 @@ def generator_probe_section(synthetic: Sequence[Mapping[str, Any]], fersnet: Seq
 
 def rows_not_run_section(plan: Any, methods: Any) -> str:
     """Which rows of the comparison this report lacks, and why: rows that params.yaml's
-    ``methods`` did not select, and selected rows that cannot run on this data
-    (``fer.params.RowPlan.absent``: no corpus to cluster, no subject ids, ...)."""
+    ``methods`` did not select, selected rows that cannot run on this data
+    (``fer.params.RowPlan.absent``: no corpus to cluster, no subject ids, ...), and rows
+    that run at the label budgets only (``RowPlan.budget_only``)."""
     from fer.params import ALL_ROWS
 
     rows = [[r, plan.absent[r]] for r in ALL_ROWS if r in plan.absent]
     if methods != "all":
         rows += [[r, "not selected (params.yaml methods)"] for r in ALL_ROWS if r not in methods]
-    if not rows:
-        return ""
-    return ("<h2>Rows not in this report</h2>"
-            "<p>The comparison has these further rows; this run did not train them.</p>"
-            + _table(["row", "why it did not run"], rows, left=2))
+    partial = [[r, why] for r, why in plan.budget_only.items()]
+    parts = []
+    if rows:
+        parts += ["<h2>Rows not in this report</h2>",
+                  "<p>The comparison has these further rows; this run did not train them.</p>",
+                  _table(["row", "why it did not run"], rows, left=2)]
+    if partial:
+        parts += ["<h2>Rows at the label budgets only</h2>",
+                  "<p>These rows ran at every label budget (section \"Label budgets\") but not with all labels, so "
+                  "they are missing from the results table above the budget curve.</p>",
+                  _table(["row", "why"], partial, left=2)]
+    return "".join(parts)
 
 
 def budget_section(
@@ -322,7 +330,7 @@ def budget_section(
     quality = [] if not quality_rows else [
         "<h3>Pseudo-labels of the unlabelled in-domain faces</h3>",
         "<p>The corpus row (clustering.in_domain) clusters each budget split's unlabelled in-domain faces with the "
-        "face-recognition corpus; their pseudo-labels scored against their hidden labels (read only by this "
+        "face-recognition corpus (alone, without one: corpus.root ''); their pseudo-labels scored against their hidden labels (read only by this "
         "evaluation stage), mean ± std over folds, per clustering round.</p>",
         _table(["budget", "round", "in-domain faces", "accuracy of kept", "accuracy of assigned", "coverage (kept)"],
                quality_rows, left=2)]
@@ -339,7 +347,7 @@ def budget_section(
         "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
         "fold. The FixMatch row learns from its images; the identity network, where it is trained per fold, uses "
         "every training subject's identity, which is not an expression label; the corpus row clusters them with "
-        "the face-recognition corpus (clustering.in_domain) and trains on those kept as pseudo-labelled; FESGAN "
+        "the face-recognition corpus, or alone without one (clustering.in_domain), and trains on those kept as pseudo-labelled; FESGAN "
         "pretraining (fesgan.unlabelled_ratio) shows them to its discriminator's real/fake head and its latent-code "
         "terms, the terms that need no expression label (the project's extension; its rows' recognisers and joint "
         "stage train on labelled and synthetic faces only); the other rows have no unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
