@@ -41,8 +41,10 @@ faces, without labels: after the warm-up they join the real images of D's real/f
 (and R1) and the encoder's latent terms (Dz, E/latent), the terms that need no expression
 label; reconstruction, expression classification, re-expression, identity and prototype
 terms stay on the labelled faces (they need the face's own expression). This is the
-project's addition, not the paper's (which trains on a fully labelled set). Batches are drawn without replacement within an epoch (a per-epoch permutation
-derived from the seed; a last partial batch is dropped); every other random draw of an
+project's addition, not the paper's (which trains on a fully labelled set).
+
+Batches are drawn without replacement within an epoch (a per-epoch permutation derived
+from the seed; a last partial batch is dropped); every other random draw of an
 iteration (flips, target expressions, prior codes) comes from a CPU generator derived from
 (seed, iteration). Same seed and data -> identical weights (same machine; on CUDA only
 under ``torch.use_deterministic_algorithms``, as in ``fer.training.driver``), and a resumed
