@@ -108,3 +108,11 @@ def test_accnn_is_smaller_than_references() -> None:
     assert rows["accnn"]["macs"] < 0.5 * rows["vgg_small"]["macs"]
     with pytest.raises(ValueError):
         complexity_rows(7, 2, 64)
+
+
+def test_size_table_rows_follow_the_configured_widths() -> None:
+    """The report's size table lists the recognisers as params.yaml configures them."""
+    rows = complexity_rows(7, 1, 64, [("accnn", 8), ("vgg_small", 32)])
+    assert [(r["arch"], r["width"]) for r in rows] == [("accnn", 8), ("vgg_small", 32)]
+    default = {r["arch"]: r for r in complexity_rows(7, 1, 64)}
+    assert rows[0]["macs"] < default["accnn"]["macs"] and rows[1]["macs"] > default["vgg_small"]["macs"]

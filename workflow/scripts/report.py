@@ -142,7 +142,10 @@ if __name__ == "__main__":
             quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,
             rounds=[Path(d) for d in args.corpus_rounds],
             classes=classes,
-            complexity=complexity_rows(len(classes), 3 if meta["channels"] == "rgb" else 1, meta["size"]),
+            complexity=complexity_rows(  # the two recognisers as configured, and the standard ResNet-18
+                len(classes), 3 if meta["channels"] == "rgb" else 1, meta["size"],
+                list(dict.fromkeys([("accnn", p.get("accnn.width")), (p.get("baseline.arch"), p.get("baseline.width")),
+                                    ("resnet18", 64)]))),
             ablation=ablation,
         ))
     if args.dgcn_results:

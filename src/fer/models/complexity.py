@@ -33,8 +33,8 @@ from fer.models import build_model
 
 __all__ = ["complexity_rows", "count_macs", "count_parameters"]
 
-#: (arch, width) rows of ``complexity_rows``: the AC-CNN at its default width, the
-#: project's VGG baseline as configured, and ResNet-18 at its standard width 64.
+#: (arch, width) rows of ``complexity_rows`` by default: the AC-CNN and the VGG baseline at
+#: params.yaml's demo widths, and ResNet-18 at its standard width 64.
 REFERENCE_ROWS: tuple[tuple[str, int], ...] = (("accnn", 16), ("vgg_small", 16), ("resnet18", 64))
 
 
@@ -92,17 +92,19 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(total[0])
 
 
-def complexity_rows(num_classes: int, in_channels: int, input_size: int) -> list[dict[str, Any]]:
-    """``{arch, width, params, macs}`` (MACs per image of ``input_size`` px) for the AC-CNN
-    at its default width 16, ``vgg_small`` at width 16 and ResNet-18 at width 64 (the
-    standard network, with the project's input-size-dependent stem)."""
+def complexity_rows(
+    num_classes: int, in_channels: int, input_size: int, archs: Sequence[tuple[str, int]] = REFERENCE_ROWS
+) -> list[dict[str, Any]]:
+    """``{arch, width, params, macs}`` (MACs per image of ``input_size`` px) for each
+    ``(arch, width)`` of ``archs`` (default :data:`REFERENCE_ROWS`; ResNet-18 with the
+    project's input-size-dependent stem)."""
     if num_classes < 1 or in_channels not in (1, 3) or input_size < 8:
         raise ValueError(
             f"complexity_rows needs num_classes >= 1, in_channels 1 or 3 and input_size >= 8, "
             f"got {num_classes}, {in_channels}, {input_size}"
         )
     rows: list[dict[str, Any]] = []
-    for arch, width in REFERENCE_ROWS:
+    for arch, width in archs:
         model = build_model(arch, num_classes, in_channels, width, input_size=input_size)
         rows.append(
             {
