@@ -110,6 +110,7 @@ def test_without_a_corpus_the_corpus_row_clusters_the_in_domain_faces_at_the_bud
                              "finetune_accnn__fold-1-b1"], corpus_stages
     assert not [n for n in stages if "corpus" in stage_rule(n) and stage_rule(n) not in ("cluster_corpus", "finetune_accnn")]
     assert "--corpus-images" not in stages["cluster_corpus__fold-0-b1"]["cmd"]
+    assert not [n for n, st in stages.items() if "  " in st["cmd"]]  # dvc.lock would not keep a double space
     proc = run(["snakemake", "metrics/accnn_corpus/summary-b1.json", "metrics/pseudo_quality-b1.json", "--cores", "2",
                 "--resources", "gpu=2"], repo, check=False)
     assert proc.returncode == 0, describe(proc, "snakemake failed") + "\n" + log_tail(repo)
