@@ -367,7 +367,8 @@ def _fingerprint(
     if identity_net is not None:
         parts.append(identity_net)
     if unlabelled is not None:
-        parts += ["unlabelled", list(unlabelled.shape), np.ascontiguousarray(unlabelled[:: max(1, len(unlabelled) // 32)])]
+        step = max(1, len(unlabelled) // 32)
+        parts += ["unlabelled", list(unlabelled.shape), np.ascontiguousarray(unlabelled[::step])]
     return digest(*parts)
 
 

@@ -330,8 +330,8 @@ def budget_section(
     quality = [] if not quality_rows else [
         "<h3>Pseudo-labels of the unlabelled in-domain faces</h3>",
         "<p>The corpus row (clustering.in_domain) clusters each budget split's unlabelled in-domain faces with the "
-        "face-recognition corpus (alone, without one: corpus.root ''); their pseudo-labels scored against their hidden labels (read only by this "
-        "evaluation stage), mean ± std over folds, per clustering round.</p>",
+        "face-recognition corpus (alone, without one: corpus.root ''); their pseudo-labels scored against their "
+        "hidden labels (read only by this evaluation stage), mean ± std over folds, per clustering round.</p>",
         _table(["budget", "round", "in-domain faces", "accuracy of kept", "accuracy of assigned", "coverage (kept)"],
                quality_rows, left=2)]
     sizes = [[key, f"{100 * s['fraction']:g} %", f"{s['labelled_fraction']:.3f}", budgets["summary"][key]["train"],
@@ -347,10 +347,12 @@ def budget_section(
         "training part is unlabelled in-domain data: its expression labels are masked before any method sees the "
         "fold. The FixMatch row learns from its images; the identity network, where it is trained per fold, uses "
         "every training subject's identity, which is not an expression label; the corpus row clusters them with "
-        "the face-recognition corpus, or alone without one (clustering.in_domain), and trains on those kept as pseudo-labelled; FESGAN "
-        "pretraining (fesgan.unlabelled_ratio) shows them to its discriminator's real/fake head and its latent-code "
-        "terms, the terms that need no expression label (the project's extension; its rows' recognisers and joint "
-        "stage train on labelled and synthetic faces only); the other rows have no unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its iterations. "
+        "the face-recognition corpus, or alone without one (clustering.in_domain), and trains on those kept as "
+        "pseudo-labelled; FESGAN pretraining (fesgan.unlabelled_ratio) shows them to its discriminator's real/fake "
+        "head and its latent-code terms, the terms that need no expression label (the project's extension; its "
+        "rows' recognisers and joint stage train on labelled and synthetic faces only); the other rows have no "
+        "unlabelled term by design. Every row keeps its epoch budget over its (smaller) labelled set, FESGAN its "
+        "iterations. "
         "The band is the fold spread (mean ± standard deviation).</p>",
         _img(budget_curve_figure(points), "accuracy against label budget"),
         *tables,
