@@ -24,8 +24,12 @@ run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --resources gpu=2
 	@echo "report: reports/index.html"
 
+# One worker per core, each taking whole test files (--dist loadfile), so that a file's
+# module fixtures (the tiny pipeline's Snakemake and DVC runs) are built once; `dvc repro`
+# runs its stages one at a time, and the other core works through the other files.
+TEST_WORKERS ?= auto
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Re-render dvc.yaml from the Snakefile (after editing rules or the number of folds).
 dvc-yaml: install
