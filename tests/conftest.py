@@ -88,3 +88,16 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+#: The end-to-end test files, longest first: collected before every other file, so that
+#: `make test`'s parallel workers (pytest-xdist, --dist loadfile: whole files per worker,
+#: handed out in collection order) start them at once instead of after the quick files.
+LONG_FILES: tuple[str, ...] = ("test_workflow.py", "test_readers_end_to_end.py", "test_budgets_workflow.py",
+                               "test_dataset_workflow.py")
+
+
+def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
+    """Run the end-to-end files first (:data:`LONG_FILES` order), the rest as collected."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(LONG_FILES)))  # stable: keeps file order
