@@ -93,7 +93,7 @@ def discriminator_loss(
     n_lab = y_real.shape[0]
     if n_lab > cls_r.shape[0]:
         raise ValueError(f"{n_lab} labels for {cls_r.shape[0]} real images")
-    cls = F.cross_entropy((cls_r if n_lab == cls_r.shape[0] else cls_r[:n_lab]).float(), y_real)
+    cls = F.cross_entropy(cls_r[:n_lab].float(), y_real)  # the labelled images come first
     total = adv + w_cls * cls
     if penalty is not None:
         total = total + r1_weight * penalty

@@ -503,7 +503,7 @@ def _train_step(
     x_all = x if x_unl is None else torch.cat([x, x_unl])  # B + U, C, S, S
     with prec.autocast():
         codes_all = m.enc(x_all)  # B + U, z
-        codes = codes_all if x_unl is None else codes_all[:batch]  # B, z
+        codes = codes_all[:batch]  # B, z: the labelled images' codes
         x_rec = m.gen(codes, one_hot(y, num_classes))  # B, C, S, S
         if m.edit is None:
             fakes = make_fake_batch(m.gen, codes[:n_re], y[:n_re], num_classes, batch - n_re, rng)
