@@ -13,6 +13,8 @@ from typing import Any
 
 from _common import parser
 
+import numpy as np
+
 from fer.data.aligned import AlignedSet, load_aligned
 from fer.data.budgets import load_split, parse_split_key
 from fer.data.folds import split_indices
@@ -49,14 +51,16 @@ def add_corpus_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--corpus-{name}", help="the aligned corpus (all three or none: no corpus)")
 
 
-def load_corpus(args: argparse.Namespace) -> AlignedSet | None:
-    """The aligned corpus of ``add_corpus_options`` (unlabelled), or None without one."""
+def load_corpus(args: argparse.Namespace) -> tuple[np.ndarray | None, list[str]]:
+    """The images and paths of the aligned corpus of ``add_corpus_options`` (unlabelled),
+    as ``fer.methods.corpus.clustering_pool`` takes them: ``(None, [])`` without one."""
     given = [args.corpus_images, args.corpus_manifest, args.corpus_meta]
     if not any(given):
-        return None
+        return None, []
     if not all(given):
         raise SystemExit("--corpus-images, --corpus-manifest and --corpus-meta go together (all three or none)")
-    return load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    corpus = load_aligned(args.corpus_images, args.corpus_manifest, args.corpus_meta, labelled=False)
+    return corpus.images, list(corpus.paths)
 
 
 def fold_context(args: argparse.Namespace, p: DeclaredParams, *, subjects: bool = False) -> tuple[Fold, AlignedSet]:

@@ -1,6 +1,7 @@
 """Round 0 of the expression-guided clustering, one fold: embed the corpus (at a label
-budget with the fold's unlabelled in-domain faces; without a corpus those alone) and the fold's labelled training images
-with the fold's recogniser, cluster, write the pseudo-labels."""
+budget with the fold's unlabelled in-domain faces; without a corpus those alone) and the
+fold's labelled training images with the fold's recogniser, cluster, write the
+pseudo-labels."""
 
 import logging
 from pathlib import Path
@@ -21,11 +22,9 @@ if __name__ == "__main__":
     setup_logging()
     p = declared(args)
     fold, data = fold_context(args, p)
-    corpus = load_corpus(args)  # None without a corpus: the in-domain faces alone (a budget split)
     cfg = p.section("clustering")
     # at a label budget (clustering.in_domain): the fold's unlabelled in-domain faces join the corpus
-    pool, pool_paths = clustering_pool(fold, data.paths, None if corpus is None else corpus.images,
-                                        [] if corpus is None else corpus.paths, cfg.in_domain)
+    pool, pool_paths = clustering_pool(fold, data.paths, *load_corpus(args), cfg.in_domain)
     model, _ = model_from_weights(args.recogniser, fold.device)  # trained on this fold's training part only
     x, y = fold.part("train")  # the clustering sees the labelled TRAINING images only
     pseudo, feats = cluster_corpus_fold(

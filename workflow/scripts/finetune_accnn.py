@@ -30,10 +30,8 @@ if __name__ == "__main__":
         if syn.classes != fold.classes:
             raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {fold.classes}")
         synthetic = (syn.images, syn.labels)
-    corpus = load_corpus(args)  # None without a corpus: the in-domain faces alone (a budget split)
     cfg = p.section("clustering")
-    pool, pool_paths = clustering_pool(fold, data.paths, None if corpus is None else corpus.images,
-                                        [] if corpus is None else corpus.paths, cfg.in_domain)  # as round 0
+    pool, pool_paths = clustering_pool(fold, data.paths, *load_corpus(args), cfg.in_domain)  # as round 0
     metrics = run_corpus_finetune_fold(
         fold, p.section("accnn"), ft, cfg, fold_outputs(args, resume=False),
         corpus_images=pool, corpus_paths=pool_paths,
