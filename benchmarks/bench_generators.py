@@ -21,7 +21,9 @@ make_folds, the fold's train_baseline and train_identity: `make run` does all of
    subjects, for scale), Fréchet distance; and writes ``results.json`` to ``--out``.
 
 The recogniser is the fold's baseline (``models/baseline/fold-K.pt``, trained on that
-fold's real training images only); nothing here reads the test split.
+fold's real training images only). FERSNet's training predicts the test split once at
+its end, as in the pipeline; the benchmark prints validation figures only (the selected
+epoch and the gated row's own validation accuracy, beside its synthesis).
 
 Usage (after ``make run``): ``python benchmarks/bench_generators.py --fold 0 --every 100``.
 """
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             was_training = net.training
             net.eval()
             with torch.no_grad():
-                re = reexpression_probe(lambda x, e, _s: net.synthesise(x, e), recogniser, id_embed, x_val, y_val,
+                re = reexpression_probe(lambda x, e, source: net.synthesise(x, e, source), recogniser, id_embed, x_val, y_val,
                                         s_val, x_val, y_val, num_classes, cpu)
             net.train(was_training)
             out = {"epoch": int(row["epoch"]), "wall_s": wall, "cpu_s": cpu_s, "acc": re["expr_acc"],
@@ -198,11 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             clock.resume()
-            run_fersnet_fold(fold, fc, FoldOutputs(model=t / "m.pt", metrics=t / "m.json", curve=t / "c.csv",
-                                                   resume=None, log=None),
-                             variant="gated", identity=identity, init_weights=None, out_dir=t / "out",
-                             on_epoch_end=probe_epoch)
-        results["fersnet"] = {"config": section, "curve": rows}
+            metrics = run_fersnet_fold(fold, fc, FoldOutputs(model=t / "m.pt", metrics=t / "m.json", curve=t / "c.csv",
+                                                             resume=None, log=None),
+                                       variant="gated", identity=identity, init_weights=None, out_dir=t / "out",
+                                       on_epoch_end=probe_epoch)
+        picked = {k: metrics.get(k) for k in ("best_epoch", "val/acc", "val/mean_class_acc")}
+        print(f"  FERSNet recognition (the gated row's own classifier): selected epoch {picked['best_epoch']}, "
+              f"val acc {fmt(picked['val/acc'])}, val mean-class acc {fmt(picked['val/mean_class_acc'])}", flush=True)
+        results["fersnet"] = {"config": section, "curve": rows, "recognition": picked}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -192,6 +192,48 @@ def test_conditional_synthesis_depends_on_target() -> None:
         assert not torch.allclose(s0, s1) and not torch.allclose(t0, t1)
 
 
+def test_residual_synthesis_starts_at_the_prototype_edit() -> None:
+    torch.manual_seed(0)
+    net = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2, synthesis="residual").eval()
+    assert net.offsets is not None and net.offsets.shape == (K, 1, 16, 16)
+    protos = torch.randn(K, 1, 16, 16)
+    net.init_offsets(protos)
+    x = torch.randn(3, 1, 16, 16)
+    e, a = torch.eye(K)[[1, 2, 0]], torch.eye(K)[[0, 0, 2]]
+    with torch.no_grad():
+        out = net.synthesise(x, e, a)
+        _, fwd = net(x, e, a)
+    # the decoder's output convolution starts at zero: the edit is the offsets' change alone
+    want = x + torch.stack([protos[1] - protos[0], protos[2] - protos[0], protos[0] - protos[2]])
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(fwd, want)
+    with torch.no_grad():
+        same = net.synthesise(x, a, a)
+    torch.testing.assert_close(same, x)  # to its own expression: unchanged at the start
+    with pytest.raises(ValueError, match="source expression"):
+        net.synthesise(x, e)
+    with pytest.raises(ValueError, match="offsets of shape"):
+        net.init_offsets(torch.zeros(K, 1, 8, 8))
+    with pytest.raises(ValueError, match="only synthesis='residual'"):
+        FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2).init_offsets(protos)
+    assert FERSNet(K, 1, 4, input_size=16, sharing="single", stages=2, synthesis="residual").offsets is None
+    with pytest.raises(ValueError, match="synthesis must be"):
+        FERSNet(K, 1, 4, input_size=16, synthesis="warp")
+
+
+def test_residual_offsets_learn_without_weight_decay() -> None:
+    net = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2, synthesis="residual")
+    cfg = tiny_cfg(synthesis="residual")
+    setup = fm._setup(FERSNetRecognizer(net), cfg, 24, lr=1e-3, milestones=(), device=torch.device("cpu"))
+    groups = setup.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [cfg.weight_decay, 0.0]
+    assert groups[1]["params"] == [net.offsets]
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    unet = FERSNet(K, 1, 4, input_size=16, sharing="gated", stages=2)
+    assert len(fm._setup(FERSNetRecognizer(unet), tiny_cfg(synthesis="unet"), 24, lr=1e-3, milestones=(),
+                         device=torch.device("cpu")).optimizer.param_groups) == 1
+
+
 def test_patch_discriminator_is_conditional() -> None:
     torch.manual_seed(0)
     d = PatchDiscriminator(1, K, width=4, n_layers=2)
@@ -238,6 +280,46 @@ def test_pairs_come_from_the_train_split_only(tmp_path: Path, monkeypatch: pytes
     np.testing.assert_array_equal(labels, Y[SPLIT["train"]])
 
 
+def test_residual_rows_start_from_training_prototypes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``synthesis: residual`` the offsets start at proto_scale x the prototypes of
+    the TRAIN split (never validation or test faces); the rows train, save and reload with
+    their offsets, and the synth row synthesises with the source expressions."""
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    orig = fm.expression_prototypes
+
+    def spy(images: np.ndarray, labels: np.ndarray, num_classes: int, subjects: np.ndarray | None = None) -> torch.Tensor:
+        seen.append((images.copy(), np.asarray(labels).copy(), np.asarray(subjects).copy()))
+        return orig(images, labels, num_classes, subjects)
+
+    monkeypatch.setattr(fm, "expression_prototypes", spy)
+    init: dict[str, torch.Tensor] = {}
+    orig_init = FERSNet.init_offsets
+
+    def record(self: FERSNet, offsets: torch.Tensor) -> None:
+        init["offsets"] = offsets.clone()
+        orig_init(self, offsets)
+
+    monkeypatch.setattr(FERSNet, "init_offsets", record)
+    cfg = tiny_cfg(synthesis="residual", proto_scale=2.0, w_cycle=0.5)  # the cycle edits back from b to a
+    m = run(tmp_path, "gated", cfg)
+    assert float(_curve(tmp_path / "gated.csv")[0]["G/cycle"]) > 0
+    assert len(seen) == 1
+    images, labels, subjects = seen[0]
+    tr = SPLIT["train"]
+    np.testing.assert_array_equal(images, X[tr])
+    np.testing.assert_array_equal(labels, Y[tr])
+    np.testing.assert_array_equal(subjects, S[tr])
+    torch.testing.assert_close(init["offsets"], 2.0 * orig(X[tr], Y[tr], K, S[tr]))
+    net, meta = load_fersnet(tmp_path / "gated.pt")
+    assert meta["synthesis"] == "residual" and net.synthesis == "residual" and net.offsets is not None
+    assert not torch.equal(net.offsets.detach(), init["offsets"])  # learned from there
+    assert m["synth_val/expr_acc"] is not None
+    s = run(tmp_path, "synth", tiny_cfg(synthesis="residual", synth_per_image=0), init=tmp_path / "gated.pt")
+    assert s["synth/n_images"] == len(tr) * (K - 1)
+    with pytest.raises(ValueError, match="gated FERSNet"):  # a residual model is not a unet row's source
+        run(tmp_path, "synth", tiny_cfg(synthesis="unet", synth_per_image=0), tag="-u", init=tmp_path / "gated.pt")
+
+
 # ----------------------------------------------------------------------------- config
 def test_config_strict_and_milestones() -> None:
     cfg = build(FersnetParams, {"lr_milestones": [150, 400], "epochs": 500, "augment": {"hflip": False}})
@@ -252,6 +334,10 @@ def test_config_strict_and_milestones() -> None:
         build(FersnetParams, {"lr_milestones": [5, 3]})
     with pytest.raises(ValueError, match="gate_kernel"):
         FersnetParams(gate_kernel=2)
+    with pytest.raises(ValueError, match="synthesis"):
+        FersnetParams(synthesis="warp")
+    with pytest.raises(ValueError, match="proto_scale"):
+        FersnetParams(proto_scale=-1.0)
     f = fm._milestone_factor
     assert [f(s, steps_per_epoch=10, milestones=(2, 4)) for s in (0, 19, 20, 39, 40)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01]
@@ -264,8 +350,9 @@ def _curve(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_four_rows_write_outputs(tmp_path: Path) -> None:
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("synthesis", ["residual", "unet"])
+def test_four_rows_write_outputs(tmp_path: Path, synthesis: str) -> None:
+    cfg = tiny_cfg(synthesis=synthesis, w_cycle=0.5 if synthesis == "unet" else 0.0)  # the two presets
     for variant in ("single", "hard", "gated"):
         m = run(tmp_path, variant, cfg)
         assert tuple(m) == FERSNET_METRIC_KEYS and m["variant"] == variant
@@ -276,9 +363,10 @@ def test_four_rows_write_outputs(tmp_path: Path) -> None:
         assert report["has_synthesis"] == (variant != "single")
         assert (tmp_path / variant / "synthesis_grid.png").exists() == (variant != "single")
         net, meta = load_fersnet(tmp_path / f"{variant}.pt")
-        assert meta["sharing"] == variant and net.sharing == variant
+        assert meta["sharing"] == variant and net.sharing == variant and net.synthesis == synthesis
         assert m["n_test"] == len(SPLIT["test"])
     assert float(_curve(tmp_path / "hard.csv")[0]["G/l1"]) > 0
+    assert (float(_curve(tmp_path / "hard.csv")[0]["G/cycle"]) > 0) == (cfg.w_cycle > 0)
     assert float(_curve(tmp_path / "gated.csv")[0]["gate/z_rec"]) > 0
     assert float(_curve(tmp_path / "single.csv")[0]["G/l1"]) == 0
     from PIL import Image
@@ -286,7 +374,7 @@ def test_four_rows_write_outputs(tmp_path: Path) -> None:
     grid = np.asarray(Image.open(tmp_path / "gated" / "synthesis_grid.png"))
     assert grid.shape == (2 * (SIZE + 2) + 2, (K + 1) * (SIZE + 2) + 2)  # 2 rows, source + K
 
-    m = run(tmp_path, "synth", tiny_cfg(synth_per_image=0), init=tmp_path / "gated.pt")
+    m = run(tmp_path, "synth", tiny_cfg(synthesis=synthesis, synth_per_image=0), init=tmp_path / "gated.pt")
     assert tuple(m) == FERSNET_METRIC_KEYS
     n_train = len(SPLIT["train"])
     assert m["synth/n_images"] == n_train * (K - 1)  # every image into both other expressions

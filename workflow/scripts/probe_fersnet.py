@@ -25,7 +25,7 @@ if __name__ == "__main__":
     identity = load_identity_net(args.identity, fold.device)
     xv, yv = fold.part("val")
     probe = reexpression_probe(
-        lambda x, e, _source: net.synthesise(x, e), classifier, lambda x: predict(identity, x, fold.device, 256), xv, yv,
+        lambda x, e, source: net.synthesise(x, e, source), classifier, lambda x: predict(identity, x, fold.device, 256), xv, yv,
         data.subjects[fold.idx["val"]], xv, yv, fold.num_classes, fold.device,
     )
     write_json(args.metrics, {f"fersnet_synth/{k}": v for k, v in probe.items()})

@@ -156,10 +156,19 @@ if __name__ == "__main__":
             [Path(d) for d in args.dgcn_results],
         ))
     if args.fersnet_results:
+        fs = p.section("fersnet")
+        fersnet_note = (
+            " Departure from the authors' decoder, to learn within the budget (fersnet.synthesis: residual): the "
+            "U-Net's output is added to the source face, plus learned class offsets (target minus source "
+            f"expression) started at {fs.proto_scale:g} x the expression prototypes of the fold's training faces"
+            + ("; the cycle term is off (fersnet.w_cycle 0, authors 0.5)" if fs.w_cycle == 0 else "")
+            + ". The encoders, ConvFLU gates, conditioning and the other losses are the authors'."
+            if fs.synthesis == "residual" else
+            " The authors' decoder (fersnet.synthesis: unet): the U-Net draws the face.")
         extra.append(grids_section(
             "FERSNet: expression synthesis by the gated model",
             "Validation faces of each fold re-expressed by the gated model's synthesis branch, one column per "
-            "target expression.",
+            "target expression." + fersnet_note,
             [Path(d) for d in args.fersnet_results],
         ))
     fg = p.section("fesgan")

@@ -47,6 +47,13 @@ Training step of ``hard`` / ``gated`` (one batch of B training images x with lab
 
 A weight of 0 skips its term's computation (``w_adv = 0``: no discriminator at all).
 
+``synthesis = "residual"`` (project's departure, the demo default; ``"unet"`` is the
+authors' decoder): I_syn = x + U-Net output + ``offsets[b] - offsets[a]``, the class
+offsets started at ``proto_scale`` x the expression prototypes of the TRAIN split
+(``fer.training.prototypes``, subject-normalised) and exempt from weight decay (they are
+images, not weights); the cycle pass edits I_syn from b back to a. The losses are the
+same.
+
 ``synth`` row (project's reading of "+21K synthetic images ... to enlarge and balance the
 training set"): every training image is re-expressed into each OTHER expression present
 in the training split (``synth_per_image = 0``), so class b receives N - n_b synthetic
@@ -100,6 +107,7 @@ from fer.training.checkpoint import load_weights
 from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
 from fer.training.inference import predict
 from fer.training.optim import TrainSetup, eval_batch_size, grad_scaler, place_model
+from fer.training.prototypes import expression_prototypes
 from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, Fold, FoldOutputs, finish_fold
 from fer.training.samplers import CycledSet, n_per_batch
 from fer.utils.digest import digest
@@ -193,7 +201,12 @@ def _setup(
     """The shared driver's ``TrainSetup`` with this method's Adam and milestone schedule."""
     prec = place_model(model, device, amp=fc.amp, channels_last=fc.channels_last)
     spe = num_steps(n_train, fc.batch_size)
-    opt = _adam(model.parameters(), fc, lr)
+    offsets = getattr(getattr(model, "net", None), "offsets", None)
+    if offsets is None:
+        opt = _adam(model.parameters(), fc, lr)
+    else:  # the class offsets are images, not weights: no L2 pull towards a blank edit
+        rest = [p for p in model.parameters() if p is not offsets]
+        opt = _adam([{"params": rest}, {"params": [offsets], "weight_decay": 0.0}], fc, lr)
     return TrainSetup(
         device=device,
         optimizer=opt,
@@ -289,7 +302,8 @@ def synthesise_set(
         for start in range(0, len(src_a), batch_size):
             s = torch.from_numpy(src_a[start : start + batch_size])
             e = F.one_hot(torch.from_numpy(tgt_a[start : start + batch_size]), num_classes).float().to(device)  # B, K
-            out.append(to_uint8(net.synthesise(normalize(store.batch(s)), e)))
+            a = F.one_hot(torch.from_numpy(labels[s.numpy()]), num_classes).float().to(device)  # B, K
+            out.append(to_uint8(net.synthesise(normalize(store.batch(s)), e, a)))
     finally:
         net.train(was_training)
     return np.concatenate(out), tgt_a, src_a
@@ -312,9 +326,10 @@ def _validation_synthesis(
     for start in range(0, n, 128):
         idx = torch.arange(start, min(start + 128, n))
         x = normalize(store.batch(idx))  # B, C, H, W
+        a = F.one_hot(torch.from_numpy(np.asarray(y_val, dtype=np.int64)[idx.numpy()]), num_classes).float().to(device)
         for b in range(num_classes):
             e = F.one_hot(torch.full((len(idx),), b, dtype=torch.long), num_classes).float().to(device)
-            out = net.synthesise(x, e).float()  # B, C, H, W
+            out = net.synthesise(x, e, a).float().clamp(-1, 1)  # B, C, H, W (a residual edit may leave the range)
             syn[b, idx] = out.cpu()
             pred[b, idx] = net.classify(out).argmax(1).cpu()
     real = torch.from_numpy(np.ascontiguousarray(x_val)).permute(0, 3, 1, 2).float() / 255 * 2 - 1  # N, C, H, W
@@ -356,6 +371,7 @@ def _meta(net: FERSNet, fc: FersnetParams, variant: str, classes: Sequence[str],
         "stages": net.stages,
         "gate_kernel": net.gate_kernel,
         "dropout": float(net.dropout.p),
+        "synthesis": net.synthesis,
         "normalization": {"mean": MEAN, "std": STD},
         "best_epoch": int(result.best_epoch),
         "best_metric": float(result.best_metric),
@@ -374,6 +390,7 @@ def load_fersnet(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     net = FERSNet(
         meta["num_classes"], meta["in_channels"], meta["width"], input_size=int(meta["input_size"][0]),
         sharing=meta["sharing"], gate_kernel=meta["gate_kernel"], stages=meta["stages"], dropout=meta["dropout"],
+        synthesis=str(meta.get("synthesis", "unet")),
     )
     net.load_state_dict(state)
     return net.to(device).eval(), meta
@@ -436,19 +453,24 @@ def run_fersnet_fold(
     net = FERSNet(
         num_classes, channels, fc.width, input_size=height, sharing=SHARING_OF[variant],
         gate_kernel=fc.gate_kernel, stages=fc.stages, dropout=fc.dropout,
+        synthesis=fc.synthesis,
     )
+    if net.offsets is not None:  # the class offsets start at the class-typical change of the training faces
+        net.init_offsets(fc.proto_scale * expression_prototypes(xtr, ytr, num_classes, str_))
     extra_fp: dict[str, Any] = {"fersnet": to_dict(fc), "variant": variant}
     synth_info: dict[str, Any] = {"synth/n_images": None, "synth/expr_acc": None}
     synthetic: tuple[np.ndarray, np.ndarray] | None = None
     if init_weights is not None:
         state, meta = load_weights(init_weights)
         want = {"method": "fersnet", "sharing": "gated", "num_classes": num_classes, "in_channels": channels,
-                "input_size": [height, width], "width": fc.width, "stages": fc.stages, "gate_kernel": fc.gate_kernel}
+                "input_size": [height, width], "width": fc.width, "stages": fc.stages, "gate_kernel": fc.gate_kernel,
+                "synthesis": fc.synthesis}
         bad = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
         if bad:
             raise ValueError(f"{init_weights}: not this fold's gated FERSNet ({bad} differ from {want})")
         source = FERSNet(num_classes, channels, fc.width, input_size=height, sharing="gated",
-                         gate_kernel=fc.gate_kernel, stages=fc.stages, dropout=fc.dropout)
+                         gate_kernel=fc.gate_kernel, stages=fc.stages, dropout=fc.dropout,
+                         synthesis=fc.synthesis)
         source.load_state_dict(state)
         source.to(device)
         extra_fp["init"] = digest(source)
@@ -516,7 +538,7 @@ def run_fersnet_fold(
             ctx.g_aug.set_state(state)  # the target gets the source's transform
             t = augmented(tgt)
             with prec.autocast():
-                logits, syn = net(x, eye[b_lab])  # B, K / B, C, H, W
+                logits, syn = net(x, eye[b_lab], eye[y])  # B, K / B, C, H, W
             cls = setup.criterion(logits.float(), y)
             terms = {"train/cls": cls, **gate_terms()}
             if not bool(valid.any()):
@@ -533,7 +555,7 @@ def run_fersnet_fold(
 
             def cycle(images: Tensor) -> Tensor:
                 with prec.autocast():
-                    back = net.synthesise(images, eye[y[v]]).float()  # V, C, H, W
+                    back = net.synthesise(images, eye[y[v]], eye[b_lab[v]]).float()  # V, C, H, W
                 net.gate_means()  # the cycle pass's gates are not logged
                 return back
 

@@ -47,9 +47,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SHARINGS", "AdaIN", "ConvFLU", "FERSNet", "FERSNetRecognizer", "FLUGates", "PatchDiscriminator"]
+__all__ = ["SHARINGS", "SYNTHESES", "AdaIN", "ConvFLU", "FERSNet", "FERSNetRecognizer", "FLUGates", "PatchDiscriminator"]
 
 SHARINGS: tuple[str, ...] = ("single", "hard", "gated")
+#: Synthesis outputs: the authors' U-Net image, or the source plus a residual edit.
+SYNTHESES: tuple[str, ...] = ("unet", "residual")
 
 
 # ---------------------------------------------------------------------------- ConvFLU
@@ -194,11 +196,15 @@ class Decoder(nn.Module):
         """The AdaIN units, coarsest first."""
         return [u.adain for u in self.ups]
 
-    def forward(self, skips: list[Tensor], cond: Tensor) -> Tensor:
+    def hidden(self, skips: list[Tensor], cond: Tensor) -> Tensor:
+        """The finest level's features (N, chans[0], H, W) before the output convolution."""
         h = skips[-1]
         for up, skip in zip(self.ups, reversed(skips[:-1]), strict=True):
             h = up(h, skip, cond)
-        return torch.tanh(self.out(h))  # N, C, H, W in [-1, 1]
+        return h
+
+    def forward(self, skips: list[Tensor], cond: Tensor) -> Tensor:
+        return torch.tanh(self.out(self.hidden(skips, cond)))  # N, C, H, W in [-1, 1]
 
 
 # ----------------------------------------------------------------------------- FERSNet
@@ -214,6 +220,11 @@ class FERSNet(nn.Module):
         gate_kernel: ConvFLU kernel size (1 or 3; "gated" only).
         stages: number of down-sampling stages (and ConvFLUs / decoder levels).
         dropout: before the classifier.
+        synthesis: "unet" (the authors': the decoder draws the image, tanh) or "residual"
+            (project's addition: the source plus the decoder's output -- zero at the start
+            -- plus ``(target - source) @ offsets``, learned per-class offsets (K, C, H, W)
+            that ``init_offsets`` starts at the training faces' expression prototypes;
+            needs the source expression).
 
     ``forward(x, target_onehot) -> (logits (N, K), synthesised (N, C, H, W) in [-1, 1]
     or None for "single")``; ``classify(x)`` -> logits (the recognition path only; what
@@ -232,6 +243,7 @@ class FERSNet(nn.Module):
         gate_kernel: int = 1,
         stages: int = 3,
         dropout: float = 0.3,
+        synthesis: str = "unet",
     ) -> None:
         super().__init__()
         if sharing not in SHARINGS:
@@ -244,8 +256,11 @@ class FERSNet(nn.Module):
             raise ValueError(f"input_size {input_size} must be a multiple of 2**stages = {2**stages} (and >= {2 ** (stages + 1)})")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if synthesis not in SYNTHESES:
+            raise ValueError(f"synthesis must be one of {SYNTHESES}, got {synthesis!r}")
         self.num_classes, self.in_channels, self.width = int(num_classes), int(in_channels), int(width)
         self.input_size, self.sharing, self.gate_kernel, self.stages = int(input_size), sharing, int(gate_kernel), int(stages)
+        self.synthesis = synthesis
         chans = tuple(width * 2**i for i in range(stages + 1))
         self.chans = chans
         self.stem = nn.Sequential(*_conv_norm_relu(in_channels, chans[0], 1, "bn"))
@@ -258,6 +273,9 @@ class FERSNet(nn.Module):
             self.flus = nn.ModuleList(ConvFLU(chans[i + 1], chans[i + 1], gate_kernel) for i in range(stages))
         if sharing != "single":
             self.decoder = Decoder(chans, in_channels, num_classes)
+        self.offsets: nn.Parameter | None = None
+        if sharing != "single" and synthesis == "residual":
+            self.offsets = nn.Parameter(torch.zeros(num_classes, in_channels, input_size, input_size))  # K, C, H, W
         self.feature_dim: int = chans[-1]
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
@@ -271,6 +289,19 @@ class FERSNet(nn.Module):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         nn.init.normal_(self.fc.weight, 0.0, 0.01)
         nn.init.zeros_(self.fc.bias)
+        if self.offsets is not None and self.decoder is not None:  # the edit starts as the offsets alone
+            nn.init.zeros_(self.decoder.out.weight)
+            nn.init.zeros_(self.decoder.out.bias)
+
+    @torch.no_grad()
+    def init_offsets(self, offsets: Tensor) -> None:
+        """Start the class offsets of ``synthesis="residual"`` at ``offsets`` (K, C, H, W),
+        e.g. the expression prototypes of the training faces."""
+        if self.offsets is None:
+            raise ValueError("only synthesis='residual' has class offsets")
+        if offsets.shape != self.offsets.shape:
+            raise ValueError(f"offsets of shape {tuple(offsets.shape)}, the network needs {tuple(self.offsets.shape)}")
+        self.offsets.copy_(offsets.to(self.offsets.device, self.offsets.dtype))
 
     @property
     def has_synthesis(self) -> bool:
@@ -307,17 +338,32 @@ class FERSNet(nn.Module):
         if target_onehot.shape != (x.shape[0], self.num_classes):
             raise ValueError(f"target_onehot must be (N, {self.num_classes}) = {(x.shape[0], self.num_classes)}, got {tuple(target_onehot.shape)}")
 
+    def _decode(self, x: Tensor, skips: list[Tensor], target_onehot: Tensor, source_onehot: Tensor | None) -> Tensor:
+        assert self.decoder is not None
+        self._check_cond(x, target_onehot)
+        e = target_onehot.to(x.dtype)
+        if self.offsets is None:
+            return self.decoder(skips, e)
+        if source_onehot is None:
+            raise ValueError("synthesis='residual' needs the source expression one-hot")
+        self._check_cond(x, source_onehot)
+        shift = torch.einsum("nk,kchw->nchw", e - source_onehot.to(x.dtype), self.offsets.to(x.dtype))  # N, C, H, W
+        return x + self.decoder.out(self.decoder.hidden(skips, e)) + shift
+
     # -- public API
-    def forward(self, x: Tensor, target_onehot: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """(logits (N, K), synthesised target-expression image (N, C, H, W) or None)."""
+    def forward(
+        self, x: Tensor, target_onehot: Tensor | None, source_onehot: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """(logits (N, K), synthesised target-expression image (N, C, H, W) or None).
+        ``source_onehot`` (the input faces' own expressions) is needed by
+        ``synthesis="residual"`` only."""
         fr, skips = self.encode(x)
         _, logits = self._head(fr)
         if self.decoder is None:
             return logits, None
         if target_onehot is None:
             raise ValueError(f"sharing={self.sharing!r} needs a target one-hot")
-        self._check_cond(x, target_onehot)
-        return logits, self.decoder(skips, target_onehot.to(x.dtype))
+        return logits, self._decode(x, skips, target_onehot, source_onehot)
 
     def classify(self, x: Tensor) -> Tensor:
         """Logits (N, K) from the recognition path (no decoder)."""
@@ -327,13 +373,15 @@ class FERSNet(nn.Module):
         """Pooled recognition features (N, feature_dim)."""
         return self._head(self.encode(x)[0])[0]
 
-    def synthesise(self, x: Tensor, target_onehot: Tensor) -> Tensor:
-        """The input faces re-expressed as ``target_onehot``: (N, C, H, W) in [-1, 1]."""
+    def synthesise(self, x: Tensor, target_onehot: Tensor, source_onehot: Tensor | None = None) -> Tensor:
+        """The input faces re-expressed as ``target_onehot``: (N, C, H, W) in [-1, 1]
+        ("unet"; "residual" outputs may leave it by the size of the edit and are clamped
+        when they become images). ``source_onehot``: the faces' own expressions
+        ("residual" only)."""
         if self.decoder is None:
             raise ValueError("sharing='single' has no synthesis branch")
-        self._check_cond(x, target_onehot)
         _, skips = self.encode(x)
-        return self.decoder(skips, target_onehot.to(x.dtype))
+        return self._decode(x, skips, target_onehot, source_onehot)
 
     def gate_means(self) -> tuple[Tensor, Tensor] | None:
         """Mean update gates (z_rec, z_syn) over the ConvFLUs of the last forward (0-d

@@ -599,7 +599,9 @@ class FersnetParams:
     w_l1: float = 1.0
     w_id: float = 0.05
     w_adv: float = 0.3
-    w_cycle: float = 0.5
+    w_cycle: float = 0.0  # authors: 0.5 (with the residual edit it shrank the edits, README)
+    synthesis: str = "residual"  # residual (project's: source + learned edit) | unet (authors': the decoder draws)
+    proto_scale: float = 2.0  # residual: the class offsets start at proto_scale x the expression prototypes
     d_steps: int = 1  # discriminator updates per generator step (authors: 3)
     synth_per_image: int = 2  # "synth" row: target expressions per training image (0: all others)
     synth_ratio: float = 0.5  # "synth" row: synthetic images per real image in each batch
@@ -622,6 +624,8 @@ class FersnetParams:
             raise ValueError("fersnet.width, stages, disc_width and disc_layers must be >= 1")
         if self.gate_kernel not in (1, 3):
             raise ValueError(f"fersnet.gate_kernel must be 1 or 3, got {self.gate_kernel}")
+        if self.synthesis not in ("unet", "residual"):
+            raise ValueError(f"fersnet.synthesis must be unet or residual, got {self.synthesis!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.d_steps < 1:
             raise ValueError("fersnet.epochs and d_steps must be >= 1, batch_size >= 2")
         if not (self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0):
@@ -631,6 +635,7 @@ class FersnetParams:
         for name in ("w_l1", "w_id", "w_adv", "w_cycle"):
             _finite_at_least(f"fersnet.{name}", getattr(self, name), 0)
         _finite_at_least("fersnet.synth_ratio", self.synth_ratio, 0, strict=True)
+        _finite_at_least("fersnet.proto_scale", self.proto_scale, 0)
         if self.synth_per_image < 0 or self.grid_rows < 0:
             raise ValueError("fersnet.synth_per_image and grid_rows must be >= 0")
         if self.select_metric not in SELECT_METRICS:
