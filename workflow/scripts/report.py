@@ -8,7 +8,15 @@ from _common import declared, parser, setup_logging
 from fer.metrics.stats import paired_test
 from fer.models.complexity import complexity_rows
 from fer.params import ALL_ROWS, plan_rows
-from fer.report.html import FesganSection, MethodResult, build_report, read_curve, training_seconds
+from fer.report.html import (
+    FesganSection,
+    MethodResult,
+    build_report,
+    mean_std_cell,
+    paired_cells,
+    read_curve,
+    training_seconds,
+)
 from fer.report.sections import budget_section, corpus_section, generator_probe_section, grids_section, rows_not_run_section
 from fer.utils.io import read_json
 
@@ -133,10 +141,7 @@ if __name__ == "__main__":
         for name in ("accnn", "accnn_corpus"):
             acc = by_name[name]["metrics"]["test/acc"]
             pt = None if name == "accnn" else paired_test(acc["values"], without["values"])
-            ablation.append([name, f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"]
-                            + (["", "", ""] if pt is None else
-                               [f"{100 * pt['mean_diff']:+.2f}", f"{pt['t_p']:.3f}" if pt["t_p"] is not None else "n/a",
-                                f"{pt['wilcoxon_p']:.3f}" if pt["wilcoxon_p"] is not None else "n/a"]))
+            ablation.append([name, mean_std_cell(acc), *paired_cells(pt)])
         extra.append(corpus_section(
             stats=[read_json(f) for f in args.pseudo],
             quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,

@@ -113,14 +113,24 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def paired_cells(pt: Mapping[str, Any] | None, *, wins: bool = False) -> list[str]:
+    """A paired test's table cells (``fer.metrics.stats.paired_test``): the mean
+    difference in points, optionally wins/losses, the t-test and Wilcoxon p-values; empty
+    cells for the reference row (``pt`` None)."""
+    if pt is None:
+        return [""] * (4 if wins else 3)
+    diff = [f"{100 * pt['mean_diff']:+.2f}"] + ([f"{pt['wins']}/{pt['losses']}"] if wins else [])
+    return diff + [_p(pt["t_p"]), _p(pt["wilcoxon_p"])]
+
+
 def _file_img(path: Path, alt: str) -> str:
     if not Path(path).is_file():
         return f"<p>({html.escape(alt)}: missing)</p>"
     return f'<div class="grid">{_img(Path(path).read_bytes(), alt)}</div>'
 
 
-
-def _pm(stats: Mapping[str, Any] | None) -> str:
+def mean_std_cell(stats: Mapping[str, Any] | None) -> str:
+    """``mean ± std`` in percent of a summary's metric (``{"mean", "std", ...}``)."""
     if not stats:
         return "n/a"
     return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
@@ -217,10 +227,9 @@ def build_report(
     for m in methods:
         s = m.summary["metrics"]
         pt = m.paired
-        vs = ["", "", "", ""] if pt is None else [
-            f"{100 * pt['mean_diff']:+.2f}", f"{pt['wins']}/{pt['losses']}", _p(pt["t_p"]), _p(pt["wilcoxon_p"])]
-        rows.append([m.name] + [_pm(s.get(k)) for k, _ in METRICS]
-                    + [_pm(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
+        vs = paired_cells(pt, wins=True)
+        rows.append([m.name] + [mean_std_cell(s.get(k)) for k, _ in METRICS]
+                    + [mean_std_cell(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
                        Raw(f'<span class="wall">{html.escape(wall_time_text(m.wall_seconds))}</span>')] + vs)
     parts.append(_table(["method"] + [n for _, n in METRICS]
                         + ["accuracy, last epoch", "folds", "budget: epochs (selected, median)",

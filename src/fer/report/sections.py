@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fer.report.html import _file_img, _img, _num, _p, _pm, _table
+from fer.report.html import _file_img, _img, _num, _table, mean_std_cell, paired_cells
 
 #: Pseudo-label quality columns (keys of ``fer.clustering.quality.pseudo_label_quality``).
 QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -311,10 +311,7 @@ def budget_section(
             pt = None if base is None or s is base else paired_test(acc["values"], base["metrics"]["test/acc"]["values"])
             actual = s.get("labels", {}).get("labelled_fraction")
             body.append([s["method"], "1" if actual is None else f"{np.mean(actual):.3f}",
-                         _pm(acc), _pm(mca),
-                         "" if pt is None else f"{100 * pt['mean_diff']:+.2f}",
-                         "" if pt is None else _p(pt["t_p"]),
-                         "" if pt is None else _p(pt["wilcoxon_p"])])
+                         mean_std_cell(acc), mean_std_cell(mca), *paired_cells(pt)])
         tables.append(f"<h3>{html.escape(title)}</h3>" + _table(
             ["row", "labelled fraction (actual, fold mean)", "test acc. %", "mean-class acc. %",
              "vs baseline, same budget", "paired t p", "Wilcoxon p"], body))
