@@ -42,7 +42,7 @@ from torch import Tensor
 from fer.params import AugmentParams, FixmatchParams, RecognizerParams, to_dict
 from fer.training.augment import augment_batch
 from fer.training.batches import check_arrays, model_input
-from fer.training.driver import EpochContext, StepOutput, fingerprint, train_epochs
+from fer.training.driver import EpochContext, StepOutput, fingerprint, supervised_step, train_epochs
 from fer.training.optim import EvalSetup, setup_training
 from fer.training.protocol import UNLABELLED, Fold, FoldOutputs, finish_fold, recognizer_meta
 from fer.training.randaugment import strong_augment
@@ -102,16 +102,16 @@ def run_fixmatch_fold(fold: Fold, cfg: RecognizerParams, fm: FixmatchParams, out
     # Labels of the unlabelled images are not passed: the set carries UNLABELLED only.
     unl_set = CycledSet(x_unl, np.full(len(x_unl), UNLABELLED), device, g_unl) if len(x_unl) else None
 
+    labels_only = supervised_step(model, setup, weak, device, criterion=F.cross_entropy, loss_term="train/loss_x")
+
     def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
+        if unl_set is None:  # no unlabelled images (all labels): the supervised step on weak views
+            return labels_only(ctx)
+
         def step(idx: Tensor) -> StepOutput:
             b = idx.numel()
             x_l = augment_batch(ctx.store.batch(idx), weak, ctx.g_aug)  # B, C, H, W
             y_l = ctx.labels_of(idx)  # B
-            if unl_set is None:
-                with amp_autocast(device, setup.amp_dtype):
-                    logits = model(model_input(x_l, setup.channels_last)).float()  # B, K
-                loss = F.cross_entropy(logits, y_l)
-                return StepOutput(loss=loss, logits=logits, labels=y_l, terms={"train/loss_x": loss.detach()})
             nu = n_per_batch(b, fm.unlabelled_ratio)
             xu, _, _ = unl_set.sample(nu)  # Nu, C, H, W in [0, 1]
             xu_weak = augment_batch(xu, weak, ctx.g_aug)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fer.metrics.classification import classification_metrics
-from fer.params import SELECT_METRICS, RecognizerParams, to_dict
+from fer.params import SELECT_METRICS, AugmentParams, RecognizerParams, to_dict
 from fer.training.augment import augment_batch
 from fer.training.batches import ImageStore, Split, check_arrays, iter_batches, model_input
 from fer.training.checkpoint import cpu_state_dict, load_resume, save_resume
@@ -65,6 +65,7 @@ __all__ = [
     "StepOutput",
     "fingerprint",
     "fit",
+    "supervised_step",
     "train_epoch",
     "train_epochs",
     "train_with_selection",
@@ -470,20 +471,42 @@ def fit(
     val = check_arrays(val, "val", num_classes)
     setup = setup_training(model, cfg, train[1], num_classes=num_classes, device=device)
 
+    return train_epochs(
+        model, setup, train, val,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, select_metric=cfg.select_metric, num_classes=num_classes,
+        seed=seed, fingerprint=fingerprint(cfg, model, train, val, num_classes, seed),
+        make_step=supervised_step(model, setup, cfg.augment, device), resume_path=resume_path, log_path=log_path,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def supervised_step(
+    model: nn.Module,
+    setup: TrainSetup,
+    augment: AugmentParams,
+    device: torch.device,
+    *,
+    criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
+    loss_term: str | None = None,
+) -> Callable[[EpochContext], Callable[[Tensor], StepOutput]]:
+    """The plain supervised step as a ``make_step`` for ``train_epochs``: augment the
+    batch (``augment``, the epoch's augmentation generator), one forward pass, and
+    ``criterion`` (default: the setup's) on float32 logits. ``loss_term``: also log the
+    loss under this name (e.g. FixMatch's ``train/loss_x`` when it has no unlabelled
+    images)."""
+    crit = setup.criterion if criterion is None else criterion
+
     def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
         def step(idx: Tensor) -> StepOutput:
-            xb = augment_batch(ctx.store.batch(idx), cfg.augment, ctx.g_aug)  # B, C, H, W
+            xb = augment_batch(ctx.store.batch(idx), augment, ctx.g_aug)  # B, C, H, W
             xb = model_input(xb, setup.channels_last)
             yb = ctx.labels_of(idx)  # B
             with amp_autocast(device, setup.amp_dtype):
                 logits = model(xb)  # B, K
-            return StepOutput(loss=setup.criterion(logits.float(), yb), logits=logits, labels=yb)
+            loss = crit(logits.float(), yb)
+            terms = {} if loss_term is None else {loss_term: loss.detach()}
+            return StepOutput(loss=loss, logits=logits, labels=yb, terms=terms)
 
         return step
 
-    return train_epochs(
-        model, setup, train, val,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, select_metric=cfg.select_metric, num_classes=num_classes,
-        seed=seed, fingerprint=fingerprint(cfg, model, train, val, num_classes, seed), make_step=make_step,
-        resume_path=resume_path, log_path=log_path, on_epoch_end=on_epoch_end,
-    )
+    return make_step
