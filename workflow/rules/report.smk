@@ -21,7 +21,7 @@ def per_fold(pattern, when):
 
 # Which of the report's sections have their rows in this run.
 HAS_FESGAN = any(v in PLAN.rows for v in JOINT_VARIANTS)
-HAS_CORPUS_ROWS = "accnn_corpus" in PLAN.full_rows  # with all labels
+HAS_CORPUS_ROWS = PLAN.corpus_row_with_all_labels
 
 
 def identity_metrics():

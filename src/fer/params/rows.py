@@ -165,7 +165,12 @@ class RowPlan:
         """Whether this run reads the face-recognition corpus: the identity network is
         trained on it, or the corpus row clusters it (both only when it is given; a
         budget-only corpus row clusters in-domain faces alone)."""
-        return self.identity == "corpus" or "accnn_corpus" in self.full_rows
+        return self.identity == "corpus" or self.corpus_row_with_all_labels
+
+    @property
+    def corpus_row_with_all_labels(self) -> bool:
+        """Whether the corpus row also runs with all labels (then it clusters the corpus)."""
+        return "accnn_corpus" in self.full_rows
 
 
 def plan_rows(params: Mapping[str, Any]) -> RowPlan:
