@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from fer.data.aligned import load_aligned
+from fer.data.budgets import load_split
 from fer.data.folds import split_indices
 from fer.evaluation.generators import reexpression_probe
 from fer.methods.fersnet import run_fersnet_fold
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, help="FESGAN iterations (default: params.yaml)")
     ap.add_argument("--d-warmup", type=int, help="FESGAN discriminator warm-up iterations (default: params.yaml)")
     ap.add_argument("--fersnet-epochs", type=int, help="FERSNet epochs (default: params.yaml)")
+    ap.add_argument("--budget-slot", type=int, help="train on label-budget split K-bJ of data/budgets.json (its "
+                    "labelled part; FESGAN also sees its unlabelled faces) and judge with models/baseline/fold-K-bJ.pt")
+    ap.add_argument("--unlabelled-ratio", type=float, help="FESGAN's fesgan.unlabelled_ratio (default: params.yaml)")
     ap.add_argument("--prior", type=int, default=20, help="prior identities per FESGAN probe")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip", choices=("fesgan", "fersnet"), action="append", default=[])
@@ -93,17 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(ws / "params.yaml", ws / "workflow" / "schemas" / "params.schema.yaml")
     seed = int(params["seed"]) + args.fold  # the pipeline's per-fold seed
     data = load_aligned(ws / "data/aligned/images.npy", ws / "data/aligned/manifest.csv", ws / "data/aligned/meta.json")
-    folds = json.loads((ws / "data/folds.json").read_text())["folds"]
-    split = split_indices(data.subjects, folds[args.fold])
+    key = str(args.fold) if args.budget_slot is None else f"{args.fold}-b{args.budget_slot}"
+    split_file = ws / ("data/folds.json" if args.budget_slot is None else "data/budgets.json")
+    split = split_indices(data.subjects, load_split(split_file, key))
     tr, va = split["train"], split["val"]
-    recogniser, _ = model_from_weights(ws / f"models/baseline/fold-{args.fold}.pt")
+    unl = split.get("unlabelled", np.zeros(0, dtype=np.int64))  # images only are passed on (as the pipeline does)
+    recogniser, _ = model_from_weights(ws / f"models/baseline/fold-{key}.pt")
     identity = load_identity_net(ws / "models/identity/identity.pt")
     cpu = torch.device("cpu")
     num_classes = len(data.classes)
     x_val, y_val, s_val = data.images[va], data.labels[va], data.subjects[va]
-    results: dict[str, Any] = {"fold": args.fold, "threads": args.threads, "n_train": int(tr.size), "n_val": int(va.size)}
-    print(f"fold {args.fold}: {tr.size} training, {va.size} validation images, {num_classes} classes, "
-          f"{args.threads} thread(s)")
+    results: dict[str, Any] = {"fold": key, "threads": args.threads, "n_train": int(tr.size), "n_val": int(va.size),
+                               "n_unlabelled": int(unl.size)}
+    print(f"split {key}: {tr.size} training, {va.size} validation, {unl.size} unlabelled images, {num_classes} "
+          f"classes, {args.threads} thread(s)")
 
     def id_embed(x: np.ndarray) -> np.ndarray:
         return predict(identity, x, cpu, 256)
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             section["iterations"] = args.iterations
         if args.d_warmup is not None:
             section["d_warmup"] = args.d_warmup
+        if args.unlabelled_ratio is not None:
+            section["unlabelled_ratio"] = args.unlabelled_ratio
         cfg = build(FesganParams, section, "fesgan")
         holder: dict[str, Any] = {}
         rows: list[dict[str, Any]] = []
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed_everything(seed)
                 clock.resume()
                 train_fesgan(data.images[tr], data.labels[tr], num_classes, cfg, subjects=data.subjects[tr],
-                             identity_net=identity, device=cpu, seed=seed, out_model=Path(tmp) / "m.pt",
+                             unlabelled=data.images[unl], identity_net=identity, device=cpu, seed=seed, out_model=Path(tmp) / "m.pt",
                              grid_dir=None, resume_path=None, log_path=None, on_iteration=probe)
         finally:
             fesgan_module._Models = original  # type: ignore[misc]
