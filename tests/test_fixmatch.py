@@ -119,6 +119,7 @@ def test_without_unlabelled_images_it_trains_on_labels_only(tmp_path):
     assert metrics["n_unlabelled"] == 0 and metrics["train/mask_rate"] is None
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all("train/loss_u" not in r for r in rows)
+    assert all(r["train/loss_x"] == pytest.approx(r["train/loss"]) for r in rows)  # the labels-only step's one term
 
 
 @pytest.mark.parametrize("key, value", [("threshold", 0.0), ("unlabelled_ratio", 0.0), ("cutout", 1.5),
