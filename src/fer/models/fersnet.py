@@ -226,10 +226,11 @@ class FERSNet(nn.Module):
             that ``init_offsets`` starts at the training faces' expression prototypes;
             needs the source expression).
 
-    ``forward(x, target_onehot) -> (logits (N, K), synthesised (N, C, H, W) in [-1, 1]
-    or None for "single")``; ``classify(x)`` -> logits (the recognition path only; what
-    evaluation uses); ``features(x)`` -> pooled recognition features (N, feature_dim);
-    ``synthesise(x, target_onehot)`` -> image.
+    ``forward(x, target_onehot, source_onehot=None) -> (logits (N, K), synthesised (N, C,
+    H, W) or None for "single")``; ``classify(x)`` -> logits (the recognition path only;
+    what evaluation uses); ``features(x)`` -> pooled recognition features (N,
+    feature_dim); ``synthesise(x, target_onehot, source_onehot=None)`` -> image. The
+    source one-hot (the faces' own expressions) is required by ``synthesis="residual"``.
     """
 
     def __init__(
