@@ -47,6 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fer.models.offsets import class_shift, set_offsets
+
 __all__ = ["SHARINGS", "SYNTHESES", "AdaIN", "ConvFLU", "FERSNet", "FERSNetRecognizer", "FLUGates", "PatchDiscriminator"]
 
 SHARINGS: tuple[str, ...] = ("single", "hard", "gated")
@@ -294,15 +296,12 @@ class FERSNet(nn.Module):
             nn.init.zeros_(self.decoder.out.weight)
             nn.init.zeros_(self.decoder.out.bias)
 
-    @torch.no_grad()
     def init_offsets(self, offsets: Tensor) -> None:
         """Start the class offsets of ``synthesis="residual"`` at ``offsets`` (K, C, H, W),
         e.g. the expression prototypes of the training faces."""
         if self.offsets is None:
             raise ValueError("only synthesis='residual' has class offsets")
-        if offsets.shape != self.offsets.shape:
-            raise ValueError(f"offsets of shape {tuple(offsets.shape)}, the network needs {tuple(self.offsets.shape)}")
-        self.offsets.copy_(offsets.to(self.offsets.device, self.offsets.dtype))
+        set_offsets(self.offsets, offsets, "network")
 
     @property
     def has_synthesis(self) -> bool:
@@ -348,8 +347,8 @@ class FERSNet(nn.Module):
         if source_onehot is None:
             raise ValueError("synthesis='residual' needs the source expression one-hot")
         self._check_cond(x, source_onehot)
-        shift = torch.einsum("nk,kchw->nchw", e - source_onehot.to(x.dtype), self.offsets.to(x.dtype))  # N, C, H, W
-        return x + self.decoder.out(self.decoder.hidden(skips, e)) + shift
+        edit = self.decoder.out(self.decoder.hidden(skips, e))  # N, C, H, W
+        return x + edit + class_shift(e, source_onehot, self.offsets, x.dtype)
 
     # -- public API
     def forward(

@@ -40,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fer.models.offsets import class_shift, set_offsets
+
 __all__ = [
     "Editor",
     "Encoder",
@@ -292,12 +294,9 @@ class Editor(nn.Module):
         nn.init.zeros_(self.delta.bias)
         self.offsets = nn.Parameter(torch.zeros(num_classes, channels, size, size))  # K, C, S, S
 
-    @torch.no_grad()
     def init_offsets(self, offsets: Tensor) -> None:
         """Start the class offsets at ``offsets`` (K, C, S, S), e.g. scaled prototypes."""
-        if offsets.shape != self.offsets.shape:
-            raise ValueError(f"offsets of shape {tuple(offsets.shape)}, the editor needs {tuple(self.offsets.shape)}")
-        self.offsets.copy_(offsets.to(self.offsets.device, self.offsets.dtype))
+        set_offsets(self.offsets, offsets, "editor")
 
     def forward(self, x: Tensor, target: Tensor, source: Tensor) -> Tensor:
         """x (N, C, S, S) in [-1, 1]; target, source (N, K) one-hot -> (N, C, S, S)."""
@@ -313,8 +312,7 @@ class Editor(nn.Module):
         h = self.cond_up1(self.up1(torch.cat([h, h2], dim=1)), e)  # N, 2w, S/2, S/2
         h = F.interpolate(h, scale_factor=2, mode="nearest")  # N, 2w, S, S
         h = self.cond_up2(self.up2(torch.cat([h, h1], dim=1)), e)  # N, w, S, S
-        shift = torch.einsum("nk,kchw->nchw", (target - source).to(x.dtype), self.offsets.to(x.dtype))
-        return x + self.delta(h) + shift  # N, C, S, S
+        return x + self.delta(h) + class_shift(target, source, self.offsets, x.dtype)  # N, C, S, S
 
 
 class Synthesizer(nn.Module):
