@@ -201,12 +201,14 @@ def _setup(
     """The shared driver's ``TrainSetup`` with this method's Adam and milestone schedule."""
     prec = place_model(model, device, amp=fc.amp, channels_last=fc.channels_last)
     spe = num_steps(n_train, fc.batch_size)
-    offsets = getattr(getattr(model, "net", None), "offsets", None)
-    if offsets is None:
+    # the class offsets (any parameter named ``offsets``, wherever the model wraps the
+    # network) are images, not weights: no L2 pull towards a blank edit
+    no_decay = [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "offsets"]
+    if not no_decay:
         opt = _adam(model.parameters(), fc, lr)
-    else:  # the class offsets are images, not weights: no L2 pull towards a blank edit
-        rest = [p for p in model.parameters() if p is not offsets]
-        opt = _adam([{"params": rest}, {"params": [offsets], "weight_decay": 0.0}], fc, lr)
+    else:
+        rest = [p for p in model.parameters() if all(p is not q for q in no_decay)]
+        opt = _adam([{"params": rest}, {"params": no_decay, "weight_decay": 0.0}], fc, lr)
     return TrainSetup(
         device=device,
         optimizer=opt,
