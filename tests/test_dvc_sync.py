@@ -63,7 +63,10 @@ def test_stage_graph_is_the_rulegraph(committed):
     staged_rules = {dvcgen.stage_rule(n) for n in committed["stages"]}
     smk = {(a, b) for a, b in smk if a in staged_rules and b in staged_rules}  # drop the `all` target
     assert smk, dot
-    assert dvcgen.rule_edges(committed) == smk
+    # plus the render's own edges: the DAG check before every stage (no Snakemake job
+    # depends on it; the Snakefile runs it in onstart)
+    check = {(dvcgen.DAG_CHECK_RULE, r) for r in staged_rules - {dvcgen.DAG_CHECK_RULE}}
+    assert dvcgen.rule_edges(committed) == smk | check
 
 
 def test_dvc_reads_the_same_graph(committed, tmp_path):
@@ -254,23 +257,23 @@ CHECKED_SNAKEFILE = textwrap.dedent(
         input: expand("out/{n}.txt", n=range(config["n"]))
 
     rule check_dag:
-        input: "params.yaml"
+        input: "params.yaml", "Snakefile"
         output: "data/dag.ok"
         log: "logs/check_dag.log"
         shell: "python render.py --check dvc.yaml --stamp {output} > {log} 2>&1"
 
     rule make:
-        input: ancient("data/dag.ok")
         output: "out/{n}.txt"
+        params: declared="msg", cfg={"msg": config["msg"]}  # as declare() makes them
         log: "logs/{n}.log"
-        shell: "echo {wildcards.n} > {output}"
+        shell: "echo {wildcards.n} $(sed -n 's/^msg: //p' params.yaml) > {output}"
     '''
 )
 
 
 def test_dag_check_stage_is_rendered_first_without_run_cache(tmp_path):
     (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
-    (tmp_path / "params.yaml").write_text("n: 2\n")
+    (tmp_path / "params.yaml").write_text("n: 2\nmsg: a\n")
     doc = dvcgen.render(tmp_path)
     assert list(doc["stages"])[0] == dvcgen.DAG_CHECK_RULE
     # persist: DVC keeps no run cache for the check, so it cannot be skipped by a cache hit
@@ -278,24 +281,78 @@ def test_dag_check_stage_is_rendered_first_without_run_cache(tmp_path):
     assert all(dvcgen.DAG_CHECK_STAMP in doc["stages"][f"make__n-{n}"]["deps"] for n in (0, 1))
 
 
-def test_a_rule_that_skips_the_dag_check_is_refused(tmp_path):
-    snakefile = CHECKED_SNAKEFILE.replace('input: ancient("data/dag.ok")', 'input: "params.yaml"')
-    snakefile = snakefile.replace('input: expand(', 'input: "data/dag.ok", expand(')  # the check still runs
+def test_a_rule_that_lists_the_dag_check_stamp_is_refused(tmp_path):
+    """The render adds the stamp to every DVC stage; a rule listing it under Snakemake would
+    bring back the run that executes the check and nothing else (dvcgen.py)."""
+    snakefile = CHECKED_SNAKEFILE.replace('output: "out/{n}.txt"', 'input: ancient("data/dag.ok")\n    output: "out/{n}.txt"')
     (tmp_path / "Snakefile").write_text(snakefile)
-    (tmp_path / "params.yaml").write_text("n: 2\n")
-    with pytest.raises(dvcgen.DvcGenError, match=r"\['make'\] do not depend on data/dag.ok"):
+    (tmp_path / "params.yaml").write_text("n: 2\nmsg: a\n")
+    with pytest.raises(dvcgen.DvcGenError, match=r"\['make'\] list data/dag.ok"):
         dvcgen.render(tmp_path)
+
+
+ONSTART_CHECK = textwrap.dedent(
+    '''
+    import sys
+    sys.path.insert(0, {scripts!r})
+    from dvcgen import check_before_jobs
+    onstart:
+        check_before_jobs(["params.yaml", "Snakefile"])
+    '''
+)
+
+
+def test_an_edit_of_params_reruns_its_jobs_in_one_snakemake_run(tmp_path):
+    """Regression: with the stamp an ``ancient`` input of every rule, the first `snakemake`
+    after an edit of params.yaml ran the DAG check and nothing else (Snakemake masks the
+    jobs downstream of one that must run and does not cross all-ancient edges), so the
+    jobs the edit made stale kept their old outputs and the run said it was done. Now the
+    check runs in onstart: the same edit re-runs exactly its jobs at once; a stale dvc.yaml
+    stops the run before any job, naming the fix."""
+    snakefile = ONSTART_CHECK.format(scripts=str(ROOT / "workflow" / "scripts")) + CHECKED_SNAKEFILE
+    (tmp_path / "Snakefile").write_text(snakefile)
+    (tmp_path / "params.yaml").write_text("n: 2\nmsg: a\n")
+    (tmp_path / "dvc.yaml").write_text(dvcgen.dump(dvcgen.render(tmp_path)))
+    smk = [str(BIN / "snakemake"), "--cores", "1"]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def snakemake() -> subprocess.CompletedProcess:
+        return subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    def ok() -> str:
+        proc = snakemake()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    ok()
+    stamp = tmp_path / dvcgen.DAG_CHECK_STAMP
+    assert stamp.read_text() == dvcgen.STAMP_TEXT
+    assert (tmp_path / "out" / "1.txt").read_text() == "1 a\n"
+    assert "Nothing to be done" in ok()
+
+    (tmp_path / "params.yaml").write_text("n: 2\nmsg: b\n")  # dvc.yaml unchanged: the params are keys, not stages
+    out = ok()
+    assert (tmp_path / "out" / "1.txt").read_text() == "1 b\n", out
+    assert (tmp_path / "out" / "0.txt").read_text() == "0 b\n", out
+    assert stamp.stat().st_mtime_ns >= (tmp_path / "params.yaml").stat().st_mtime_ns  # the check ran and passed
+    assert "Nothing to be done" in ok()
+
+    (tmp_path / "params.yaml").write_text("n: 3\nmsg: b\n")  # a new job: dvc.yaml is now stale
+    proc = snakemake()
+    assert proc.returncode != 0
+    assert "run `make dvc-yaml`" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "out" / "2.txt").exists()
 
 
 def test_check_writes_the_stamp_only_when_fresh_and_names_the_fix(tmp_path, capsys):
     (tmp_path / "Snakefile").write_text(CHECKED_SNAKEFILE)
-    (tmp_path / "params.yaml").write_text("n: 2\n")
+    (tmp_path / "params.yaml").write_text("n: 2\nmsg: a\n")
     out, stamp = tmp_path / "dvc.yaml", tmp_path / "data" / "dag.ok"
     assert dvcgen.main(["--workdir", str(tmp_path), "--out", str(out)]) == 0
     assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 0
     assert stamp.read_text() == dvcgen.STAMP_TEXT
     stamp.unlink()
-    (tmp_path / "params.yaml").write_text("n: 3\n")  # the DAG grows a job; dvc.yaml does not
+    (tmp_path / "params.yaml").write_text("n: 3\nmsg: a\n")  # the DAG grows a job; dvc.yaml does not
     capsys.readouterr()
     assert dvcgen.main(["--workdir", str(tmp_path), "--check", str(out), "--stamp", str(stamp)]) == 1
     assert not stamp.exists()

@@ -143,15 +143,17 @@ def test_dry_run_plans_every_rule(base_repo, stages):
     planned = job_stats(proc.stdout)
     # train_identity_fold only without a corpus (below); the budget rules only with labels.budgets
     # (tests/test_budgets_workflow.py)
-    rules = snakemake_rules(base_repo) - {"train_identity_fold", "make_budgets", "summarize_budget", "pseudo_quality_budget"}
+    # check_dag: no Snakemake job depends on it (the Snakefile runs it in onstart); dvc.yaml has it
+    rules = snakemake_rules(base_repo) - {"train_identity_fold", "make_budgets", "summarize_budget",
+                                          "pseudo_quality_budget", "check_dag"}
     assert set(planned) == rules, describe(proc, f"planned {sorted(planned)}, Snakefile has {sorted(rules)}")
     n_folds = read_params(base_repo)["folds"]["n_folds"]
     assert planned["train_baseline"] == n_folds, describe(proc)
-    # and dvc.yaml has one stage per planned job (the `all` target excepted)
+    # and dvc.yaml has one stage per planned job (the `all` target excepted), plus the check
     per_rule: dict[str, int] = {}
     for name in stages:
         per_rule[stage_rule(name)] = per_rule.get(stage_rule(name), 0) + 1
-    assert per_rule == {r: n for r, n in planned.items() if r != "all"}
+    assert per_rule == {"check_dag": 1} | {r: n for r, n in planned.items() if r != "all"}
 
 
 # ----------------------------------------------------------------------------- 2

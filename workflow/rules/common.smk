@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers 
 from _common import check_pipeline_params
 from _dataset import CHECK_KEYS, fingerprint_file, preflight
 from codedeps import code_files
-from dvcgen import DAG_CHECK_STAMP, record_in_dvc
+from dvcgen import DAG_CHECK_RULE, DAG_CHECK_STAMP, DvcGenError, check_before_jobs, record_in_dvc
+from snakemake.exceptions import WorkflowError
 from fer.params import ParamsError, load_yaml, plan_rows, subset, validate_params
 
 PARAMS_FILE = "params.yaml"
@@ -120,12 +121,8 @@ def code(script):
     """Code files a rule depends on, derived from its script's import closure inside the
     project (workflow/scripts/codedeps.py): the script, its helpers, every fer module it
     can import. Listed file by file, because Snakemake judges a directory input by the
-    directory's own mtime.
-
-    Plus the DAG check's stamp (rule check_dag below), so that every stage runs after the
-    check that dvc.yaml is a fresh render; ``ancient``: a re-run of the check (whose stamp
-    never changes) re-runs nothing else under Snakemake either."""
-    return [*code_files(f"workflow/scripts/{script}.py"), ancient(DAG_CHECK_STAMP)]
+    directory's own mtime. (No rule lists the DAG check's stamp: rule check_dag below.)"""
+    return code_files(f"workflow/scripts/{script}.py")
 
 
 def dag_inputs():
@@ -158,11 +155,14 @@ def demo_output():
 
 rule check_dag:
     """dvc.yaml is a fresh render of the Snakefile for params.yaml (`make dvc-yaml`), or
-    the run stops here, before any other job, naming that command. Every other rule
-    depends on its output (see code()): under DVC it is the first stage of every
-    `dvc repro` and `dvc exp run`, and it re-runs whenever anything that shapes the DAG
-    changed (the number of folds, the dataset or corpus root, a rule, a script's imports).
-    Its output never changes, so a passing check re-runs nothing downstream."""
+    the run stops here, before any other job, naming that command. Under DVC it is the
+    first stage of every `dvc repro` and `dvc exp run` (the render makes every other stage
+    depend on its output) and it re-runs whenever anything that shapes the DAG changed
+    (the number of folds, the dataset or corpus root, a rule, a script's imports); its
+    output never changes, so a passing check re-runs nothing downstream. Under Snakemake no
+    job depends on it: onstart below runs the same command before the first job (with the
+    stamp as an input of every rule, Snakemake ran only the check after an edit of
+    params.yaml or the code, and not the jobs the edit made stale: dvcgen.py says why)."""
     input:
         dag_inputs(),
     output:
@@ -174,10 +174,20 @@ rule check_dag:
         + TO_LOG
 
 
+onstart:
+    # The DAG check before any job (rule check_dag's command, when its stamp is missing or
+    # older than one of its inputs): a stale dvc.yaml stops the run here, naming the fix.
+    try:
+        check_before_jobs(dag_inputs())
+    except DvcGenError as e:
+        raise WorkflowError(str(e)) from None
+
+
 onsuccess:
     # One state for both tools: DVC records what this run made (and what it found up to
     # date) in dvc.lock, so `dvc status` is clean and `dvc exp run` re-runs only what a
-    # changed parameter affects. Outside a DVC repository there is nothing to record.
-    recorded = record_in_dvc(workflow.dag.jobs)
+    # changed parameter affects; and the DAG check, which onstart ran (or found fresh) for
+    # the current inputs. Outside a DVC repository there is nothing to record.
+    recorded = record_in_dvc(workflow.dag.jobs, also=(DAG_CHECK_RULE,))
     if recorded:
         print(f"DVC: recorded the outputs of {len(recorded)} stages in dvc.lock (dvc commit -f)", file=sys.stderr)

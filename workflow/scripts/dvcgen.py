@@ -43,15 +43,24 @@ params.yaml unnoticed, the Snakefile has a rule :data:`DAG_CHECK_RULE` (workflow
 common.smk) whose command is this module's ``--check dvc.yaml --stamp`` (a fresh render
 compared with dvc.yaml; on a difference it exits 1 naming ``make dvc-yaml``) and whose
 inputs are everything the render reads (the Snakefile, the rules, params.yaml, the
-scripts, the schema, every ``fer`` module). Every other rule has its output
-(:data:`DAG_CHECK_STAMP`) as an input (``ancient`` under Snakemake, so the check's re-runs
-re-run nothing else), so it is the first stage of every ``dvc repro`` and ``dvc exp
-run``, and any change to what shapes the DAG re-runs it. Its stamp never changes, so a
-passing check re-runs nothing downstream. The render makes its output
+scripts, the schema, every ``fer`` module). The render gives every other stage its output
+(:data:`DAG_CHECK_STAMP`) as a dependency, so it is the first stage of every ``dvc repro``
+and ``dvc exp run``, and any change to what shapes the DAG re-runs it. Its stamp never
+changes, so a passing check re-runs nothing downstream. The render makes its output
 ``persist: true``, which turns DVC's run cache off for that one stage: a run-cache hit
 (the same params.yaml and code as an earlier run) would restore the stamp without running
-the check, whatever dvc.yaml says now. A rule that does not depend on the stamp is an
-error (:class:`DvcGenError`), when the Snakefile has the check rule.
+the check, whatever dvc.yaml says now.
+
+**Under Snakemake no job depends on the stamp**; the Snakefile runs the same check in its
+``onstart`` handler (:func:`check_before_jobs`), before the first job, whenever the stamp
+is missing or older than one of the check's inputs. Measured (snakemake 9.27.1): with
+the stamp as an ``ancient`` input of every rule, a run after any edit of params.yaml or of
+a code file ran the check *and nothing else*. Snakemake's ``DAG.update_needrun`` skips the
+own checks (mtime, params, code) of every job downstream of a job that must run
+("masked"), and then does not propagate the need to run across an edge whose files are
+all ``ancient``; so the stale jobs were never looked at, the run reported success, and
+:func:`record_in_dvc` then recorded their old outputs as current in dvc.lock. A rule that
+lists the stamp itself is an error (:class:`DvcGenError`).
 
 **One state after a Snakemake run** (:func:`record_in_dvc`): the Snakefile's
 ``onsuccess`` handler records the outputs of every job of the finished run's DAG in
@@ -88,6 +97,7 @@ import difflib
 import logging
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -281,8 +291,13 @@ def collect_jobs(workdir: str | Path = ".", snakefile: str = "Snakefile") -> tup
                 snakefile=snakefile_path,
                 workdir=workdir,
             )
-            wf_api.dag(DAGSettings(forceall=True))  # sets workflow.dag_settings
             workflow = wf_api._workflow
+            # the default target, plus the DAG check (no Snakemake job depends on it: DVC's
+            # stages get its stamp from the render, _dag_check_stamp_dep)
+            targets = frozenset()
+            if DAG_CHECK_RULE in {r.name for r in workflow.rules} and workflow.default_target is not None:
+                targets = frozenset({workflow.default_target, DAG_CHECK_RULE})
+            wf_api.dag(DAGSettings(targets=targets, forceall=True))  # sets workflow.dag_settings
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
             workflow._build_dag()
             dag = workflow.dag
@@ -319,13 +334,14 @@ def collect_jobs(workdir: str | Path = ".", snakefile: str = "Snakefile") -> tup
 
 
 # ----------------------------------------------------------------------------- render
-def _stage(job: JobInfo) -> dict[str, Any]:
+def _stage(job: JobInfo, also: Sequence[str] = ()) -> dict[str, Any]:
+    """The DVC stage of ``job``; ``also``: dependencies beyond its inputs (the DAG check's stamp)."""
     if job.cmd is None:
         raise DvcGenError(f"rule {job.rule}: has outputs but no shell: command (run:/script: cannot go in dvc.yaml)")
     stage: dict[str, Any] = {"cmd": job.cmd.strip()}
     if any(name == FINGERPRINT_OUTPUT for _, name, _ in job.outputs):
         stage["always_changed"] = True
-    deps = sorted(set(job.inputs))
+    deps = sorted({*job.inputs, *also})
     if deps:
         stage["deps"] = deps
     if job.keys:
@@ -383,6 +399,8 @@ def _top_level_plots(jobs: Sequence[JobInfo]) -> list[Any]:
 def render(workdir: str | Path = ".", snakefile: str = "Snakefile") -> dict:
     """The dvc.yaml document for the Snakefile in ``workdir`` and its params.yaml."""
     jobs, _config = collect_jobs(workdir, snakefile)
+    stamp = _dag_check_stamp_dep(jobs)
+    jobs = sorted(jobs, key=lambda job: job.rule != DAG_CHECK_RULE)  # the check first (stable: topological order kept)
     stages: dict[str, Any] = {}
     for job in jobs:
         if not job.outputs:
@@ -396,8 +414,7 @@ def render(workdir: str | Path = ".", snakefile: str = "Snakefile") -> dict:
             raise DvcGenError(f"stage name {name!r} contains '@'")
         if name in stages:
             raise DvcGenError(f"two jobs map to the same stage name {name!r}")
-        stages[name] = _stage(job)
-    _check_dag_check(jobs)
+        stages[name] = _stage(job, () if job.rule == DAG_CHECK_RULE else stamp)
     doc: dict[str, Any] = {"stages": stages}
     plots = _top_level_plots(jobs)
     if plots:
@@ -405,19 +422,21 @@ def render(workdir: str | Path = ".", snakefile: str = "Snakefile") -> dict:
     return doc
 
 
-def _check_dag_check(jobs: Sequence[JobInfo]) -> None:
-    """With a :data:`DAG_CHECK_RULE` in the Snakefile, every other job with outputs must
-    depend on its stamp, so that the check runs before any stage."""
+def _dag_check_stamp_dep(jobs: Sequence[JobInfo]) -> tuple[str, ...]:
+    """The dependency every stage but the check gets: :data:`DAG_CHECK_STAMP` when the
+    Snakefile has a :data:`DAG_CHECK_RULE`, so that ``dvc repro`` runs the check before any
+    stage. Snakemake jobs do not depend on it (the Snakefile runs the check in ``onstart``,
+    before its first job; the module docstring says why). A rule that lists the stamp
+    itself is refused: it would bring back what that avoids."""
     if not any(job.rule == DAG_CHECK_RULE for job in jobs):
-        return
-    missing = sorted(
-        {job.rule for job in jobs if job.outputs and job.rule != DAG_CHECK_RULE and DAG_CHECK_STAMP not in job.inputs}
-    )
-    if missing:
+        return ()
+    listed = sorted({job.rule for job in jobs if job.rule != DAG_CHECK_RULE and DAG_CHECK_STAMP in job.inputs})
+    if listed:
         raise DvcGenError(
-            f"rules {missing} do not depend on {DAG_CHECK_STAMP} (the output of rule {DAG_CHECK_RULE}): give them "
-            "their code inputs with code() from workflow/rules/common.smk, which adds it"
+            f"rules {listed} list {DAG_CHECK_STAMP} (the output of rule {DAG_CHECK_RULE}) as an input: remove it; "
+            "the render adds it to every DVC stage, and under Snakemake the check runs in onstart"
         )
+    return (DAG_CHECK_STAMP,)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -477,15 +496,39 @@ def rule_edges(doc: Mapping[str, Any]) -> set[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- DVC state after Snakemake
-def record_in_dvc(jobs: Sequence[Any], workdir: str | Path = ".") -> list[str]:
+def check_before_jobs(inputs: Sequence[str], workdir: str | Path = ".", dvc_yaml: str = "dvc.yaml") -> bool:
+    """The DAG check under Snakemake (the Snakefile's ``onstart``, before the first job):
+    when :data:`DAG_CHECK_STAMP` is missing or older than one of ``inputs`` (the check
+    rule's inputs), run the check rule's command (``render_dvc_yaml.py --check dvc.yaml
+    --stamp``, in a fresh interpreter: it plans the DAG with Snakemake's API) and raise
+    :class:`DvcGenError` with its message when dvc.yaml is stale. Returns whether it ran."""
+    workdir = Path(workdir)
+    stamp = workdir / DAG_CHECK_STAMP
+    if stamp.exists():
+        made = stamp.stat().st_mtime_ns
+        if all((workdir / f).stat().st_mtime_ns <= made for f in inputs if (workdir / f).exists()):
+            return False
+    script = Path(__file__).resolve().with_name("render_dvc_yaml.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--workdir", str(workdir), "--check", dvc_yaml, "--stamp", DAG_CHECK_STAMP],
+        cwd=workdir, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise DvcGenError(proc.stderr.strip() or f"the DAG check exited with {proc.returncode}")
+    return True
+
+
+def record_in_dvc(jobs: Sequence[Any], workdir: str | Path = ".", also: Sequence[str] = ()) -> list[str]:
     """Record the outputs of ``jobs`` (Snakemake ``Job`` objects: every job of a
     successfully finished run's DAG, those that ran and those that were up to date) in
     dvc.lock, as ``dvc commit --force <their stages>`` would. Returns the stage names
     (empty outside a DVC repository: nothing to record). Raises :class:`DvcGenError`
     naming the cause when DVC fails.
 
-    Only the run's own jobs are recorded: a stage outside the run's targets may be out of
-    date, and committing it would make DVC believe otherwise. The commit goes through
+    Only the run's own jobs are recorded (and the stages named in ``also`` that dvc.yaml
+    has: the DAG check, which the Snakefile's onstart ran or found fresh): a stage outside
+    the run's targets may be out of date, and committing it would make DVC believe
+    otherwise. The commit goes through
     DVC's Python API (``dvc.repo.Repo``, ``lock_repo``, ``stage.collect_granular``,
     ``Stage.save`` / ``commit``, ``dvcfile.dump_stages``: the body of
     ``dvc.repo.commit.commit`` with ``force``, pinned dvc 3.67.1) so that dvc.yaml is
@@ -503,7 +546,7 @@ def record_in_dvc(jobs: Sequence[Any], workdir: str | Path = ".") -> list[str]:
     if not names or not (workdir / ".dvc").is_dir():
         return []
     try:
-        _commit_stages(names, workdir)
+        names = _commit_stages([*names, *also], workdir, optional=also)
     except Exception as e:  # DVC's errors: a lock held by another dvc, a missing output, ...
         raise DvcGenError(
             f"every job succeeded, but recording the outputs of {len(names)} stages in dvc.lock failed: "
@@ -513,14 +556,15 @@ def record_in_dvc(jobs: Sequence[Any], workdir: str | Path = ".") -> list[str]:
     return names
 
 
-def _commit_stages(names: Sequence[str], workdir: Path) -> None:
-    """``dvc commit --force`` of the stages ``names`` of ``workdir``'s dvc.yaml, in one pass."""
+def _commit_stages(names: Sequence[str], workdir: Path, optional: Sequence[str] = ()) -> list[str]:
+    """``dvc commit --force`` of the stages ``names`` of ``workdir``'s dvc.yaml, in one pass;
+    those also in ``optional`` only where dvc.yaml has them. Returns the names committed."""
     from dvc.repo import Repo, lock_repo
 
     wanted = set(names)
     with Repo(str(workdir)) as repo, lock_repo(repo):
         infos = [info for info in repo.stage.collect_granular() if info.stage.name in wanted]
-        missing = wanted - {info.stage.name for info in infos}
+        missing = wanted - {info.stage.name for info in infos} - set(optional)
         if missing:
             raise DvcGenError(f"dvc.yaml has no stages {sorted(missing)[:5]}: it is out of date, run `{FIX}`")
         by_file: dict[Any, list[Any]] = {}
@@ -530,6 +574,7 @@ def _commit_stages(names: Sequence[str], workdir: Path) -> None:
             by_file.setdefault(info.stage.dvcfile.path, []).append(info.stage)
         for stages in by_file.values():
             stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+    return sorted({info.stage.name for info in infos})
 
 
 # ----------------------------------------------------------------------------- CLI
