@@ -13,29 +13,26 @@ seed, the mean, and the paired difference to the baseline on the same folds and 
 
 Variants (``--variants``, comma-separated ``name`` or ``name:width``):
 
-* ``shipped``: the AC-CNN as shipped (``fer.models.accnn``: a two-convolution stem, three
-  stages of a depthwise-separable module and an AC module, the affinity on 4x4
-  descriptors);
-* ``v1``: the first design (one 3x3 convolution as stem, the affinity in all six modules
-  on 8x8 descriptors), the one the variants below modify;
-* ``noaff``: ``v1`` with the affinity's gamma frozen at 0 (no affinity mixing);
-* ``lean``: ``v1`` with the affinity only in the second module of each stage, on 4x4;
+* ``first``: the AC-CNN as shipped (``fer.models.accnn``: depthwise 3x3 + pointwise 1x1
+  + channel affinity, three stages of two modules);
+* ``noaff``: the same with the affinity's gamma frozen at 0 (no affinity mixing);
+* ``lean``: affinity only in the second module of each stage, descriptors on 4x4;
 * ``deep4_lean``: ``lean`` plus a fourth stage (16 x width at 4x4);
 * ``ir2``: inverted-residual modules (MobileNetV2: 1x1 expansion x2, depthwise 3x3,
   linear 1x1 projection) + channel affinity;
-* ``nodrop``: ``v1`` without dropout before the classifier;
-* ``stem2_all``: ``shipped``'s stem with ``v1``'s affinity in every module except stage
-  1's (17.3M MACs, just under a third of the VGG's).
-
-Every variant but ``shipped`` is built from the shipped network and then re-initialised,
-so ``shipped`` starts from exactly the pipeline's weights and the others from their own.
+* ``nodrop``: ``first`` without dropout before the classifier;
+* ``stem2_lean``: a two-convolution stem at full resolution (width/2, then width
+  channels) and the affinity only in the stride-1 module of each stage, on 4x4
+  descriptors (39,026 parameters, 14.0M MACs: the MACs of four affinity mixings moved to
+  full-resolution features);
+* ``stem2_all``: the same stem, the affinity in every module but stage 1's (17.3M MACs).
 
 Seeds (``--seeds``) replace params.yaml's ``seed`` (fold K trains with seed + K, as the
 pipeline does); the demo's folds are small (about 150 training and 63 test faces), so
 compare variants over several seeds: on the demo, one configuration's 4-fold mean moved by
 up to 5 points between two seeds.
 
-Usage: ``python benchmarks/bench_accnn.py --variants shipped,v1 --seeds 1000,2000``
+Usage: ``python benchmarks/bench_accnn.py --variants first,ir2:12 --seeds 0,1000``
 (about 100 s per fold, variant and seed on one thread of a shared 2-core machine).
 """
 
@@ -85,32 +82,10 @@ class InvertedResidual(nn.Module):
         return out + x if self.residual else torch.relu(out)
 
 
-def _v1(net: ACCNN, in_channels: int) -> None:
-    """Turn the shipped network into the first design (in place; re-initialise after)."""
-    w = net.width
-    net.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                             nn.ReLU(inplace=True))
-    net.stages = nn.Sequential(ACModule(w, 2 * w, 2), ACModule(2 * w, 2 * w, 1), ACModule(2 * w, 4 * w, 2),
-                               ACModule(4 * w, 4 * w, 1), ACModule(4 * w, 8 * w, 2), ACModule(8 * w, 8 * w, 1))
-
-
 def build_variant(kind: str, num_classes: int, in_channels: int, width: int, input_size: int) -> nn.Module:
     """The AC-CNN variant ``kind`` (module docstring), freshly initialised."""
     net = ACCNN(num_classes, in_channels, width, input_size=input_size)
-    if kind == "shipped":
-        return net
     w = width
-    if kind == "stem2_all":
-        stages = [ACModule(w, 2 * w, 2, affinity=False), ACModule(2 * w, 2 * w, 1, affinity=False),
-                  ACModule(2 * w, 4 * w, 2), ACModule(4 * w, 4 * w, 1), ACModule(4 * w, 8 * w, 2),
-                  ACModule(8 * w, 8 * w, 1)]
-        net.stages = nn.Sequential(*stages)
-        net._init_weights()
-        return net
-    known = ("v1", "noaff", "lean", "deep4_lean", "ir2", "nodrop")
-    if kind not in known:
-        raise SystemExit(f"unknown variant {kind!r} (shipped, stem2_all, {', '.join(known)})")
-    _v1(net, in_channels)
     if kind == "noaff":
         for m in net.modules():
             if isinstance(m, ChannelAffinity):
@@ -131,7 +106,25 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
             InvertedResidual(4 * w, 8 * w, 2), InvertedResidual(8 * w, 8 * w))
     elif kind == "nodrop":
         net.dropout = nn.Dropout(0.0)
-    net._init_weights()  # new modules: initialised like the rest
+    elif kind in ("stem2_lean", "stem2_all"):
+        h = max(1, w // 2)
+        net.stem = nn.Sequential(
+            nn.Conv2d(in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        mods = list(net.stages)
+        if kind == "stem2_lean":
+            for m in mods[1::2]:
+                m.affinity.pool = 4
+            for m in mods[0::2]:
+                m.affinity = nn.Identity()
+        else:
+            for m in mods[:2]:
+                m.affinity = nn.Identity()
+    elif kind != "first":
+        raise SystemExit(f"unknown variant {kind!r} (first, noaff, lean, deep4_lean, ir2, nodrop, stem2_lean, "
+                         "stem2_all)")
+    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all"):  # new modules: initialised like the rest
+        net._init_weights()
     return net
 
 
@@ -142,7 +135,7 @@ def main() -> None:
     ap.add_argument("--folds-file", default="data/folds.json")
     ap.add_argument("--folds", default="0,1,2,3", help="fold numbers")
     ap.add_argument("--seeds", default="0", help="comma-separated values of params.yaml's seed")
-    ap.add_argument("--variants", default="shipped,v1")
+    ap.add_argument("--variants", default="first,ir2:12")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="build/bench_accnn", help="results.json goes here")
     args = ap.parse_args()

@@ -116,30 +116,3 @@ def test_size_table_rows_follow_the_configured_widths() -> None:
     assert [(r["arch"], r["width"]) for r in rows] == [("accnn", 8), ("vgg_small", 32)]
     default = {r["arch"]: r for r in complexity_rows(7, 1, 64)}
     assert rows[0]["macs"] < default["accnn"]["macs"] and rows[1]["macs"] > default["vgg_small"]["macs"]
-
-
-def test_accnn_design_two_conv_stem_affinity_in_stride1_modules() -> None:
-    """The shipped design (issue 12): a two-convolution stem, the affinity only in the
-    stride-1 module of each stage (4x4 descriptors), at most a third of the small VGG's
-    multiply-accumulates at the demo's widths and size."""
-    net = ACCNN(7, 1, 16, input_size=64)
-    convs = [m for m in net.stem if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (1, 8, (3, 3), (1, 1)), (8, 16, (3, 3), (1, 1))]
-    mods = list(net.stages)
-    assert all(isinstance(m, ACModule) for m in mods)
-    assert [m.stride for m in mods] == [2, 1, 2, 1, 2, 1]
-    assert [isinstance(m.affinity, ChannelAffinity) for m in mods] == [False, True] * 3
-    assert all(m.affinity.pool == 4 for m in mods[1::2])
-    vgg = build_model("vgg_small", 7, 1, 16, input_size=64)
-    assert count_macs(net, (1, 64, 64)) <= count_macs(vgg, (1, 64, 64)) / 3
-    # without the affinity the module is the plain depthwise-separable block: no gamma,
-    # and the same output as the module with the affinity at gamma = 0
-    torch.manual_seed(0)
-    ds, ac = ACModule(4, 6, 2, affinity=False), ACModule(4, 6, 2)
-    assert isinstance(ds.affinity, nn.Identity) and count_parameters(ac) == count_parameters(ds) + 1
-    ac.load_state_dict({**ds.state_dict(), "affinity.gamma": torch.tensor(0.0)})
-    x = torch.randn(2, 4, 8, 8)
-    ds.eval(), ac.eval()
-    with torch.no_grad():
-        assert torch.equal(ds(x), ac(x))

@@ -39,32 +39,16 @@ Cost per module and image (H', W' the output side, C the output channels): depth
 + ``C^2 * H'W'`` (mixing) multiply-accumulates -- about ``2 C^2 H'W'`` against
 ``18 C^2 H'W'`` for a VGG block's two 3x3 convolutions.
 
-``ACModule(..., affinity=False)`` is the same block without the affinity term (a plain
-depthwise-separable block, MobileNet's).
-
 **AC-CNN** ``ACCNN(num_classes, in_channels=1, width=16, dropout=0.3, input_size=64)``::
 
-    stem   3x3 conv (in_channels -> w/2), BN, ReLU,
-           3x3 conv (w/2 -> w), BN, ReLU                      (full resolution)
-    stage1 DS(width, 2w, stride 2), AC(2w, 2w)
-    stage2 DS(2w, 4w, stride 2),    AC(4w, 4w)
-    stage3 DS(4w, 8w, stride 2),    AC(8w, 8w)
+    stem   3x3 conv (in_channels -> width), BN, ReLU          (full resolution)
+    stage1 AC(width, 2w, stride 2), AC(2w, 2w)
+    stage2 AC(2w, 4w, stride 2),    AC(4w, 4w)
+    stage3 AC(4w, 8w, stride 2),    AC(8w, 8w)
     global average pool -> dropout -> linear
 
-(DS: a module without the affinity term; AC: with it, descriptors pooled to 4x4.) Three
-stride-2 stages take a 64 px face to 8x8 (the same final grid as ``vgg_small``, which
+Three stride-2 stages take a 64 px face to 8x8 (the same final grid as ``vgg_small``, which
 pools four times from 64 to 4); ``feature_dim`` is ``8 * width`` like ``vgg_small``.
-
-**Why this stem and this placement (measured; README "Choices", issue 12).** The first
-design had a one-convolution stem and the affinity in all six modules (15.1M MACs per
-64 px face, 0.29 of ``vgg_small``'s): 6.4 points below the baseline on the demo (two
-seeds, four folds) and underfitting. The affinity's mixing ``A @ F`` costs ``C^2 H'W'``,
-as much as a pointwise convolution, so six of them were 60 % of the network's MACs while
-the full-resolution features (where the small VGG spends two 3x3 convolutions) came from
-one 3x3 convolution with ``width`` filters before the first pooling. Moving the
-multiply-accumulates there -- a second full 3x3 convolution in the stem, the affinity
-kept in the stride-1 module of every stage on 4x4 descriptors -- costs 14.0M MACs (0.27
-of the VGG's) and closed most of the gap at the same budget (``benchmarks/bench_accnn.py``).
 The contract is ``VGGSmall``'s: ``features(x) -> (N, 8*width)``, ``forward(x)`` ->
 logits, ``classify(features)`` -> logits.
 """
@@ -128,9 +112,7 @@ class ACModule(nn.Module):
     shape is unchanged (stride 1, in_ch == out_ch).
     """
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, *, affinity: bool = True, pool: int = 8, tau: float = 0.2
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, pool: int = 8, tau: float = 0.2) -> None:
         super().__init__()
         if in_ch < 1 or out_ch < 1:
             raise ValueError(f"ACModule channels must be >= 1, got {in_ch}, {out_ch}")
@@ -143,7 +125,7 @@ class ACModule(nn.Module):
         self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.affinity: nn.Module = ChannelAffinity(pool=pool, tau=tau) if affinity else nn.Identity()
+        self.affinity = ChannelAffinity(pool=pool, tau=tau)
         self.residual = stride == 1 and in_ch == out_ch
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,8 +136,7 @@ class ACModule(nn.Module):
 
 
 class ACCNN(nn.Module):
-    """Two-convolution stem + three stages (a depthwise-separable and an AC module) + GAP,
-    dropout, linear classifier."""
+    """Stem conv + three stages of two AC modules + GAP, dropout, linear classifier."""
 
     def __init__(
         self,
@@ -177,22 +158,18 @@ class ACCNN(nn.Module):
         self.width = int(width)
         self.num_classes = int(num_classes)
         w = self.width
-        h = max(1, w // 2)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, h, 3, padding=1, bias=False),
-            nn.BatchNorm2d(h),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(h, w, 3, padding=1, bias=False),
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
             nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
         )
         self.stages = nn.Sequential(
-            ACModule(w, 2 * w, 2, affinity=False),
-            ACModule(2 * w, 2 * w, 1, pool=4),
-            ACModule(2 * w, 4 * w, 2, affinity=False),
-            ACModule(4 * w, 4 * w, 1, pool=4),
-            ACModule(4 * w, 8 * w, 2, affinity=False),
-            ACModule(8 * w, 8 * w, 1, pool=4),
+            ACModule(w, 2 * w, 2),
+            ACModule(2 * w, 2 * w, 1),
+            ACModule(2 * w, 4 * w, 2),
+            ACModule(4 * w, 4 * w, 1),
+            ACModule(4 * w, 8 * w, 2),
+            ACModule(8 * w, 8 * w, 1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim: int = 8 * w
