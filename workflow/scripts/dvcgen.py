@@ -4,8 +4,8 @@ The Snakefile is the one description of the pipeline's DAG; dvc.yaml is derived 
 (``make dvc-yaml``) and ``tests/test_dvc_sync.py`` fails when the committed file differs
 from a fresh render. The render plans the DAG only: no job runs, no output has to exist.
 
-What goes into a stage (one per job needed by the default target, with ``forceall`` so
-every job is listed even when its outputs already exist):
+What goes into a stage (one per job needed by the default target, plus the DAG check
+below, with ``forceall`` so every job is listed even when its outputs already exist):
 
 * name: the rule name, or ``rule__wc-value`` (``__``-joined per wildcard) for wildcard jobs,
   e.g. ``train_baseline__fold-3``. DVC reserves ``@`` (foreach/matrix) and rejects other
@@ -71,10 +71,12 @@ Snakemake internals used (pinned: snakemake == 9.27.1, checked at run time):
 
 * ``snakemake.api.SnakemakeApi(OutputSettings(...)).workflow(...)`` returns a
   ``WorkflowApi``; its private property ``_workflow`` includes the Snakefile and returns
-  the ``snakemake.workflow.Workflow``. ``WorkflowApi.dag(DAGSettings(forceall=True))``
-  sets ``workflow.dag_settings`` (done through the public ``dag()`` call).
+  the ``snakemake.workflow.Workflow``; ``workflow.rules`` (their ``name``) and
+  ``workflow.default_target`` (the rule name) name the targets.
+  ``WorkflowApi.dag(DAGSettings(targets=..., forceall=True))`` sets
+  ``workflow.dag_settings`` (done through the public ``dag()`` call).
 * ``Workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True,
-  nolock=True)`` builds the ``DAG`` object for the default target (the same call that
+  nolock=True)`` builds the ``DAG`` object for those targets (the same call that
   ``printrulegraph`` makes) and ``Workflow._build_dag()`` runs ``dag.init()`` and the
   checkpoint update; the DAG is then ``workflow.dag``. Neither executes a job nor takes
   the working-directory lock.
@@ -262,8 +264,10 @@ def _check_snakemake_version() -> None:
 
 
 def collect_jobs(workdir: str | Path = ".", snakefile: str = "Snakefile") -> tuple[list[JobInfo], dict[str, Any]]:
-    """Plan the DAG of the default target (forceall) and return its jobs in topological
-    order (layers, each sorted by rule and natural wildcard order) and the config."""
+    """Plan the DAG of the default target and, when the Snakefile has one, the
+    :data:`DAG_CHECK_RULE` (forceall; no other rule depends on it), and return its jobs in
+    topological order (layers, each sorted by rule and natural wildcard order) and the
+    config."""
     _check_snakemake_version()
     from snakemake.api import SnakemakeApi
     from snakemake.io import is_flagged
