@@ -168,6 +168,22 @@ def test_apply_preset_keeps_comments_and_validates(tmp_path):
     assert p.read_text() == before  # nothing written on error
 
 
+@pytest.mark.parametrize("preset", sorted(p.name for p in (PARAMS.parent / "presets").glob("*.yaml")))
+def test_every_preset_applies_to_the_shipped_params_and_validates(tmp_path, preset):
+    """Each shipped preset names only schema keys with valid types and keeps the equal-budget
+    rules (load_params checks them): applied to params.yaml, the result loads."""
+    from fer.params import apply_preset
+
+    p = tmp_path / "params.yaml"
+    p.write_text(PARAMS.read_text())
+    changed = apply_preset(p, PARAMS.parent / "presets" / preset, SCHEMA)
+    after = load_params(p, SCHEMA)
+    assert changed and after["folds"]["n_folds"] == 10
+    if preset == "cpu.yaml":
+        assert (after["align"]["size"], after["align"]["channels"]) == (48, "gray")
+        assert after["baseline"]["epochs"] == after["accnn"]["epochs"] == after["fersnet"]["epochs"] == 30
+
+
 def test_every_section_has_one_dataclass_matching_the_schema(params):
     """The dataclass of each section has exactly the schema's keys, in params.yaml order, and
     building it from params.yaml then writing it back gives the same mapping."""
