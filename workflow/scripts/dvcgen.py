@@ -535,7 +535,9 @@ def record_in_dvc(jobs: Sequence[Any], workdir: str | Path = ".", also: Sequence
     otherwise. The commit goes through
     DVC's Python API (``dvc.repo.Repo``, ``lock_repo``, ``stage.collect_granular``,
     ``Stage.save`` / ``commit``, ``dvcfile.dump_stages``: the body of
-    ``dvc.repo.commit.commit`` with ``force``, pinned dvc 3.67.1) so that dvc.yaml is
+    ``dvc.repo.commit.commit`` with ``force`` and ``relink=False``, pinned dvc 3.67.1: the
+    outputs stay the files the jobs wrote, their mtimes in the order the jobs ran, so the
+    next ``snakemake`` finds nothing to do) so that dvc.yaml is
     read and dvc.lock written once: ``dvc commit -f`` with one target per stage
     re-collects and rewrites them per target (measured: 200 s for the 56 stages of the
     tests' tiny pipeline, against 13 s here, on a loaded 2-core machine)."""
@@ -574,7 +576,12 @@ def _commit_stages(names: Sequence[str], workdir: Path, optional: Sequence[str] 
         by_file: dict[Any, list[Any]] = {}
         for info in infos:
             info.stage.save()
-            info.stage.commit(filter_info=info.filter_info, relink=True)
+            # relink=False: the outputs are copied into the cache and left in place untouched.
+            # With relink=True (`dvc commit`'s default) DVC re-creates every output from the cache
+            # (a fresh copy with the default copy cache type), in dvc.yaml's stage order, so
+            # inputs could end newer than the outputs made from them: the next `snakemake`
+            # re-ran training jobs of a run that had just finished (measured on a 27-job run).
+            info.stage.commit(filter_info=info.filter_info, relink=False)
             by_file.setdefault(info.stage.dvcfile.path, []).append(info.stage)
         for stages in by_file.values():
             stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
