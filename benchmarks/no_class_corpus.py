@@ -63,7 +63,9 @@ def build(demo: Path, out: Path, drop: list[str], other_every: int) -> dict[str,
     for part in ("expr", "corpus"):
         (out / part).mkdir(parents=True, exist_ok=True)
         link = out / part / "images"
-        if link.is_symlink() or link.exists():
+        if link.exists() and not link.is_symlink():
+            raise SystemExit(f"{link} exists and is not a link this script made: choose another --out")
+        if link.is_symlink():
             link.unlink()
         os.symlink((demo / part / "images").resolve(), link)
     (out / "expr" / "labels.csv").write_text(
