@@ -20,23 +20,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 from collections import Counter
 from pathlib import Path
+
+from fer.data.demo import _csv_text  # the demo's own writer of these csv files: same layout, same bytes
+from fer.utils.io import write_text
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _csv(header: list[str], rows: list[list[str]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def build(demo: Path, out: Path, drop: list[str], other_every: int) -> dict[str, object]:
@@ -68,10 +62,10 @@ def build(demo: Path, out: Path, drop: list[str], other_every: int) -> dict[str,
         if link.is_symlink():
             link.unlink()
         os.symlink((demo / part / "images").resolve(), link)
-    (out / "expr" / "labels.csv").write_text(
-        _csv(["image", "subject", "expression"], [[r["image"], r["subject"], r["expression"]] for r in labelled]))
-    (out / "corpus" / "labels.csv").write_text(_csv(["image", "subject"], [[r["image"], r["subject"]] for r in chosen]))
-    (out / "corpus_truth.csv").write_text(_csv(["image", "expression"], [[r["image"], truth[r["image"]]] for r in chosen]))
+    write_text(out / "expr" / "labels.csv",
+               _csv_text(["image", "subject", "expression"], [[r["image"], r["subject"], r["expression"]] for r in labelled]))
+    write_text(out / "corpus" / "labels.csv", _csv_text(["image", "subject"], [[r["image"], r["subject"]] for r in chosen]))
+    write_text(out / "corpus_truth.csv", _csv_text(["image", "expression"], [[r["image"], truth[r["image"]]] for r in chosen]))
     return {
         "labelled": len(labelled),
         "labelled_per_class": dict(sorted(Counter(r["expression"] for r in labelled).items())),
