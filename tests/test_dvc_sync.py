@@ -412,3 +412,13 @@ def test_a_snakemake_run_records_exactly_its_own_stages_in_dvc_lock(tmp_path):
     assert "b:" in status and "a:" not in status, status
     assert "recorded: a,b\n" in _run(smk, tmp_path)
     assert "Data and pipelines are up to date" in _run([str(BIN / "dvc"), "status"], tmp_path)
+
+
+def test_the_dag_check_before_jobs_runs_the_check_rules_command():
+    """``check_before_jobs`` (Snakemake's onstart) and rule check_dag (the DVC stage) run
+    one command line, :func:`dvcgen.dag_check_command`: the committed dvc.yaml's check
+    stage runs exactly it."""
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    cmd = doc["stages"][dvcgen.DAG_CHECK_RULE]["cmd"]
+    assert f"python {' '.join(dvcgen.dag_check_command())} > " in cmd, cmd
+    assert (ROOT / dvcgen.dag_check_command()[0]).is_file()

@@ -11,7 +11,14 @@ sys.path.insert(0, os.path.abspath("workflow/scripts"))  # the scripts' helpers 
 from _common import check_pipeline_params
 from _dataset import CHECK_KEYS, fingerprint_file, preflight
 from codedeps import code_files
-from dvcgen import DAG_CHECK_RULE, DAG_CHECK_STAMP, DvcGenError, check_before_jobs, record_in_dvc
+from dvcgen import (
+    DAG_CHECK_RULE,
+    DAG_CHECK_STAMP,
+    DvcGenError,
+    check_before_jobs,
+    dag_check_command,
+    record_in_dvc,
+)
 from snakemake.exceptions import WorkflowError
 from fer.params import ParamsError, load_yaml, plan_rows, subset, validate_params
 
@@ -170,8 +177,7 @@ rule check_dag:
     log:
         "logs/check_dag.log",
     shell:
-        "mkdir -p logs && python workflow/scripts/render_dvc_yaml.py --check dvc.yaml --stamp {output} "
-        + TO_LOG
+        "mkdir -p logs && python " + " ".join(dag_check_command(stamp="{output}")) + " " + TO_LOG
 
 
 onstart:

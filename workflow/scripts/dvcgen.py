@@ -144,6 +144,9 @@ _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
 DAG_CHECK_RULE = "check_dag"
 #: Its output, an input of every other rule: written when the check passes, never changes.
 DAG_CHECK_STAMP = "data/dag.ok"
+#: The check's script; its command line is :func:`dag_check_command`, for the rule and for
+#: :func:`check_before_jobs` alike.
+DAG_CHECK_SCRIPT = "workflow/scripts/render_dvc_yaml.py"
 STAMP_TEXT = "dvc.yaml was a fresh render of the Snakefile for params.yaml when the last stage began\n"
 #: The command that brings dvc.yaml up to date.
 FIX = "make dvc-yaml"
@@ -500,6 +503,13 @@ def rule_edges(doc: Mapping[str, Any]) -> set[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- DVC state after Snakemake
+def dag_check_command(dvc_yaml: str = "dvc.yaml", stamp: str = DAG_CHECK_STAMP) -> list[str]:
+    """The DAG check's command line after ``python``: rule check_dag's shell command (with
+    ``stamp="{output}"``) and :func:`check_before_jobs` run this one list, so the two
+    cannot drift apart."""
+    return [DAG_CHECK_SCRIPT, "--check", dvc_yaml, "--stamp", stamp]
+
+
 def check_before_jobs(inputs: Sequence[str], workdir: str | Path = ".", dvc_yaml: str = "dvc.yaml") -> bool:
     """The DAG check under Snakemake (the Snakefile's ``onstart``, before the first job):
     when :data:`DAG_CHECK_STAMP` is missing or older than one of ``inputs`` (the check
@@ -512,9 +522,10 @@ def check_before_jobs(inputs: Sequence[str], workdir: str | Path = ".", dvc_yaml
         made = stamp.stat().st_mtime_ns
         if all((workdir / f).stat().st_mtime_ns <= made for f in inputs if (workdir / f).exists()):
             return False
-    script = Path(__file__).resolve().with_name("render_dvc_yaml.py")
+    script, *args = dag_check_command(dvc_yaml)
+    script_path = Path(__file__).resolve().with_name(Path(script).name)  # this checkout's, from any workdir
     proc = subprocess.run(
-        [sys.executable, str(script), "--workdir", str(workdir), "--check", dvc_yaml, "--stamp", DAG_CHECK_STAMP],
+        [sys.executable, str(script_path), "--workdir", str(workdir), *args],
         cwd=workdir, capture_output=True, text=True,
     )
     if proc.returncode != 0:
