@@ -26,11 +26,23 @@ Variants (``--variants``, comma-separated ``name`` or ``name:width``):
   descriptors (39,026 parameters, 14.0M MACs: the MACs of four affinity mixings moved to
   full-resolution features);
 * ``stem2_all``: the same stem, the affinity in every module but stage 1's (17.3M MACs).
+* ``head``: MobileNetV3's efficient last stage: a 1x1 expansion (BN, ReLU) of the last
+  stage's 8 x width features to 18 x width at the final 8x8 grid, before the global
+  pooling (76,493 parameters, 17.5M MACs: a third of the baseline's);
+* ``head_lean``: the same to 24 x width, the affinity dropped from stage 1's two modules
+  (89,643 parameters, 16.0M MACs).
 
 Seeds (``--seeds``) replace params.yaml's ``seed`` (fold K trains with seed + K, as the
 pipeline does); the demo's folds are small (about 150 training and 63 test faces), so
 compare variants over several seeds: on the demo, one configuration's 4-fold mean moved by
 up to 5 points between two seeds.
+
+``--skip-baseline`` trains the variants only (the baseline's numbers for the same seeds
+and folds are then the ones of an earlier run: same seed, same machine, same numbers).
+Run in the workspace of another dataset (its ``data/aligned`` and ``data/folds.json``),
+``--variants first`` with two seeds measures how far the shipped AC-CNN moves when only
+its initialisation, batch order and augmentation draws change, on the same folds (README,
+"Scarce labels").
 
 Usage: ``python benchmarks/bench_accnn.py --variants first,ir2:12 --seeds 0,1000``
 (about 100 s per fold, variant and seed on one thread of a shared 2-core machine).
@@ -120,10 +132,22 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
         else:
             for m in mods[:2]:
                 m.affinity = nn.Identity()
+    elif kind in ("head", "head_lean"):
+        # MobileNetV3's efficient last stage: a 1x1 expansion of the last stage's features
+        # (BN, ReLU) at the final 8x8 grid before the global pooling, widening the embedding
+        # from 8w to 18w (head_lean: 24w, the affinity dropped from stage 1's two modules).
+        e = 24 * w if kind == "head_lean" else 18 * w
+        if kind == "head_lean":
+            for m in list(net.stages)[:2]:
+                m.affinity = nn.Identity()
+        net.stages = nn.Sequential(*net.stages, nn.Sequential(
+            nn.Conv2d(8 * w, e, 1, bias=False), nn.BatchNorm2d(e), nn.ReLU(inplace=True)))
+        net.feature_dim = e
+        net.fc = nn.Linear(e, num_classes)
     elif kind != "first":
         raise SystemExit(f"unknown variant {kind!r} (first, noaff, lean, deep4_lean, ir2, nodrop, stem2_lean, "
-                         "stem2_all)")
-    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all"):  # new modules: initialised like the rest
+                         "stem2_all, head, head_lean)")
+    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean"):  # new modules: initialised like the rest
         net._init_weights()
     return net
 
@@ -138,6 +162,8 @@ def main() -> None:
     ap.add_argument("--variants", default="first,ir2:12")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="build/bench_accnn", help="results.json goes here")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="do not train the baseline (no paired difference is printed)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params, SCHEMA)
@@ -147,7 +173,7 @@ def main() -> None:
     size, channels = data.images.shape[1], data.images.shape[3]
     folds = [int(k) for k in args.folds.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    specs = [("baseline", base_cfg.width)] + [
+    specs = ([] if args.skip_baseline else [("baseline", base_cfg.width)]) + [
         (v.split(":")[0], int(v.split(":")[1]) if ":" in v else acc_cfg.width) for v in args.variants.split(",")]
 
     def model_of(name: str, width: int) -> nn.Module:
@@ -176,12 +202,15 @@ def main() -> None:
                     print(f"{key} seed {seed} fold {k}: test acc {100 * m['test/acc']:.1f}", flush=True)
             results[key] = {"params": count_parameters(probe), "macs": count_macs(probe, (channels, size, size)),
                             "test_acc": acc}
-    base = results[f"baseline:{base_cfg.width}"]
+    base = results.get(f"baseline:{base_cfg.width}")
     print(f"\n{'variant':16s} {'params':>8s} {'MACs':>7s} {'x base':>6s}  test acc % per seed (folds)   mean   "
           "vs baseline (paired)")
     for key, r in results.items():
         per_seed = "  ".join(f"s{s}: " + "/".join(f"{100 * v:.1f}" for v in vals) for s, vals in r["test_acc"].items())
         flat = np.array([v for vals in r["test_acc"].values() for v in vals])
+        if base is None:
+            print(f"{key:16s} {r['params']:8d} {r['macs'] / 1e6:6.1f}M {'':6s}  {per_seed}  {100 * flat.mean():5.1f}")
+            continue
         ref = np.array([v for vals in base["test_acc"].values() for v in vals])
         print(f"{key:16s} {r['params']:8d} {r['macs'] / 1e6:6.1f}M {r['macs'] / base['macs']:6.2f}  {per_seed}  "
               f"{100 * flat.mean():5.1f}  {100 * (flat - ref).mean():+5.1f}")
