@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -168,3 +169,34 @@ def test_closure_follows_lazy_imports_helpers_and_package_inits(tmp_path):
         "src/fer/__init__.py", "src/fer/c.py", "src/fer/sub/__init__.py", "src/fer/sub/a.py", "src/fer/sub/b.py",
         "workflow/scripts/_helper.py", "workflow/scripts/stage.py",
     ]
+
+
+_WHICH_FER = "import sys; sys.path.insert(0, 'workflow/scripts'); import _common, fer; print(fer.__file__)"
+
+
+def test_the_scripts_run_their_own_checkouts_package(tmp_path: Path) -> None:
+    """The code dependencies are this checkout's files, so a stage must run them: a second
+    copy of the project (its workflow/ and src/), run with this environment (whose
+    editable install points at the first), imports fer from its own src/. A process that
+    imported another copy of fer first is refused, naming both places, when the two
+    copies' code differs (the same bytes are accepted: the tests render copies of the
+    project in-process)."""
+    copy = tmp_path / "second-clone"
+    for part in ("workflow/scripts", "src/fer"):
+        shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-c", _WHICH_FER], cwd=copy, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == (copy / "src" / "fer" / "__init__.py").resolve()
+
+    # the copy's code differs from the installed one (a clone on another commit)
+    init = copy / "src" / "fer" / "__init__.py"
+    init.write_text(init.read_text() + "\n# another commit\n")
+    env_fer = subprocess.run([sys.executable, "-c", "import fer; print(fer.__file__)"], cwd=copy,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(env_fer).resolve().parent != (copy / "src" / "fer").resolve()  # the installed copy is another
+    first = "import fer; " + _WHICH_FER  # the environment's fer imported first
+    proc = subprocess.run([sys.executable, "-c", first], cwd=copy, capture_output=True, text=True)
+    assert proc.returncode != 0
+    where = Path(env_fer).resolve().parent
+    assert f"imported fer from {where}, whose code differs from this checkout's {(copy / 'src' / 'fer').resolve()}" \
+        in proc.stderr, proc.stderr

@@ -16,26 +16,57 @@ from pathlib import Path
 from typing import Any
 
 
+#: The checkout these scripts belong to.
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def require_project_environment() -> None:
     """Exit with one line naming the fix when this ``python`` cannot import the project
     (a stage started outside the project's environment: ``python`` is the system's, not
-    ``.venv``'s). Every script imports this module before anything outside the standard
-    library, so this is the first thing a stage checks."""
+    ``.venv``'s), or imports ``fer`` from somewhere other than this checkout's ``src/``.
+    Every script (and the Snakefile) imports this module before anything outside the
+    standard library, so this is the first thing a stage checks.
+
+    ``fer`` is imported from ``ROOT/src`` (put first on ``sys.path``), whatever the
+    environment's installed copy points at: the rules' code dependencies are this
+    checkout's files (workflow/scripts/codedeps.py), so the code that runs must be them.
+    (An editable install made from another clone of the project would otherwise run that
+    clone's code while the DAG tracked this one's: measured, a `make install` in a second
+    clone sharing the environment re-pointed it silently.)"""
+    src = ROOT / "src"
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+    script = Path(sys.argv[0]).name or "this stage"
     try:
         import fer.params  # noqa: F401  (fer and its dependencies: numpy, yaml, jsonschema, ...)
     except ImportError as e:
-        script = Path(sys.argv[0]).name or "this stage"
         sys.exit(
             f"{script}: this python ({sys.executable}) cannot import the project ({e}): activate the project's "
             "environment first (`source .venv/bin/activate`; `make install` creates it), then re-run"
         )
+    import fer
+
+    here = Path(fer.__file__).resolve().parent
+    if here != src / "fer" and not _same_python_files(here, src / "fer"):
+        sys.exit(
+            f"{script}: this process imported fer from {here}, whose code differs from this checkout's "
+            f"{src / 'fer'} (it was imported before workflow/scripts/_common.py put src/ first): the pipeline's "
+            "code dependencies are this checkout's files, so it refuses to run another copy's code"
+        )
+
+
+def _same_python_files(a: Path, b: Path) -> bool:
+    """Whether two package folders hold the same ``.py`` files with the same bytes (the
+    tests render copies of the project in a process that imported the original)."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*.py"))
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*.py"))
+    return files_a == files_b and all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
 
 
 require_project_environment()
 
 from fer.params import DeclaredParams, ParamsError, load_params  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 #: Where make_demo writes the demo data (the Snakefile's make_demo output).
