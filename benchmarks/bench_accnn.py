@@ -147,7 +147,8 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
     elif kind != "first":
         raise SystemExit(f"unknown variant {kind!r} (first, noaff, lean, deep4_lean, ir2, nodrop, stem2_lean, "
                          "stem2_all, head, head_lean)")
-    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean"):  # new modules: initialised like the rest
+    # new modules: initialised like the rest
+    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean"):
         net._init_weights()
     return net
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
-import shutil
 import textwrap
 from pathlib import Path
 
