@@ -38,13 +38,12 @@ def require_project_environment() -> None:
         sys.path.insert(0, str(src))
     script = Path(sys.argv[0]).name or "this stage"
     try:
-        import fer.params  # noqa: F401  (fer and its dependencies: numpy, yaml, jsonschema, ...)
+        import fer.params  # fer and its dependencies: numpy, yaml, jsonschema, ... (binds ``fer``)
     except ImportError as e:
         sys.exit(
             f"{script}: this python ({sys.executable}) cannot import the project ({e}): activate the project's "
             "environment first (`source .venv/bin/activate`; `make install` creates it), then re-run"
         )
-    import fer
 
     here = Path(fer.__file__).resolve().parent
     if here != src / "fer" and not _same_python_files(here, src / "fer"):
