@@ -140,7 +140,7 @@ def test_a_python_without_the_project_is_named_in_one_line(tmp_path):
     the user to activate the environment (not a traceback)."""
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    proc = subprocess.run([str(bare / "bin" / "python"), str(SCRIPTS / "make_folds.py"), "--keys", "seed,folds"],
+    proc = subprocess.run([str(bare / "bin" / "python"), str(SCRIPTS / "make_folds.py"), "--keys", "data_seed,folds"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

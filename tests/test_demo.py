@@ -429,11 +429,12 @@ def test_cli_writes_the_dataset(tmp_path: Path) -> None:
 
 
 def test_cli_reads_declared_params(tmp_path: Path) -> None:
-    """The pipeline's call (Snakefile rule make_demo): --keys seed,demo from a params file."""
+    """The pipeline's call (Snakefile rule make_demo): --keys data_seed,demo from a params file
+    (the training seed is not the data's)."""
     import yaml
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["seed"] = 5
+    params["data_seed"], params["seed"] = 5, 7
     params["demo"].update(
         n_subjects=2, images_per_expression=1, corpus_subjects=1, corpus_images_per_subject=1
     )
@@ -447,7 +448,7 @@ def test_cli_reads_declared_params(tmp_path: Path) -> None:
         "--params",
         str(pfile),
         "--keys",
-        "seed,demo",
+        "data_seed,demo",
         "--out",
         str(out),
     ]

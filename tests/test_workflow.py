@@ -775,6 +775,23 @@ def test_a_changed_image_reruns_alignment_and_everything_after_it(smk_run, stage
     assert not planned & {"make_demo", "align_corpus", "train_identity", *ALWAYS_CHANGED}
 
 
+def test_a_new_training_seed_keeps_the_data_and_the_folds(smk_run, tmp_path):
+    """`seed` is the training seed and `data_seed` the data's (demo faces, folds, label
+    budgets): a new `seed` plans every training job again but not the demo data, the
+    alignment or the folds, so repeated runs compare on the SAME folds; a new `data_seed`
+    makes new data and folds."""
+    repo = copy_repo(smk_run[0], tmp_path / "repo")
+    data_rules = {"make_demo", "align", "make_folds"}
+    params = read_params(repo)
+    configure(repo, {"seed": params["seed"] + 1}, render=False)  # keys, not stages: dvc.yaml stays fresh
+    planned = set(job_stats(run(["snakemake", "-n", "--cores", "1"], repo).stdout))
+    assert {"train_baseline", "train_accnn", "train_fesgan", "report"} <= planned, planned
+    assert not planned & data_rules, planned
+    configure(repo, {"seed": params["seed"], "data_seed": params["data_seed"] + 1}, render=False)
+    planned = set(job_stats(run(["snakemake", "-n", "--cores", "1"], repo).stdout))
+    assert data_rules <= planned, planned
+
+
 def test_an_edited_param_reruns_its_jobs_in_one_snakemake_run(smk_run, tmp_path):
     """Regression (the real Snakefile; tests/test_dvc_sync.py has the mechanism on a toy):
     with the DAG check's stamp an ancient input of every rule, the first `snakemake` after

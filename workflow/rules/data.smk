@@ -9,7 +9,7 @@ rule make_demo:
     output:
         directory("data/demo"),
     params:
-        **declare("seed", "demo"),
+        **declare("data_seed", "demo"),
     log:
         "logs/make_demo.log",
     shell:
@@ -96,7 +96,7 @@ rule make_folds:
     output:
         folds="data/folds.json",
     params:
-        **declare("seed", "folds"),
+        **declare("data_seed", "folds"),
     log:
         "logs/make_folds.log",
     shell:
@@ -119,7 +119,7 @@ rule make_budgets:
     output:
         budgets="data/budgets.json",
     params:
-        **declare("seed", "labels", "folds.val_fraction"),
+        **declare("data_seed", "labels", "folds.val_fraction"),
     log:
         "logs/make_budgets.log",
     shell:

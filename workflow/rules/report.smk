@@ -129,7 +129,7 @@ rule report:
     output:
         html=report("reports/index.html", caption="../report/index.rst", category="Report"),
     params:
-        **declare("seed", "methods", "demo", "data", "align", "folds", "labels", "corpus", "compute", "baseline", "identity",
+        **declare("seed", "data_seed", "methods", "demo", "data", "align", "folds", "labels", "corpus", "compute", "baseline", "identity",
                   "fesgan", "synthesis", "joint", "rdbp", "clustering", "accnn", "finetune", "dgcn", "fersnet", "fixmatch", "report"),
         sections=report_section_args,
     log:

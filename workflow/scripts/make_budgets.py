@@ -17,5 +17,5 @@ if __name__ == "__main__":
     with reported_errors(FoldError):
         p = declared(args)
         summary = write_budgets(args.manifest, args.meta, args.folds, args.out, p.section("labels").budgets,
-                                p.value("folds.val_fraction"), p.get("seed"))
+                                p.value("folds.val_fraction"), p.get("data_seed"))
     logging.info("label budgets: %s", summary)

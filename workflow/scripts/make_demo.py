@@ -2,13 +2,13 @@
 
 Two ways to give the settings:
 
-* pipeline: ``make_demo.py --keys seed,demo --out data/demo`` reads the declared ``seed``
+* pipeline: ``make_demo.py --keys data_seed,demo --out data/demo`` reads the declared ``data_seed``
   and ``demo`` keys of ``--params`` (params.yaml, validated against the schema);
 * by hand: ``make_demo.py --out data/demo --config-json '{"n_subjects": 4}' --seed 0``
   where the JSON object holds ``demo`` section keys (fer.params.DemoParams); unknown keys are an
   error.
 
-``--seed`` overrides the params file's seed in either mode.
+``--seed`` overrides the params file's data_seed in either mode.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config-json", default=None, help="JSON object of demo section keys (instead of --keys)"
     )
     ap.add_argument(
-        "--seed", type=int, default=None, help="non-negative integer seed (default: params seed, or 0)"
+        "--seed", type=int, default=None, help="non-negative integer seed (default: params data_seed, or 0)"
     )
     args = ap.parse_args(argv)
     setup_logging()
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         seed = 0 if args.seed is None else args.seed
     else:
         if not args.keys:
-            ap.error("give --config-json, or --keys naming the params keys to read (seed,demo)")
+            ap.error("give --config-json, or --keys naming the params keys to read (data_seed,demo)")
         p = declared(args)
         cfg = p.section("demo")
-        seed = p.get("seed") if args.seed is None else args.seed
+        seed = p.get("data_seed") if args.seed is None else args.seed
     summary = generate_demo(args.out, cfg, seed)
     log.info("summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
     return 0

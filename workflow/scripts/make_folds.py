@@ -18,6 +18,6 @@ if __name__ == "__main__":
         p = declared(args)
         f = p.section("folds")
         summary = write_folds(
-            args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("seed"), protocol=f.protocol
+            args.manifest, args.meta, args.out, f.n_folds, f.val_fraction, p.get("data_seed"), protocol=f.protocol
         )
     logging.info("folds: %s", summary)
