@@ -4,8 +4,11 @@ Each ``--runs`` entry is a workspace (or a DVC experiment checked out into one) 
 pipeline ran with its own training ``seed`` and the same ``data_seed``; the script reads
 ``metrics/<row>/fold-K.json`` (``test/acc`` by default) of both rows for every fold of
 ``data/folds.json``, refuses runs whose folds differ, runs with the same seed twice (not a
-repeat) and any missing fold (nothing is dropped), then prints per fold both rows' mean and
-sd over the runs, the difference, its standard error and Welch's p
+repeat), any missing fold (nothing is dropped) and a fold whose model was not trained with
+the run's seed (``models/<row>/fold-K.pt``'s ``seed`` must be ``seed + K`` and its
+``best_epoch`` the metrics': a copied workspace still running, or a stale output), then
+prints per fold both rows' mean and sd over the runs, the difference, its standard error
+and Welch's p
 (``fer.metrics.repeats.compare_repeats``), and the reference row's pooled noise.
 
     python benchmarks/repeats.py --runs ws_seed1 ws_seed1001 ws_seed2001 --row accnn_corpus --reference accnn
@@ -21,16 +24,24 @@ from pathlib import Path
 import yaml
 
 from fer.metrics.repeats import compare_repeats
+from fer.training.checkpoint import load_weights
 from fer.utils.io import read_json
 
 
-def _score(run: Path, row: str, fold: int, metric: str) -> float:
+def _score(run: Path, row: str, fold: int, metric: str, seed: int) -> float:
     path = run / "metrics" / row / f"fold-{fold}.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: missing (every run needs every fold of both rows)")
+    model = run / "models" / row / f"fold-{fold}.pt"
+    for f in (path, model):
+        if not f.is_file():
+            raise SystemExit(f"{f}: missing (every run needs every fold of both rows)")
     m = read_json(path)
     if metric not in m:
         raise SystemExit(f"{path}: no {metric!r}")
+    _, meta = load_weights(model)
+    if meta.get("seed") != seed + fold or meta.get("best_epoch") != m.get("best_epoch"):
+        raise SystemExit(f"{model}: trained with seed {meta.get('seed')} (best epoch {meta.get('best_epoch')}), "
+                         f"but the run's seed gives {seed + fold} and {path} says best epoch {m.get('best_epoch')}: "
+                         "a stale or unfinished output; re-run the workspace")
     return float(m[metric])
 
 
@@ -43,27 +54,28 @@ def main() -> None:
     ap.add_argument("--json", help="also write the comparison here")
     args = ap.parse_args()
     runs = [Path(r) for r in args.runs]
-    folds_digest, seeds, n_folds = {}, {}, None
+    folds_digest: list[tuple[Path, str]] = []
+    train_seeds: list[int] = []
+    n_folds = None
     for r in runs:
         f = r / "data" / "folds.json"
         if not f.is_file():
             raise SystemExit(f"{f}: missing")
-        folds_digest[r] = hashlib.sha256(f.read_bytes()).hexdigest()
+        folds_digest.append((r, hashlib.sha256(f.read_bytes()).hexdigest()))
         params = yaml.safe_load((r / "params.yaml").read_text())
-        seeds[r] = (params["seed"], params.get("data_seed"))
+        train_seeds.append(int(params["seed"]))
         k = int(params["folds"]["n_folds"])
         if n_folds is not None and k != n_folds:
             raise SystemExit(f"{r}: {k} folds, other runs {n_folds}")
         n_folds = k
-    if len(set(folds_digest.values())) != 1:
+    if len({d for _, d in folds_digest}) != 1:
         raise SystemExit("the runs' data/folds.json differ (repeats must share data_seed and the data): "
-                         + ", ".join(f"{r}: {d[:12]}" for r, d in folds_digest.items()))
-    train_seeds = [s[0] for s in seeds.values()]
+                         + ", ".join(f"{r}: {d[:12]}" for r, d in folds_digest))
     if len(set(train_seeds)) != len(train_seeds):
-        raise SystemExit(f"two runs have the same training seed (not repeats): {seeds}")
+        raise SystemExit(f"two runs have the same training seed (not repeats): {train_seeds}")
     assert n_folds is not None
-    row = [[_score(r, args.row, k, args.metric) for k in range(n_folds)] for r in runs]
-    ref = [[_score(r, args.reference, k, args.metric) for k in range(n_folds)] for r in runs]
+    row = [[_score(r, args.row, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
+    ref = [[_score(r, args.reference, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
     c = compare_repeats(row, ref)
     pct = 100.0
     print(f"{len(runs)} runs (training seeds {train_seeds}), same folds; {args.metric} in %")

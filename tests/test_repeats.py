@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from fer.metrics.repeats import compare_repeats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # 3 runs of the row, 2 of the reference, 2 folds
 ROW = [[0.50, 0.80], [0.60, 0.90], [0.70, 0.85]]
@@ -59,3 +67,49 @@ def test_constant_rows_have_no_p_value_and_repeats_must_share_folds() -> None:
         compare_repeats([[0.5, 0.6]], REF)
     with pytest.raises(ValueError, match="non-finite"):
         compare_repeats(ROW, np.array([[0.8, np.nan], [0.9, 0.8]]))
+
+
+# ----------------------------------------------------------------------------- benchmarks/repeats.py
+def _workspace(root: Path, seed: int, accs: dict[str, list[float]], folds: str = '{"folds": 2}') -> Path:
+    from fer.training.checkpoint import save_weights
+    from fer.utils.io import write_json
+
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "folds.json").write_text(folds)
+    (root / "params.yaml").write_text(f"seed: {seed}\ndata_seed: 0\nfolds: {{n_folds: 2}}\n")
+    for row, values in accs.items():
+        for k, acc in enumerate(values):
+            write_json(root / "metrics" / row / f"fold-{k}.json", {"test/acc": acc, "best_epoch": 3})
+            save_weights(root / "models" / row / f"fold-{k}.pt", {"w": torch.zeros(1)},
+                         {"seed": seed + k, "best_epoch": 3})
+    return root
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repeats.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_script_reads_the_runs_and_refuses_stale_or_mismatched_ones(tmp_path: Path) -> None:
+    a = _workspace(tmp_path / "a", 0, {"corpus": ROW[0], "ref": REF[0]})
+    b = _workspace(tmp_path / "b", 1000, {"corpus": ROW[1], "ref": REF[1]})
+    out = tmp_path / "c.json"
+    proc = _script("--runs", str(a), str(b), "--row", "corpus", "--reference", "ref", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    c = json.loads(out.read_text())
+    assert c["seeds"] == [0, 1000] and c["row"] == ROW[:2] and c["reference"] == REF
+    assert c["folds"][0]["diff"] == pytest.approx(np.mean([0.5, 0.6]) - 0.87)
+    # a copy of run a whose params say seed 2000 but whose models are still a's: stale
+    shutil.copytree(a, tmp_path / "stale")
+    (tmp_path / "stale" / "params.yaml").write_text("seed: 2000\ndata_seed: 0\nfolds: {n_folds: 2}\n")
+    proc = _script("--runs", str(a), str(tmp_path / "stale"), "--row", "corpus", "--reference", "ref")
+    assert proc.returncode == 1 and "stale or unfinished" in proc.stderr and "fold-0.pt" in proc.stderr
+    # the same seed twice is not a repeat; other folds are not the same folds; a missing fold is named
+    proc = _script("--runs", str(a), str(a), "--row", "corpus", "--reference", "ref")
+    assert proc.returncode == 1 and "same training seed" in proc.stderr
+    other = _workspace(tmp_path / "other", 7, {"corpus": ROW[2], "ref": REF[1]}, folds='{"folds": 3}')
+    proc = _script("--runs", str(a), str(other), "--row", "corpus", "--reference", "ref")
+    assert proc.returncode == 1 and "folds.json differ" in proc.stderr
+    (b / "metrics" / "ref" / "fold-1.json").unlink()
+    proc = _script("--runs", str(a), str(b), "--row", "corpus", "--reference", "ref")
+    assert proc.returncode == 1 and "fold-1.json: missing" in proc.stderr
