@@ -23,10 +23,9 @@ Nothing is dropped: every run must have every fold of both rows (``ValueError`` 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import warnings
 
 import numpy as np
 from scipy import stats
