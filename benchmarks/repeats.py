@@ -56,24 +56,18 @@ def main() -> None:
     runs = [Path(r) for r in args.runs]
     folds_digest: list[tuple[Path, str]] = []
     train_seeds: list[int] = []
-    n_folds = None
     for r in runs:
         f = r / "data" / "folds.json"
         if not f.is_file():
             raise SystemExit(f"{f}: missing")
         folds_digest.append((r, hashlib.sha256(f.read_bytes()).hexdigest()))
-        params = yaml.safe_load((r / "params.yaml").read_text())
-        train_seeds.append(int(params["seed"]))
-        k = int(params["folds"]["n_folds"])
-        if n_folds is not None and k != n_folds:
-            raise SystemExit(f"{r}: {k} folds, other runs {n_folds}")
-        n_folds = k
+        train_seeds.append(int(yaml.safe_load((r / "params.yaml").read_text())["seed"]))
     if len({d for _, d in folds_digest}) != 1:
         raise SystemExit("the runs' data/folds.json differ (repeats must share data_seed and the data): "
                          + ", ".join(f"{r}: {d[:12]}" for r, d in folds_digest))
     if len(set(train_seeds)) != len(train_seeds):
         raise SystemExit(f"two runs have the same training seed (not repeats): {train_seeds}")
-    assert n_folds is not None
+    n_folds = int(read_json(runs[0] / "data" / "folds.json")["n_folds"])  # the same file in every run
     row = [[_score(r, args.row, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
     ref = [[_score(r, args.reference, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
     c = compare_repeats(row, ref)

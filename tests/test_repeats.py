@@ -70,7 +70,7 @@ def test_constant_rows_have_no_p_value_and_repeats_must_share_folds() -> None:
 
 
 # ----------------------------------------------------------------------------- benchmarks/repeats.py
-def _workspace(root: Path, seed: int, accs: dict[str, list[float]], folds: str = '{"folds": 2}') -> Path:
+def _workspace(root: Path, seed: int, accs: dict[str, list[float]], folds: str = '{"n_folds": 2}') -> Path:
     from fer.training.checkpoint import save_weights
     from fer.utils.io import write_json
 
@@ -107,7 +107,7 @@ def test_script_reads_the_runs_and_refuses_stale_or_mismatched_ones(tmp_path: Pa
     # the same seed twice is not a repeat; other folds are not the same folds; a missing fold is named
     proc = _script("--runs", str(a), str(a), "--row", "corpus", "--reference", "ref")
     assert proc.returncode == 1 and "same training seed" in proc.stderr
-    other = _workspace(tmp_path / "other", 7, {"corpus": ROW[2], "ref": REF[1]}, folds='{"folds": 3}')
+    other = _workspace(tmp_path / "other", 7, {"corpus": ROW[2], "ref": REF[1]}, folds='{"n_folds": 2, "seed": 7}')
     proc = _script("--runs", str(a), str(other), "--row", "corpus", "--reference", "ref")
     assert proc.returncode == 1 and "folds.json differ" in proc.stderr
     (b / "metrics" / "ref" / "fold-1.json").unlink()

@@ -65,28 +65,28 @@ def compare_repeats(row: Sequence[Sequence[float]], reference: Sequence[Sequence
             "below": bool(diff[k] < -2 * se[k]) if se[k] > 0 else bool(diff[k] < 0),
         })
     noise = float(np.sqrt(np.sum((rb - 1) * sd_b**2) / (b.shape[1] * (rb - 1))))
+    single_sd = float(np.sqrt(2.0) * noise)
     return {
         "repeats": {"row": ra, "reference": rb},
         "folds": folds,
         "mean_diff": float(diff.mean()),
         "reference_noise_sd": noise,
-        "single_run_diff_sd": float(np.sqrt(2.0) * noise),
+        "single_run_diff_sd": single_sd,
         "folds_below": [f["fold"] for f in folds if f["below"]],
-        "single_runs_below_noise": _single_runs(a, b, noise),
+        "single_runs_below_noise": _single_runs(a, b, -single_sd),
     }
 
 
-def _single_runs(a: np.ndarray, b: np.ndarray, noise: float) -> Mapping[str, Any]:
+def _single_runs(a: np.ndarray, b: np.ndarray, cut: float) -> Mapping[str, Any]:
     """What one-run tables would have shown: over every pair (a run of the row, a run of
     the reference) on the same fold, how many differences fall below minus the single-run
     difference sd, and the worst one; the same over every ordered pair of two different
     reference runs (the reference against a retrained copy of itself)."""
-    cut = -np.sqrt(2.0) * noise
     row_pairs = (a[:, None, :] - b[None, :, :]).ravel()
     rb = b.shape[0]
     ref_pairs = np.concatenate([b[i] - b[j] for i in range(rb) for j in range(rb) if i != j])
     return {
-        "cut": float(cut),
+        "cut": cut,
         "row_vs_reference": {"n": int(row_pairs.size), "below": int((row_pairs < cut).sum()),
                              "worst": float(row_pairs.min())},
         "reference_vs_itself": {"n": int(ref_pairs.size), "below": int((ref_pairs < cut).sum()),
