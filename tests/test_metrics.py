@@ -36,6 +36,23 @@ def test_absent_class_excluded_from_mean_class_acc_but_counts_in_macro_f1() -> N
     assert all(isinstance(v, int) for row in m["confusion"] for v in row)
 
 
+def test_macro_f1_is_scikit_learns_bit_for_bit() -> None:
+    """The macro F1 computed from the confusion matrix (no scikit-learn import in the
+    stages) equals scikit-learn's f1_score(average="macro", labels=range(K),
+    zero_division=0) exactly, on random predictions with absent and never-predicted
+    classes: the metrics files keep their bytes."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        k = int(rng.integers(2, 9))
+        n = int(rng.integers(1, 60))
+        t = rng.integers(0, max(1, k - trial % 3), n)  # some trials leave the last classes out
+        p = rng.integers(0, k, n) if trial % 2 else np.where(rng.random(n) < 0.7, t, rng.integers(0, k, n))
+        want = f1_score(t, p, labels=list(range(k)), average="macro", zero_division=0)
+        assert classification_metrics(t, p, k)["macro_f1"] == float(want), (trial, t, p)
+
+
 def test_classification_metrics_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         classification_metrics([0, 1], [0], 2)

@@ -3,8 +3,12 @@
 * ``acc``: overall accuracy.
 * ``mean_class_acc``: mean of the per-class recalls over the classes PRESENT in y_true
   (the "average accuracy" reported for imbalanced FER sets such as RAF-DB).
-* ``macro_f1``: scikit-learn ``f1_score(average="macro", labels=range(K),
-  zero_division=0)``; a class absent from both y_true and y_pred counts as F1 = 0.
+* ``macro_f1``: the mean over the K classes of F1 = 2 TP / (2 TP + FP + FN), 0 where
+  that is 0/0 (a class absent from both y_true and y_pred counts as F1 = 0): the same
+  numbers, bit for bit, as scikit-learn's ``f1_score(average="macro", labels=range(K),
+  zero_division=0)`` (tests/test_metrics.py checks it), computed here from the confusion
+  matrix so that a stage that computes metrics does not import scikit-learn (1-3 s of
+  every training and summary job's start-up).
 * ``confusion``: K x K counts, rows = true class, columns = predicted class.
 * ``per_class_recall``: K entries, ``None`` for classes absent from y_true (JSON has no
   NaN).
@@ -17,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 
 def classification_metrics(
@@ -39,7 +42,10 @@ def classification_metrics(
     support = conf.sum(axis=1)
     present = support > 0
     recall = np.divide(np.diag(conf), support, out=np.zeros(k), where=present)
-    macro_f1 = f1_score(t, p, labels=list(range(k)), average="macro", zero_division=0)
+    # F1 = 2 TP / (|true| + |predicted|) per class (sklearn's form of 2PR / (P + R))
+    f1_denom = support + conf.sum(axis=0)
+    f1 = np.divide(2 * np.diag(conf), f1_denom, out=np.zeros(k), where=f1_denom > 0)
+    macro_f1 = f1.mean()
     return {
         "acc": float((t == p).mean()),
         "mean_class_acc": float(recall[present].mean()),
