@@ -19,6 +19,9 @@ PARAMS = ROOT / "params.yaml"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
+import pytest  # noqa: E402
+from workflow_helpers import MODULE_HOOK, build_repo, built_once, clone_repo, copy_repo, describe, log_tail, run  # noqa: E402
+
 from fer.params import RecognizerParams, build  # noqa: E402
 from fer.training.protocol import Fold, FoldOutputs, prepare_fold  # noqa: E402
 
@@ -93,11 +96,70 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 #: The end-to-end test files, longest first: collected before every other file, so that
 #: `make test`'s parallel workers (pytest-xdist, --dist loadfile: whole files per worker,
 #: handed out in collection order) start them at once instead of after the quick files.
-LONG_FILES: tuple[str, ...] = ("test_workflow.py", "test_readers_end_to_end.py", "test_budgets_workflow.py",
-                               "test_dataset_workflow.py")
+LONG_FILES: tuple[str, ...] = ("test_workflow.py", "test_workflow_snakemake.py", "test_readers_end_to_end.py",
+                               "test_budgets_workflow.py", "test_dataset_workflow.py")
 
 
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
     """Run the end-to-end files first (:data:`LONG_FILES` order), the rest as collected."""
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(LONG_FILES)))  # stable: keeps file order
+
+
+# ----------------------------------------------------------------------------- the tiny pipeline, run once
+# Session fixtures of the end-to-end files test_workflow.py (DVC side) and
+# test_workflow_snakemake.py (Snakemake side): built once per test session (``built_once``:
+# the worker that asks first builds, the other waits and reuses), so the two files run on
+# two workers at once and still share one committed repo and one run of each tool. Tests
+# that change a repo work on their own copy of it.
+@pytest.fixture(scope="session")
+def base_repo(tmp_path_factory) -> Path:
+    """Committed tiny project (workflow_helpers.TINY params), nothing run."""
+    return built_once(tmp_path_factory, "base", lambda home: build_repo(home / "repo")) / "repo"
+
+
+@pytest.fixture(scope="session")
+def stages(base_repo) -> dict:
+    """The stages of the tiny project's dvc.yaml."""
+    import yaml
+
+    return yaml.safe_load((base_repo / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.fixture(scope="session")
+def dvc_run(base_repo, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the base repo after one `dvc repro` (dvc.lock committed); its output.
+    Every stage's Python process records the modules it loaded in ``<repo>/../modules``
+    (``workflow_helpers.MODULE_HOOK``)."""
+
+    def build_run(home: Path) -> None:
+        repo = copy_repo(base_repo, home / "repo")
+        hook, modules = home / "hook", home / "modules"
+        hook.mkdir()
+        modules.mkdir()
+        (hook / "sitecustomize.py").write_text(MODULE_HOOK)
+        proc = run(["dvc", "repro"], repo, check=False,
+                   extra_env={"PYTHONPATH": str(hook), "FER_MODULE_LOG": str(modules)})
+        assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-q", "-m", "dvc repro"], repo)
+        (home / "stdout.txt").write_text(proc.stdout)
+
+    home = built_once(tmp_path_factory, "dvc", build_run)
+    return home / "repo", (home / "stdout.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def smk_run(base_repo, tmp_path_factory) -> tuple[Path, str]:
+    """A fresh `git clone` of the base repo after one `snakemake --cores 2 --resources
+    gpu=2` (what `make run` runs; its onsuccess handler records the outputs in dvc.lock);
+    its output. Nothing else is done to it: no `dvc commit`, no git commit."""
+
+    def build_run(home: Path) -> None:
+        repo = clone_repo(base_repo, home / "repo")
+        proc = run(["snakemake", "--cores", "2", "--resources", "gpu=2"], repo, check=False)
+        assert proc.returncode == 0, describe(proc, "failed") + "\n" + log_tail(repo)
+        (home / "stdout.txt").write_text(proc.stdout)
+
+    home = built_once(tmp_path_factory, "smk", build_run)
+    return home / "repo", (home / "stdout.txt").read_text()

@@ -3,19 +3,25 @@ and running Snakemake / DVC / git in it with their output kept for assertion mes
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "workflow" / "scripts") not in sys.path:  # the scripts' helpers (dvcgen.py, ...)
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+
+import dvcgen  # noqa: E402
 #: The environment's bin folder (snakemake, dvc, python): works in a fresh CI .venv too.
 BIN = Path(sys.executable).parent
 
@@ -65,6 +71,21 @@ PROJECT_FILES = ("Snakefile", "workflow", "params.yaml", ".dvcignore", ".gitigno
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".snakemake")
 
 DEFAULT_TIMEOUT = 900  # a hang guard, not a speed limit: the tiny pipeline is ~50 jobs, slow on a busy 2-core CI machine
+
+
+#: Stages DVC runs on every `dvc repro` (always_changed): the content fingerprints of the
+#: dataset and the corpus, which rewrite their file only when the content changed.
+ALWAYS_CHANGED = {"fingerprint_dataset", "fingerprint_corpus"}
+#: The check that dvc.yaml is a fresh render: it runs whenever params.yaml changes
+#: (seconds; its output never changes, so it re-runs nothing else).
+CHECK = dvcgen.DAG_CHECK_RULE
+
+
+def only_always_changed(status: str) -> bool:
+    """`dvc status` reports nothing but the always-changed fingerprint stages."""
+    lines = [line.strip() for line in status.splitlines() if line.strip()]
+    names = {line.rstrip(":") for line in lines if line.endswith(":")}
+    return names == ALWAYS_CHANGED and set(lines) == {f"{n}:" for n in ALWAYS_CHANGED} | {"always changed"}
 
 
 def env() -> dict[str, str]:
@@ -149,8 +170,6 @@ def write_params(repo: Path, params: Mapping[str, Any]) -> None:
 def configure(repo: Path, keys: Mapping[str, Any], render: bool = True) -> None:
     """Set params.yaml keys (dotted: ``data.root``) in ``repo`` and, with ``render``,
     re-render its dvc.yaml for them (what `make dvc-yaml` does, in-process)."""
-    import dvcgen
-
     params = read_params(repo)
     for key, value in keys.items():
         set_key(params, key, value)
@@ -171,8 +190,6 @@ def report_text(html_file: Path) -> str:
 def build_repo(dest: Path, src_root: Path = ROOT) -> Path:
     """A committed git + DVC repo at ``dest`` with the project files, tiny params and a
     dvc.yaml rendered for them. Nothing is run."""
-    import dvcgen
-
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         s = src_root / name
@@ -190,6 +207,48 @@ def build_repo(dest: Path, src_root: Path = ROOT) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "tiny project"], dest)
     return dest
+
+
+#: A sitecustomize.py that records, at exit, every module a stage's Python process loaded
+#: (PYTHONPATH=<its folder>, FER_MODULE_LOG=<folder>): what each stage really imports.
+MODULE_HOOK = """
+import atexit, json, os, sys
+def _record():
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.sep + os.path.join("workflow", "scripts") + os.sep not in script:
+        return  # dvc, snakemake, bash: not a stage's script
+    files = sorted({os.path.abspath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+    with open(os.path.join(os.environ["FER_MODULE_LOG"], f"{os.getpid()}.json"), "w") as f:
+        json.dump({"script": script, "files": files}, f)
+atexit.register(_record)
+"""
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``shared-<name>`` of this test session after ``build(folder)`` ran in it
+    ONCE, whichever pytest-xdist worker asked first: the others wait on a file lock and
+    reuse the folder. So the end-to-end test files, split across workers to run at once,
+    share one tiny repo and one run of each tool (the report names the repo's commit, so
+    the two tools' runs must come from the same one). A build that failed is not retried:
+    every later request fails with its error."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-xdist: every worker's temporary folder is in this one
+    home, done, failed = (base / f"shared-{name}{suffix}" for suffix in ("", ".done", ".failed"))
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            pytest.fail(f"building the shared {name!r} failed in another test:\n{failed.read_text()}", pytrace=False)
+        if not done.exists():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            try:
+                build(home)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[-20000:])
+                raise
+            done.touch()
+    return home
 
 
 def copy_repo(src: Path, dest: Path) -> Path:
