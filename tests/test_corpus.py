@@ -281,3 +281,43 @@ def test_rejected_corpus_faces_are_never_trained_on(tmp_path: Path, monkeypatch:
                        cluster=pseudo0.cluster, stats=pseudo0.stats, rejected=pseudo0.kept.copy())
     with pytest.raises(ValueError, match="pseudo0: a rejected corpus image is marked kept"):
         run(tmp_path, "bad", bad, feats0, ft=FinetuneParams(epochs=1, rounds=0))
+
+
+def test_first_round_real_trains_round_0_on_the_labelled_images_only(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune.first_round real: round 0 gets no pseudo-labelled image (its curve's pseudo
+    term is 0, and its network does not depend on pseudo0: other pseudo-labels give the
+    same round-0 weights, bit for bit); round 1 fine-tunes round 0's network on real +
+    pseudo-labelled images re-clustered with it, with its start weights as a selection
+    candidate (keep_start). first_round real without a later round is refused."""
+    pseudo0, feats0 = make_pseudo0(tmp_path)
+    calls: list[tuple[bool, bool]] = []
+    orig = corpus._train_round
+
+    def spy(*a: Any, **k: Any) -> Any:
+        calls.append((k["pseudo"] is None, k["start_candidate"]))
+        return orig(*a, **k)
+
+    monkeypatch.setattr(corpus, "_train_round", spy)
+    ft = FinetuneParams(epochs=1, rounds=1, first_round="real", keep_start=True)
+    m = run(tmp_path, "a", pseudo0, feats0, ft=ft)
+    assert calls == [(True, False), (False, True)]
+    assert m["n_pseudo"] >= 1
+    curve = read_curve(tmp_path / "a" / "curve.csv")
+    assert [float(r["train/cls_pseudo"]) > 0 for r in curve] == [False, True]
+    source = json.loads((tmp_path / "a" / "rounds" / "round-1" / "source.json").read_text())
+    assert source["made_by"] == "round-0"  # re-clustered with round 0's (labelled-only) network
+    shifted = PseudoLabels(label=(pseudo0.label + 1) % K, confidence=pseudo0.confidence, kept=pseudo0.kept,
+                           cluster=pseudo0.cluster, stats=pseudo0.stats)
+    run(tmp_path, "b", shifted, feats0, ft=ft)
+    a, _ = load_weights(tmp_path / "a" / "rounds" / "round-0" / "model.pt")
+    b, _ = load_weights(tmp_path / "b" / "rounds" / "round-0" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the default (mixed) trains round 0 on the pseudo-labels
+    calls.clear()
+    run(tmp_path, "c", pseudo0, feats0, ft=FinetuneParams(epochs=1, rounds=0))
+    assert calls == [(False, False)]
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        FinetuneParams(first_round="real", rounds=0)
+    with pytest.raises(ValueError, match="first_round"):
+        FinetuneParams(first_round="labelled")  # type: ignore[arg-type]

@@ -238,6 +238,11 @@ def test_counts_reach_the_report_section(tmp_path):
     assert summary0[3] == str(stats[0]["n_rejected"] + stats[1]["n_rejected"])
     assert int(summary0[3]) >= 120  # both folds reject the far cloud
     assert summary0[0] == str(stats[0]["n_assigned"] + stats[1]["n_assigned"])
+    # the fine-tuning settings are said only when they are on
+    assert "first_round" not in html and "keep_start" not in html
+    strict = corpus_section(stats=stats, quality=None, rounds=rounds, classes=CLASSES, complexity=[], ablation=[],
+                            first_round="real", keep_start=True)
+    assert "finetune.first_round = real" in strict and "finetune.keep_start = true" in strict
 
 
 def test_counts_table_says_n_a_for_stats_without_rejection_counts():

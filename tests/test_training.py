@@ -22,9 +22,9 @@ from fer.models import build_model
 from fer.params import AugmentParams, RecognizerParams, build, to_dict
 from fer.training.augment import affine_matrices, augment_batch, warp
 from fer.training.checkpoint import clear_resume, load_weights, save_weights
-from fer.training.driver import HISTORY_KEYS, fit
+from fer.training.driver import HISTORY_KEYS, fit, train_with_selection
 from fer.training.inference import embed, predict
-from fer.training.optim import lr_factor
+from fer.training.optim import lr_factor, setup_training
 from fer.training.protocol import CURVE_COLUMNS, METRIC_KEYS, model_from_weights, prepare_fold
 
 NUM_CLASSES = 3
@@ -402,3 +402,75 @@ def test_prepare_fold_rejects_shared_subjects_and_bad_shapes() -> None:
         prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "a", "c", "c"]))
     with pytest.raises(ValueError, match="does not match 4 images"):
         prepare_fold(x, y, idx, ["a"], device="cpu", seed=0, subjects=np.array(["a", "b"]))
+
+
+# ------------------------------------------------------------- start weights as a candidate
+def _val_acc(model: torch.nn.Module) -> float:
+    return classification_metrics(VAL[1], predict(model, VAL[0], "cpu").argmax(1), NUM_CLASSES)["acc"]
+
+
+def test_start_weights_compete_in_the_selection_as_epoch_0(tmp_path: Path) -> None:
+    """``start_candidate``: the weights before the first epoch are selection candidate 0.
+    Hand-built epochs: (a) from trained weights, every epoch scrambles the network to
+    zeros (a constant prediction): the start wins, bit for bit, also after a resume; the
+    same run without the candidate returns a scrambled epoch; (b) from a fresh network,
+    epoch 1 loads the trained weights: epoch 1 wins."""
+    cfg = small_cfg(epochs=3)
+    trained, _ = run_fit(cfg)
+    good = {k: v.clone() for k, v in trained.state_dict().items()}
+    good_acc = _val_acc(trained)
+    zero_acc = float(np.mean(VAL[1] == 0))  # all-zero weights: zero logits, argmax class 0
+    assert good_acc > zero_acc + 0.2  # the start is the better network
+
+    def scramble(model: torch.nn.Module) -> Any:
+        def run_epoch(epoch: int) -> dict[str, float]:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+            return {"train/loss": 1.0, "train/acc": 0.0, "lr": 0.0}
+        return run_epoch
+
+    def select(model: torch.nn.Module, run_epoch: Any, candidate: bool, resume: Path | None = None, **kw: Any):
+        setup = setup_training(model, cfg, TRAIN[1], num_classes=NUM_CLASSES, device=torch.device("cpu"))
+        return train_with_selection(model, setup, VAL, epochs=2, select_metric="val/acc", num_classes=NUM_CLASSES,
+                                    fingerprint="start-candidate", rngs={}, run_epoch=run_epoch,
+                                    resume_path=resume, start_candidate=candidate, **kw)
+
+    model = new_model(cfg)
+    model.load_state_dict(good)
+    res = select(model, scramble(model), True)
+    assert res.best_epoch == 0 and res.best_metric == pytest.approx(good_acc)
+    assert_same_state(res.best_state, good)
+    assert [r["val/acc"] for r in res.history] == pytest.approx([zero_acc, zero_acc])
+
+    model = new_model(cfg)
+    model.load_state_dict(good)
+    res = select(model, scramble(model), False)
+    assert res.best_epoch == 1 and res.best_metric == pytest.approx(zero_acc)
+
+    # killed after epoch 1, resumed: the start, selected before the kill, is still the best
+    resume = tmp_path / "resume.pt"
+
+    def kill(row: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    model = new_model(cfg)
+    model.load_state_dict(good)
+    with pytest.raises(KeyboardInterrupt):
+        select(model, scramble(model), True, resume, on_epoch_end=kill)
+    model = new_model(cfg)  # a fresh process: its own (other) weights, replaced by the resume file's
+    res = select(model, scramble(model), True, resume)
+    assert res.resumed_epochs == 1 and res.best_epoch == 0
+    assert_same_state(res.best_state, good)
+
+    model = new_model(cfg)  # (b) a fresh network that epoch 1 replaces by the trained one
+    assert _val_acc(model) < good_acc
+
+    def load_good(epoch: int) -> dict[str, float]:
+        if epoch == 1:
+            model.load_state_dict(good)
+        return {"train/loss": 1.0, "train/acc": 0.0, "lr": 0.0}
+
+    res = select(model, load_good, True)
+    assert res.best_epoch == 1 and res.best_metric == pytest.approx(good_acc)
+    assert_same_state(res.best_state, good)

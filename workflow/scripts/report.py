@@ -152,6 +152,8 @@ if __name__ == "__main__":
                 list(dict.fromkeys([("accnn", p.get("accnn.width")), (p.get("baseline.arch"), p.get("baseline.width")),
                                     ("resnet18", 64)]))),
             ablation=ablation,
+            first_round=p.get("finetune.first_round"),
+            keep_start=p.get("finetune.keep_start"),
         ))
     if args.dgcn_results:
         extra.append(grids_section(

@@ -26,6 +26,19 @@ recogniser. For r = 0 .. ``rounds``:
 2. when r < ``rounds``: re-embed the corpus and the TRAIN split with round r's selected
    network and re-cluster (``cluster_corpus_fold``) -> pseudo-labels of round r+1.
 
+Two settings make the row a fine-tuning in the strict sense (both off by default, which
+keeps the reading above):
+
+* ``first_round: real``: round 0 trains on the real TRAIN images only (no pseudo-labelled
+  batch part; ``pseudo0`` is recorded in round-0/ but not trained on), so round 1's
+  pseudo-labels come from clustering with the AC-CNN learned on labelled data, and rounds
+  1.. fine-tune that network (needs ``rounds >= 1``; the budget rule is unchanged);
+* ``keep_start``: in rounds r >= 1 the start weights (round r-1's selected network)
+  compete in the round's validation selection as epoch 0
+  (``train_with_selection(start_candidate=True)``): a round that never beats them on the
+  VAL split returns them unchanged (its ``best_epoch`` is 0). With ``first_round: real``
+  this bounds what pseudo-labels of faces of no labelled class can cost on validation.
+
 The final round's selected network is evaluated ONCE on the test split (``test_selected``).
 Nothing here reads the corpus's expression truth: the pseudo-labels are the only labels of
 corpus images, and the clustering sees the TRAIN split's images and labels only.
@@ -287,7 +300,7 @@ def _train_round(
     ft: FinetuneParams,
     *,
     num_classes: int,
-    pseudo: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pseudo: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     synthetic: tuple[np.ndarray, np.ndarray] | None,
     device: torch.device,
     seed: int,
@@ -295,25 +308,31 @@ def _train_round(
     resume_path: Path | None,
     log_path: Path | None,
     on_epoch_end: Callable[[dict[str, float]], None] | None,
+    start_candidate: bool = False,
 ) -> FitResult:
-    """Train one round on real + kept pseudo-labelled (+ synthetic) images (docstring)."""
+    """Train one round on real + kept pseudo-labelled (+ synthetic) images (docstring);
+    ``pseudo`` None: on the real (+ synthetic) images only (``first_round: real``)."""
     setup = setup_training(model, cfg, train[1], num_classes=num_classes, device=device)
     pseudo_seed, syn_seed = np.random.SeedSequence([seed, 0x95E]).generate_state(2)
     g_pseudo = torch.Generator().manual_seed(int(pseudo_seed))
     g_syn = torch.Generator().manual_seed(int(syn_seed))
-    x_ps, y_ps, w_ps = pseudo
-    pseudo_set = CycledSet(x_ps, y_ps, device, g_pseudo, weights=w_ps if ft.confidence_weighting else None)
+    pseudo_set = None
+    if pseudo is not None:
+        x_ps, y_ps, w_ps = pseudo
+        pseudo_set = CycledSet(x_ps, y_ps, device, g_pseudo, weights=w_ps if ft.confidence_weighting else None)
     syn_set = CycledSet(synthetic[0], synthetic[1], device, g_syn) if synthetic is not None else None
     smoothing = cfg.label_smoothing
 
     def make_step(ctx: EpochContext) -> Callable[[Tensor], StepOutput]:
         def step(idx: Tensor) -> StepOutput:
             b = idx.numel()
-            n_ps = n_per_batch(b, ft.pseudo_ratio)
             x_real = ctx.store.batch(idx)  # B, C, H, W in [0, 1]
             y_real = ctx.labels_of(idx)  # B
-            xp, yp, wp = pseudo_set.sample(n_ps)  # Np, C, H, W
-            parts, n_sy = [x_real, xp], 0
+            parts, n_ps, n_sy = [x_real], 0, 0
+            if pseudo_set is not None:
+                n_ps = n_per_batch(b, ft.pseudo_ratio)
+                xp, yp, wp = pseudo_set.sample(n_ps)  # Np, C, H, W
+                parts.append(xp)
             if syn_set is not None:
                 n_sy = n_per_batch(b, ft.synthetic_ratio)
                 xs, ys, _ = syn_set.sample(n_sy)  # Ns, C, H, W
@@ -324,9 +343,12 @@ def _train_round(
                 logits = model(x)  # B+Np(+Ns), K
             logits = logits.float()
             cls_real = setup.criterion(logits[:b], y_real)
-            ce_ps = F.cross_entropy(logits[b : b + n_ps], yp, reduction="none", label_smoothing=smoothing)
-            cls_pseudo = (ce_ps * wp).mean()
-            loss = cls_real + ft.pseudo_weight * cls_pseudo
+            loss = cls_real
+            cls_pseudo = torch.zeros((), device=device)
+            if pseudo_set is not None:
+                ce_ps = F.cross_entropy(logits[b : b + n_ps], yp, reduction="none", label_smoothing=smoothing)
+                cls_pseudo = (ce_ps * wp).mean()
+                loss = loss + ft.pseudo_weight * cls_pseudo
             cls_syn = torch.zeros((), device=device)
             if syn_set is not None:
                 cls_syn = F.cross_entropy(logits[b + n_ps :], ys, label_smoothing=smoothing)
@@ -337,7 +359,8 @@ def _train_round(
         return step
 
     def before_epoch() -> None:
-        pseudo_set.start_epoch()
+        if pseudo_set is not None:
+            pseudo_set.start_epoch()
         if syn_set is not None:
             syn_set.start_epoch()
 
@@ -346,6 +369,7 @@ def _train_round(
         epochs=cfg.epochs, batch_size=cfg.batch_size, select_metric=cfg.select_metric, num_classes=num_classes,
         seed=seed, fingerprint=fp, make_step=make_step, extra_rngs={"pseudo": g_pseudo, "syn": g_syn},
         before_epoch=before_epoch, resume_path=resume_path, log_path=log_path, on_epoch_end=on_epoch_end,
+        start_candidate=start_candidate,
     )
 
 
@@ -481,8 +505,9 @@ def run_corpus_finetune_fold(
                 else:
                     features_from = "pseudo0 features"
                 _write_round_pseudo(rdir, pl, feats0, features_from, corpus_paths, classes, seed_r, source)
-        kept = np.flatnonzero(np.asarray(pl.kept))
-        if kept.size == 0:
+        uses_pseudo = not (r == 0 and ft.first_round == "real")
+        kept = np.flatnonzero(np.asarray(pl.kept)) if uses_pseudo else np.zeros(0, dtype=np.int64)
+        if uses_pseudo and kept.size == 0:
             n_rej = int(pl.rejected_mask.sum())
             raise ValueError(
                 f"round {r}: no kept pseudo-labelled corpus image (all filtered out: {n_rej} of {n_corpus} "
@@ -510,7 +535,10 @@ def run_corpus_finetune_fold(
                 history=[dict(row) for row in done["history"]],
             )
         else:
-            log.info("round %d/%d: %d kept pseudo-labels", r, ft.rounds, kept.size)
+            if uses_pseudo:
+                log.info("round %d/%d: %d kept pseudo-labels", r, ft.rounds, kept.size)
+            else:
+                log.info("round %d/%d: the labelled images only (finetune.first_round: real)", r, ft.rounds)
             resume_path = Path(resume_dir) / f"round-{r}.pt" if resume_dir is not None else None
             result = _train_round(
                 model,
@@ -523,7 +551,7 @@ def run_corpus_finetune_fold(
                     corpus_images[kept],
                     np.asarray(pl.label)[kept],
                     np.asarray(pl.confidence, dtype=np.float32)[kept],
-                ),
+                ) if uses_pseudo else None,
                 synthetic=syn,
                 device=device,
                 seed=seed_r,
@@ -531,6 +559,7 @@ def run_corpus_finetune_fold(
                 resume_path=resume_path,
                 log_path=round_log(log_path, r),
                 on_epoch_end=lambda row, r=r: write_combined_log(r),
+                start_candidate=ft.keep_start and r > 0,
             )
             last_state = cpu_state_dict(model.state_dict())
             meta = recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed)

@@ -65,6 +65,8 @@ FOLD_PROTOCOLS: tuple[str, ...] = ("subject_kfold", "official")
 #: Clustering choices (``fer.clustering.guided``).
 GUIDANCE_MODES: tuple[str, ...] = ("anchored", "overcluster")
 EMBEDDERS: tuple[str, ...] = ("full", "baseline")
+#: What the corpus row's round 0 trains on (finetune.first_round).
+FIRST_ROUNDS: tuple[str, ...] = ("mixed", "real")
 GPU_MODES: tuple[str, ...] = ("auto", "never", "always")
 #: RDBP anchors (``fer.losses.rdbp``).
 RDBP_ANCHORS: tuple[str, ...] = ("class_mean", "per_sample")
@@ -524,10 +526,22 @@ class FinetuneParams:
     confidence_weighting: bool = True  # multiply each pseudo CE by its clustering confidence
     synthetic_weight: float = 0.0  # weight of the CE on the fold's synthetic set (0: not used)
     synthetic_ratio: float = 0.5  # synthetic samples per real sample (synthetic_weight > 0)
+    #: round 0's training data: ``mixed`` (real + pseudo-labelled, from a fresh network) |
+    #: ``real`` (the labelled images only: the AC-CNN is learned on labelled data first, then
+    #: clusters the corpus, and rounds 1.. fine-tune it on real + pseudo-labelled images)
+    first_round: str = "mixed"
+    #: rounds r >= 1: the start weights (round r-1's selected network) compete in round r's
+    #: validation selection as epoch 0, so a round that never beats them changes nothing
+    keep_start: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"finetune.epochs must be >= 1, got {self.epochs}")
+        if self.first_round not in FIRST_ROUNDS:
+            raise ValueError(f"finetune.first_round must be one of {list(FIRST_ROUNDS)}, got {self.first_round!r}")
+        if self.first_round == "real" and self.rounds < 1:
+            raise ValueError("finetune.first_round 'real' trains round 0 on the labelled images only, so it needs "
+                             f"finetune.rounds >= 1 for any pseudo-labelled round, got {self.rounds}")
         if self.rounds < 0:
             raise ValueError(f"finetune.rounds must be >= 0, got {self.rounds}")
         for name in ("pseudo_ratio", "synthetic_ratio"):

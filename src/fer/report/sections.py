@@ -131,9 +131,12 @@ def corpus_section(
     classes: Sequence[str],
     complexity: Sequence[Mapping[str, Any]],
     ablation: Sequence[Sequence[Any]],
+    first_round: str = "mixed",
+    keep_start: bool = False,
 ) -> str:
     """M4: round-0 clustering, pseudo-label quality per round, a 2-D map of the corpus
-    embeddings coloured by pseudo-label, the corpus ablation and the AC-CNN's size."""
+    embeddings coloured by pseudo-label, the corpus ablation and the AC-CNN's size;
+    ``first_round`` and ``keep_start`` are the finetune section's (said in the text)."""
     from fer.clustering.guided import read_pseudo_labels
     from fer.clustering.map2d import map_png
 
@@ -142,6 +145,14 @@ def corpus_section(
                  "labelled training images (never its validation or test images); FAISS k-means under expression "
                  "guidance turns clusters into expression pseudo-labels; the most confident, class-balanced ones "
                  "join the AC-CNN's fine-tuning. Later rounds re-embed and re-cluster with the fine-tuned AC-CNN.</p>")
+    if first_round == "real":
+        parts.append("<p>finetune.first_round = real: round 0 trained the AC-CNN on the labelled training images "
+                     "only (its round-0 pseudo-labels below were made but not trained on); round 1 re-clustered the "
+                     "corpus with it, and rounds 1 and later fine-tuned it on real and pseudo-labelled images.</p>")
+    if keep_start:
+        parts.append("<p>finetune.keep_start = true: in every round after the first, the weights the round started "
+                     "from competed in its validation selection (epoch 0), so a round that did not beat them on the "
+                     "validation faces left the network as it was.</p>")
     parts.append("<h3>Without corpus / with corpus</h3>")
     parts.append(_table(["row", "accuracy", "Δ vs without corpus", "paired t p", "Wilcoxon p"], ablation))
     parts.append("<h3>Pseudo-labels per class and round: assigned, kept, rejected</h3>")

@@ -91,7 +91,7 @@ class FitResult:
     """Outcome of a selected training run."""
 
     best_state: dict[str, Tensor]  # model state at the best validation epoch (CPU)
-    best_epoch: int  # 1-based
+    best_epoch: int  # 1-based; 0: the start weights won (``start_candidate``)
     best_metric: float  # value of the select metric at best_epoch
     history: list[dict[str, float]]  # one row per epoch, keys HISTORY_KEYS (+ loss terms)
     resumed_epochs: int = 0  # epochs restored from a resume file (0: fresh run)
@@ -222,6 +222,7 @@ def train_with_selection(
     resume_path: Path | None,
     log_path: Path | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    start_candidate: bool = False,
 ) -> FitResult:
     """The epoch loop: resume, validation, selection, logging (module docstring).
 
@@ -248,6 +249,10 @@ def train_with_selection(
         resume_path: resume file to continue from / write after each epoch (None: off).
         log_path: JSON-lines file receiving one row per epoch.
         on_epoch_end: called with each epoch's row after the resume file is written.
+        start_candidate: the model's weights before the first epoch compete in the
+            selection as epoch 0 (evaluated on ``val`` first; an epoch is kept only if it
+            is strictly better): a run that never beats its start returns the start
+            (``best_epoch`` 0). For fine-tuning a network that was already selected.
     Row order: ``epoch, train/loss, train/acc, <extra terms>, val/loss, val/acc,
     val/mean_class_acc, val/macro_f1, lr, seconds``.
     """
@@ -297,29 +302,33 @@ def train_with_selection(
 
     store_va = ImageStore(xva, device)
 
+    def validate() -> dict[str, float]:
+        logits_va = forward_store(
+            model, store_va, setup.eval_batch_size, amp_dtype=setup.amp_dtype, channels_last=setup.channels_last
+        )  # Nv, K
+        val_loss = F.cross_entropy(torch.from_numpy(logits_va), torch.from_numpy(yva)).item()
+        m = classification_metrics(yva, logits_va.argmax(1), num_classes)
+        return {"val/loss": val_loss, "val/acc": m["acc"], "val/mean_class_acc": m["mean_class_acc"],
+                "val/macro_f1": m["macro_f1"]}
+
+    if start_candidate and start_epoch == 0:  # (a resumed run has its best, the start included, restored)
+        start = validate()
+        best_state = cpu_state_dict(model.state_dict())
+        best_extra = {name: cpu_state_dict(mod.state_dict()) for name, mod in best_modules.items()}
+        best_epoch, best_metric = 0, float(start[select_metric])
+        log.info("epoch 0 (the start weights, a selection candidate): %s",
+                 " ".join(f"{k}={v:.4f}" for k, v in start.items()))
+
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         train_row = run_epoch(epoch)
         if not math.isfinite(train_row["train/loss"]):
             raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
 
-        logits_va = forward_store(
-            model, store_va, setup.eval_batch_size, amp_dtype=setup.amp_dtype, channels_last=setup.channels_last
-        )  # Nv, K
-        val_loss = F.cross_entropy(torch.from_numpy(logits_va), torch.from_numpy(yva)).item()
-        m = classification_metrics(yva, logits_va.argmax(1), num_classes)
         row: dict[str, float] = {"epoch": epoch}
         row.update({k: v for k, v in train_row.items() if k != "lr"})
-        row.update(
-            {
-                "val/loss": val_loss,
-                "val/acc": m["acc"],
-                "val/mean_class_acc": m["mean_class_acc"],
-                "val/macro_f1": m["macro_f1"],
-                "lr": float(train_row["lr"]),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
+        row.update(validate())
+        row.update({"lr": float(train_row["lr"]), "seconds": time.perf_counter() - t0})
         history.append(row)
         improved = best_state is None or _is_better(row[select_metric], best_metric, maximize)
         if improved:
@@ -403,6 +412,7 @@ def train_epochs(
     resume_path: Path | None,
     log_path: Path | None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    start_candidate: bool = False,
 ) -> FitResult:
     """The recipe every epoch-based trainer follows: seed the global RNGs and derive the
     batch-order and augmentation generators from ``seed``, put the training images on the
@@ -415,7 +425,8 @@ def train_epochs(
 
     ``extra_rngs`` (named generators the step draws from) join the resume file;
     ``before_epoch()`` runs before each epoch (e.g. to start a new pass of a
-    ``CycledSet``), ``after_epoch(row)`` after its training pass (to add a row entry).
+    ``CycledSet``), ``after_epoch(row)`` after its training pass (to add a row entry);
+    ``start_candidate``: see ``train_with_selection``.
     """
     g_data, g_aug = training_generators(seed)
     ctx = EpochContext(setup, ImageStore(train[0], setup.device), torch.from_numpy(train[1]).to(setup.device), g_aug)
@@ -435,7 +446,7 @@ def train_epochs(
         epochs=epochs, select_metric=select_metric, num_classes=num_classes, fingerprint=fingerprint,
         rngs={"data": g_data, "aug": g_aug, **(extra_rngs or {})}, run_epoch=run_epoch,
         extra_state=extra_state, best_modules=best_modules,
-        resume_path=resume_path, log_path=log_path, on_epoch_end=on_epoch_end,
+        resume_path=resume_path, log_path=log_path, on_epoch_end=on_epoch_end, start_candidate=start_candidate,
     )
 
 
