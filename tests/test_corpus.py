@@ -307,6 +307,11 @@ def test_first_round_real_trains_round_0_on_the_labelled_images_only(tmp_path: P
     assert [float(r["train/cls_pseudo"]) > 0 for r in curve] == [False, True]
     source = json.loads((tmp_path / "a" / "rounds" / "round-1" / "source.json").read_text())
     assert source["made_by"] == "round-0"  # re-clustered with round 0's (labelled-only) network
+    done = json.loads((tmp_path / "a" / "rounds" / "round-1" / "round.json").read_text())
+    assert done["start_row"]["epoch"] == 0 and "start_row" not in json.loads(
+        (tmp_path / "a" / "rounds" / "round-0" / "round.json").read_text())
+    calls.clear()
+    assert run(tmp_path, "a", pseudo0, feats0, ft=ft) == m and calls == []  # complete rounds reused, same metrics
     shifted = PseudoLabels(label=(pseudo0.label + 1) % K, confidence=pseudo0.confidence, kept=pseudo0.kept,
                            cluster=pseudo0.cluster, stats=pseudo0.stats)
     run(tmp_path, "b", shifted, feats0, ft=ft)

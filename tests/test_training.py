@@ -442,6 +442,15 @@ def test_start_weights_compete_in_the_selection_as_epoch_0(tmp_path: Path) -> No
     assert res.best_epoch == 0 and res.best_metric == pytest.approx(good_acc)
     assert_same_state(res.best_state, good)
     assert [r["val/acc"] for r in res.history] == pytest.approx([zero_acc, zero_acc])
+    assert res.selected_row() is res.start_row and res.start_row["epoch"] == 0
+    assert res.start_row["val/acc"] == pytest.approx(good_acc)
+    # the fold's metrics report the selected (start) weights' validation numbers, not the
+    # last epoch's (history[best_epoch - 1] would be history[-1])
+    fold = make_fold(np.concatenate([TRAIN[0], VAL[0]]), np.concatenate([TRAIN[1], VAL[1]]),
+                     {"train": np.arange(len(TRAIN[1])), "val": np.arange(len(TRAIN[1]), len(TRAIN[1]) + 24),
+                      "test": np.arange(len(TRAIN[1]) + 24, len(TRAIN[1]) + len(VAL[1]))}, ["a", "b", "c"])
+    metrics = protocol.test_selected(model, res, fold, protocol.EvalSetup.for_params(cfg, torch.device("cpu")))
+    assert metrics["best_epoch"] == 0 and metrics["val/acc"] == pytest.approx(good_acc)
 
     model = new_model(cfg)
     model.load_state_dict(good)
@@ -462,6 +471,7 @@ def test_start_weights_compete_in_the_selection_as_epoch_0(tmp_path: Path) -> No
     res = select(model, scramble(model), True, resume)
     assert res.resumed_epochs == 1 and res.best_epoch == 0
     assert_same_state(res.best_state, good)
+    assert res.selected_row()["val/acc"] == pytest.approx(good_acc)  # the start's row came back with it
 
     model = new_model(cfg)  # (b) a fresh network that epoch 1 replaces by the trained one
     assert _val_acc(model) < good_acc
@@ -474,3 +484,4 @@ def test_start_weights_compete_in_the_selection_as_epoch_0(tmp_path: Path) -> No
     res = select(model, load_good, True)
     assert res.best_epoch == 1 and res.best_metric == pytest.approx(good_acc)
     assert_same_state(res.best_state, good)
+    assert res.selected_row() is res.history[0]

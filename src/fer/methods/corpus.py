@@ -533,6 +533,7 @@ def run_corpus_finetune_fold(
                 best_epoch=int(done["best_epoch"]),
                 best_metric=float(done["best_metric"]),
                 history=[dict(row) for row in done["history"]],
+                start_row=done.get("start_row"),
             )
         else:
             if uses_pseudo:
@@ -575,6 +576,7 @@ def run_corpus_finetune_fold(
                     "best_metric": float(result.best_metric),
                     "n_pseudo": int(kept.size),
                     "history": _without_timings(result.history),
+                    **({"start_row": result.start_row} if result.start_row is not None else {}),
                 },
             )
             clear_resume(resume_path)

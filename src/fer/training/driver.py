@@ -97,6 +97,18 @@ class FitResult:
     resumed_epochs: int = 0  # epochs restored from a resume file (0: fresh run)
     #: states of ``train_with_selection``'s ``best_modules`` at best_epoch (CPU)
     best_extra: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    #: validation row (``epoch`` 0 + the val/ keys) of the start weights when they were a
+    #: selection candidate (``start_candidate``), else None
+    start_row: dict[str, float] | None = None
+
+    def selected_row(self) -> dict[str, float]:
+        """The row of the selected epoch: ``history[best_epoch - 1]``, or the start's
+        validation row when the start weights won (``best_epoch`` 0)."""
+        if self.best_epoch == 0:
+            if self.start_row is None:
+                raise ValueError("best_epoch 0 (the start weights) but no start_row recorded")
+            return self.start_row
+        return self.history[self.best_epoch - 1]
 
 
 @dataclass
@@ -265,6 +277,7 @@ def train_with_selection(
     best_state: dict[str, Tensor] | None = None
     best_extra: dict[str, dict[str, Tensor]] = {}
     best_epoch, best_metric = 0, (-math.inf if maximize else math.inf)
+    start_row: dict[str, float] | None = None
     start_epoch = 0
 
     payload = load_resume(resume_path) if resume_path is not None else None
@@ -291,6 +304,7 @@ def train_with_selection(
             best_extra = dict(payload.get("best_extra", {}))
             best_epoch = int(payload["best_epoch"])
             best_metric = float(payload["best_metric"])
+            start_row = dict(payload["start_row"]) if payload.get("start_row") is not None else None
             history = [dict(r) for r in payload["history"]]
             for name, gen in rngs.items():
                 gen.set_state(payload[f"gen_{name}"])
@@ -312,12 +326,12 @@ def train_with_selection(
                 "val/macro_f1": m["macro_f1"]}
 
     if start_candidate and start_epoch == 0:  # (a resumed run has its best, the start included, restored)
-        start = validate()
+        start_row = {"epoch": 0, **validate()}
         best_state = cpu_state_dict(model.state_dict())
         best_extra = {name: cpu_state_dict(mod.state_dict()) for name, mod in best_modules.items()}
-        best_epoch, best_metric = 0, float(start[select_metric])
+        best_epoch, best_metric = 0, float(start_row[select_metric])
         log.info("epoch 0 (the start weights, a selection candidate): %s",
-                 " ".join(f"{k}={v:.4f}" for k, v in start.items()))
+                 " ".join(f"{k}={v:.4f}" for k, v in start_row.items() if k != "epoch"))
 
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
@@ -356,6 +370,8 @@ def train_with_selection(
                 "history": history,
                 "rng": rng_states(device),
             }
+            if start_row is not None:  # (absent otherwise: resume files of other runs keep their bytes)
+                resume["start_row"] = start_row
             resume.update({f"gen_{name}": gen.get_state() for name, gen in rngs.items()})
             save_resume(resume_path, resume)
         if on_epoch_end is not None:
@@ -370,6 +386,7 @@ def train_with_selection(
         history=history,
         resumed_epochs=start_epoch,
         best_extra=best_extra,
+        start_row=start_row,
     )
 
 

@@ -267,7 +267,7 @@ def test_selected(
     last_pred = run()
     model.load_state_dict(result.best_state)
     test = classification_metrics(y_test, run(), fold.num_classes)
-    best_row = result.history[result.best_epoch - 1]
+    best_row = result.selected_row()  # (the start's validation row when the start weights won)
     return {
         "test/acc": test["acc"],
         "test/mean_class_acc": test["mean_class_acc"],
