@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, help="FESGAN iterations (default: params.yaml)")
     ap.add_argument("--d-warmup", type=int, help="FESGAN discriminator warm-up iterations (default: params.yaml)")
     ap.add_argument("--fersnet-epochs", type=int, help="FERSNet epochs (default: params.yaml)")
+    ap.add_argument("--w-expr", type=float, help="FERSNet's fersnet.w_expr, the expression term (default: params.yaml)")
     ap.add_argument("--budget-slot", type=int, help="train on label-budget split K-bJ of data/budgets.json (its "
                     "labelled part; FESGAN also sees its unlabelled faces) and judge with models/baseline/fold-K-bJ.pt")
     ap.add_argument("--unlabelled-ratio", type=float, help="FESGAN's fesgan.unlabelled_ratio (default: params.yaml)")
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.fersnet_epochs is not None:
             section["epochs"] = args.fersnet_epochs
             section["lr_milestones"] = [m for m in section.get("lr_milestones", []) if m < args.fersnet_epochs]
+        if args.w_expr is not None:
+            section["w_expr"] = args.w_expr
         fc = build(FersnetParams, section, "fersnet")
         rows = []
         clock = Clock()
@@ -216,7 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         picked = {k: metrics.get(k) for k in ("best_epoch", "val/acc", "val/mean_class_acc")}
         print(f"  FERSNet recognition (the gated row's own classifier): selected epoch {picked['best_epoch']}, "
               f"val acc {fmt(picked['val/acc'])}, val mean-class acc {fmt(picked['val/mean_class_acc'])}", flush=True)
-        results["fersnet"] = {"config": section, "curve": rows, "recognition": picked}
+        at_selected = rows[int(picked["best_epoch"]) - 1] if picked["best_epoch"] else None
+        if at_selected is not None:  # the model the pipeline keeps: what its probe_fersnet job reports
+            print(f"  at the selected epoch: synthesis {fmt(at_selected['acc'])} / real val. "
+                  f"{fmt(at_selected['real_val_acc'])} = ratio {fmt(at_selected['ratio'], '.2f')}, identity cos "
+                  f"{fmt(at_selected['identity_cos'])}, source kept {fmt(at_selected['source_acc'])}", flush=True)
+        results["fersnet"] = {"config": section, "curve": rows, "recognition": picked, "at_selected": at_selected}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

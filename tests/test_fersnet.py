@@ -23,11 +23,13 @@ from fer.methods.fersnet import (
     FERSNET_CURVE_COLUMNS,
     FERSNET_METRIC_KEYS,
     draw_targets,
+    frozen_recognition,
     load_fersnet,
     pair_candidates,
     run_fersnet_fold,
 )
 from fer.models.fersnet import ConvFLU, FERSNet, FERSNetRecognizer, PatchDiscriminator
+from fer.losses.fersnet import synthesis_loss
 from fer.params import FLIP_ONLY, FersnetParams, build, to_dict
 from fer.training.checkpoint import load_weights
 from fer.training.protocol import FoldOutputs
@@ -381,6 +383,58 @@ def test_four_rows_write_outputs(tmp_path: Path, synthesis: str) -> None:
     assert 0 <= m["synth/expr_acc"] <= 1
     _, meta = load_weights(tmp_path / "synth.pt")
     assert meta["variant"] == "synth" and meta["sharing"] == "gated"
+
+
+# ---------------------------------------------------------------- expression term
+def test_expression_term_is_the_target_cross_entropy_and_off_at_zero() -> None:
+    """w_expr x CE(R(I_syn), b) is added last; with the critic not given it is 0 and the
+    objective is the authors' (the same total as before the term existed)."""
+    torch.manual_seed(0)
+    syn, tgt = torch.rand(4, 1, 8, 8) * 2 - 1, torch.rand(4, 1, 8, 8) * 2 - 1
+    b = torch.tensor([0, 2, 1, 2])
+    logits = torch.randn(4, K)
+    cls = torch.tensor(0.7)
+    cfg = tiny_cfg(w_expr=2.5)
+    total, terms = synthesis_loss(cls, syn, tgt, fp=cfg, expression=lambda im: logits, target_labels=b)
+    by_hand = -torch.log_softmax(logits, 1)[torch.arange(4), b].mean()
+    assert torch.allclose(terms["G/expr"], by_hand)
+    l1 = (syn - tgt).abs().mean()
+    assert torch.allclose(total, cls + cfg.w_l1 * l1 + 2.5 * by_hand)
+    total0, terms0 = synthesis_loss(cls, syn, tgt, fp=cfg)
+    assert float(terms0["G/expr"]) == 0 and torch.equal(total0, cls + cfg.w_l1 * l1)
+    with pytest.raises(ValueError, match="target expressions"):
+        synthesis_loss(cls, syn, tgt, fp=cfg, expression=lambda im: logits)
+
+
+def test_expression_critic_trains_the_images_only_and_leaves_the_recogniser_as_it_was() -> None:
+    """The critic is the recognition path in eval mode with detached weights: its logits
+    equal the eval-mode recogniser's, the loss's gradient reaches the images and no
+    parameter, and the BatchNorm statistics and the train mode are unchanged."""
+    torch.manual_seed(1)
+    net = FERSNet(K, 1, 4, input_size=SIZE, sharing="gated", stages=2, synthesis="residual")
+    model = FERSNetRecognizer(net).train()
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    images = (torch.rand(5, 1, SIZE, SIZE) * 2 - 1).requires_grad_(True)
+    logits = frozen_recognition(model)(images)
+    assert model.training and all(m.training for m in model.modules())
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert images.grad is not None and float(images.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(b, buffers[k]) for k, b in model.named_buffers())
+    assert net.gate_means() is None  # the critic's pass left no gate log behind
+    with torch.no_grad():
+        assert torch.allclose(logits, model.eval()(images))
+
+
+def test_expression_term_changes_training_and_is_logged(tmp_path: Path) -> None:
+    m0 = run(tmp_path, "gated", tiny_cfg(), tag="0")
+    m1 = run(tmp_path, "gated", tiny_cfg(w_expr=1.0), tag="1")
+    assert float(_curve(tmp_path / "gated0.csv")[0]["G/expr"]) == 0
+    assert float(_curve(tmp_path / "gated1.csv")[0]["G/expr"]) > 0
+    w0, _ = load_weights(tmp_path / "gated0.pt")
+    w1, _ = load_weights(tmp_path / "gated1.pt")
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    assert m0["n_test"] == m1["n_test"]
 
 
 def test_synthetic_set_is_class_balanced() -> None:

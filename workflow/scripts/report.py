@@ -172,6 +172,11 @@ if __name__ == "__main__":
             + ". The encoders, ConvFLU gates, conditioning and the other losses are the authors'."
             if fs.synthesis == "residual" else
             " The authors' decoder (fersnet.synthesis: unet): the U-Net draws the face.")
+        if fs.w_expr > 0:
+            fersnet_note += (
+                f" Added to the authors' losses (fersnet.w_expr {fs.w_expr:g}): an expression term, the cross-entropy "
+                "of each synthesised face's target expression under the network's own recognition branch, frozen "
+                "for the term (it trains the synthesis path only).")
         extra.append(grids_section(
             "FERSNet: expression synthesis by the gated model",
             "Validation faces of each fold re-expressed by the gated model's synthesis branch, one column per "

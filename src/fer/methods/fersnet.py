@@ -27,7 +27,7 @@ Training step of ``hard`` / ``gated`` (one batch of B training images x with lab
 3. **Losses** (authors' weights as defaults)::
 
        CE(logits(x), a) + w_l1 * L1(I_syn, t) + w_id * ID + w_adv * LSGAN_G
-       + w_cycle * MSE(G(I_syn, a), x)
+       + w_cycle * MSE(G(I_syn, a), x) + w_expr * CE(R(I_syn), b)
 
    with (logits, I_syn) = net(x, onehot(b)) in ONE forward pass. ID = mean over the batch
    of ||e(I_syn) - e(t)||^2 with e the frozen identity embedder
@@ -36,7 +36,13 @@ Training step of ``hard`` / ``gated`` (one batch of B training images x with lab
    so the squared distance -- not the per-dimension mean -- keeps the term on a useful
    scale). The cycle pass runs the whole network again on I_syn (in the gated model the
    recognition branch is needed for the gates; its BatchNorm therefore also sees the
-   synthetic images in train mode -- inherent to the design).
+   synthetic images in train mode -- inherent to the design). ``w_expr`` (project's; 0 =
+   the authors' objective) scores I_syn with the network's own recognition path R in
+   eval mode (running BatchNorm statistics, no dropout: the recogniser as it reads faces
+   at test time) with its parameters detached (``functional_call``), so the term's
+   gradient reaches the synthesis path through I_syn only and the recogniser learns
+   nothing from synthetic faces (StarGAN's domain-classification loss, with R as the
+   auxiliary classifier).
 4. **Discriminator** (``PatchDiscriminator``, conditional on b): ``d_steps`` LSGAN updates
    per generator step on (t, b) real vs (I_syn detached, b) fake, before the generator's
    adversarial term is computed with the updated, frozen discriminator. The authors use 3;
@@ -123,6 +129,7 @@ __all__ = [
     "VARIANTS",
     "draw_targets",
     "forward_classes",
+    "frozen_recognition",
     "load_fersnet",
     "pair_candidates",
     "run_fersnet_fold",
@@ -143,6 +150,28 @@ FERSNET_METRIC_KEYS: tuple[str, ...] = (
 )
 GRID_FILE = "synthesis_grid.png"
 SYNTHESIS_JSON = "synthesis.json"
+
+
+# ------------------------------------------------------------------- expression term
+def frozen_recognition(model: FERSNetRecognizer, prec: Precision = Precision()) -> Callable[[Tensor], Tensor]:
+    """The critic of the ``w_expr`` term: images -> logits (N, K) of the model's
+    recognition path in eval mode (running BatchNorm statistics, no dropout) with its
+    parameters detached, so a loss on them sends gradient to the images only; the model's
+    weights, BatchNorm statistics, gate log and train/eval mode are left as they were."""
+
+    def score(images: Tensor) -> Tensor:
+        frozen = {k: p.detach() for k, p in model.named_parameters()}
+        was_training = model.training
+        model.eval()
+        try:
+            with prec.autocast():
+                out = functional_call(model, frozen, (images,)).float()  # N, K
+        finally:
+            model.train(was_training)
+        model.net.gate_means()  # this pass's gates are not logged
+        return out
+
+    return score
 
 
 # ------------------------------------------------------------------------------ pairs
@@ -510,6 +539,7 @@ def run_fersnet_fold(
     g_syn = torch.Generator().manual_seed(derived_seed(seed, 0x5E7))
     syn_set = CycledSet(synthetic[0], synthetic[1], device, g_syn) if synthetic is not None else None
     zero = torch.zeros((), device=device)
+    expression = frozen_recognition(model, prec)
 
     def gate_terms() -> dict[str, Tensor]:
         z = net.gate_means()
@@ -563,7 +593,9 @@ def run_fersnet_fold(
 
             loss, syn_terms = synthesis_loss(cls, sv, tv, fp=fc, identity=identity if use_id else None,
                                              adversary=adversary if disc is not None else None,
-                                             cycle=cycle if fc.w_cycle > 0 else None, source=x[v], prec=prec)
+                                             cycle=cycle if fc.w_cycle > 0 else None, source=x[v],
+                                             expression=expression if fc.w_expr > 0 else None,
+                                             target_labels=b_lab[v], prec=prec)
             terms.update({**syn_terms, "D/adv": d_loss[0]})
             if syn_set is not None:  # the synth row: classification of the fold's synthetic images
                 xs, ys, _ = syn_set.sample(n_per_batch(len(ib), fc.synth_ratio))

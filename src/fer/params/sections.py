@@ -614,6 +614,8 @@ class FersnetParams:
     w_id: float = 0.05
     w_adv: float = 0.3
     w_cycle: float = 0.0  # authors: 0.5 (with the residual edit it shrank the edits, README)
+    w_expr: float = 0.0  # project's: CE of the synthesised face's target expression under the network's own
+    # recognition branch, frozen for this term (StarGAN's domain-classification loss; authors: none)
     synthesis: str = "residual"  # residual (project's: source + learned edit) | unet (authors': the decoder draws)
     proto_scale: float = 2.0  # residual: the class offsets start at proto_scale x the expression prototypes
     d_steps: int = 1  # discriminator updates per generator step (authors: 3)
@@ -646,7 +648,7 @@ class FersnetParams:
             raise ValueError("fersnet: lr > 0, beta1/beta2 in [0, 1), weight_decay >= 0 required")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("fersnet.dropout and label_smoothing must be in [0, 1)")
-        for name in ("w_l1", "w_id", "w_adv", "w_cycle"):
+        for name in ("w_l1", "w_id", "w_adv", "w_cycle", "w_expr"):
             _finite_at_least(f"fersnet.{name}", getattr(self, name), 0)
         _finite_at_least("fersnet.synth_ratio", self.synth_ratio, 0, strict=True)
         _finite_at_least("fersnet.proto_scale", self.proto_scale, 0)
