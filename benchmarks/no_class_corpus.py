@@ -24,7 +24,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from fer.data.demo import _csv_text  # the demo's own writer of these csv files: same layout, same bytes
+from fer.data.demo import csv_text  # the demo's own writer of these csv files: same layout, same bytes
 from fer.utils.io import write_text
 
 
@@ -63,9 +63,9 @@ def build(demo: Path, out: Path, drop: list[str], other_every: int) -> dict[str,
             link.unlink()
         os.symlink((demo / part / "images").resolve(), link)
     write_text(out / "expr" / "labels.csv",
-               _csv_text(["image", "subject", "expression"], [[r["image"], r["subject"], r["expression"]] for r in labelled]))
-    write_text(out / "corpus" / "labels.csv", _csv_text(["image", "subject"], [[r["image"], r["subject"]] for r in chosen]))
-    write_text(out / "corpus_truth.csv", _csv_text(["image", "expression"], [[r["image"], truth[r["image"]]] for r in chosen]))
+               csv_text(["image", "subject", "expression"], [[r["image"], r["subject"], r["expression"]] for r in labelled]))
+    write_text(out / "corpus" / "labels.csv", csv_text(["image", "subject"], [[r["image"], r["subject"]] for r in chosen]))
+    write_text(out / "corpus_truth.csv", csv_text(["image", "expression"], [[r["image"], truth[r["image"]]] for r in chosen]))
     return {
         "labelled": len(labelled),
         "labelled_per_class": dict(sorted(Counter(r["expression"] for r in labelled).items())),

@@ -56,18 +56,22 @@ def main() -> None:
     runs = [Path(r) for r in args.runs]
     folds_digest: list[tuple[Path, str]] = []
     train_seeds: list[int] = []
+    first_folds: bytes | None = None
     for r in runs:
         f = r / "data" / "folds.json"
         if not f.is_file():
             raise SystemExit(f"{f}: missing")
-        folds_digest.append((r, hashlib.sha256(f.read_bytes()).hexdigest()))
+        raw = f.read_bytes()
+        first_folds = raw if first_folds is None else first_folds
+        folds_digest.append((r, hashlib.sha256(raw).hexdigest()))
         train_seeds.append(int(yaml.safe_load((r / "params.yaml").read_text())["seed"]))
     if len({d for _, d in folds_digest}) != 1:
         raise SystemExit("the runs' data/folds.json differ (repeats must share data_seed and the data): "
                          + ", ".join(f"{r}: {d[:12]}" for r, d in folds_digest))
     if len(set(train_seeds)) != len(train_seeds):
         raise SystemExit(f"two runs have the same training seed (not repeats): {train_seeds}")
-    n_folds = int(read_json(runs[0] / "data" / "folds.json")["n_folds"])  # the same file in every run
+    assert first_folds is not None  # argparse requires at least one run
+    n_folds = int(json.loads(first_folds)["n_folds"])  # the same file in every run
     row = [[_score(r, args.row, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
     ref = [[_score(r, args.reference, k, args.metric, s) for k in range(n_folds)] for r, s in zip(runs, train_seeds)]
     c = compare_repeats(row, ref)

@@ -905,7 +905,10 @@ def _write_image(path: Path, img: np.ndarray, pts: np.ndarray) -> None:
         write_landmarks(tmp, pts)
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The text of a CSV file (``\n`` line ends) with the demo's layout: the header, then
+    the rows (also used by ``benchmarks/no_class_corpus.py`` to write files of the same
+    layout)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -974,7 +977,7 @@ def generate_demo(out_dir: str | Path, cfg: DemoParams, seed: int) -> dict[str, 
                 _write_image(out / "expr" / rel, img, pts)
                 expr_rows.append([rel, sid, expr])
     expr_rows.sort()
-    write_text(out / "expr" / "labels.csv", _csv_text(["image", "subject", "expression"], expr_rows))
+    write_text(out / "expr" / "labels.csv", csv_text(["image", "subject", "expression"], expr_rows))
 
     # unlabelled corpus with hidden truth
     corpus_rows: list[list[str]] = []
@@ -995,8 +998,8 @@ def generate_demo(out_dir: str | Path, cfg: DemoParams, seed: int) -> dict[str, 
             counts_corpus[expr] += 1
     corpus_rows.sort()
     truth_rows.sort()
-    write_text(out / "corpus" / "labels.csv", _csv_text(["image", "subject"], corpus_rows))
-    write_text(out / "corpus_truth.csv", _csv_text(["image", "expression"], truth_rows))
+    write_text(out / "corpus" / "labels.csv", csv_text(["image", "subject"], corpus_rows))
+    write_text(out / "corpus_truth.csv", csv_text(["image", "expression"], truth_rows))
 
     summary: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
