@@ -157,7 +157,8 @@ def frozen_recognition(model: FERSNetRecognizer, prec: Precision = Precision()) 
     """The critic of the ``w_expr`` term: images -> logits (N, K) of the model's
     recognition path in eval mode (running BatchNorm statistics, no dropout) with its
     parameters detached, so a loss on them sends gradient to the images only; the model's
-    weights, BatchNorm statistics, gate log and train/eval mode are left as they were."""
+    weights, BatchNorm statistics and train/eval mode are left as they were, and the gate
+    means this pass records are discarded (the epoch's gate log is the training pass's)."""
 
     def score(images: Tensor) -> Tensor:
         frozen = {k: p.detach() for k, p in model.named_parameters()}
