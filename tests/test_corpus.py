@@ -258,13 +258,13 @@ def test_rejected_corpus_faces_are_never_trained_on(tmp_path: Path, monkeypatch:
     pl = PseudoLabels(label=pseudo0.label, confidence=pseudo0.confidence, kept=pseudo0.kept & ~rejected,
                       cluster=pseudo0.cluster, stats=pseudo0.stats, rejected=rejected)
     seen: list[np.ndarray] = []
-    orig = corpus._train_round
+    orig = corpus.train_round
 
     def spy(*a: Any, **k: Any) -> Any:
         seen.append(k["pseudo"][0])
         return orig(*a, **k)
 
-    monkeypatch.setattr(corpus, "_train_round", spy)
+    monkeypatch.setattr(corpus, "train_round", spy)
     run(tmp_path, "rej", pl, feats0, ft=FinetuneParams(epochs=1, rounds=0))
     assert len(seen) == 1
     np.testing.assert_array_equal(seen[0], CORPUS[np.flatnonzero(pl.kept)])
@@ -292,13 +292,13 @@ def test_first_round_real_trains_round_0_on_the_labelled_images_only(tmp_path: P
     candidate (keep_start). first_round real without a later round is refused."""
     pseudo0, feats0 = make_pseudo0(tmp_path)
     calls: list[tuple[bool, bool]] = []
-    orig = corpus._train_round
+    orig = corpus.train_round
 
     def spy(*a: Any, **k: Any) -> Any:
         calls.append((k["pseudo"] is None, k["start_candidate"]))
         return orig(*a, **k)
 
-    monkeypatch.setattr(corpus, "_train_round", spy)
+    monkeypatch.setattr(corpus, "train_round", spy)
     ft = FinetuneParams(epochs=1, rounds=1, first_round="real", keep_start=True)
     m = run(tmp_path, "a", pseudo0, feats0, ft=ft)
     assert calls == [(True, False), (False, True)]

@@ -139,6 +139,7 @@ __all__ = [
     "clustering_pool",
     "round_dir",
     "run_corpus_finetune_fold",
+    "train_round",
 ]
 
 #: Per-epoch loss terms added to the history rows and the curve.
@@ -292,7 +293,7 @@ def _read_json_or_none(path: Path) -> Any:
 
 
 # ------------------------------------------------------------------------- one round
-def _train_round(
+def train_round(
     model: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
@@ -310,8 +311,12 @@ def _train_round(
     on_epoch_end: Callable[[dict[str, float]], None] | None,
     start_candidate: bool = False,
 ) -> FitResult:
-    """Train one round on real + kept pseudo-labelled (+ synthetic) images (docstring);
-    ``pseudo`` None: on the real (+ synthetic) images only (``first_round: real``)."""
+    """Train one round on real + kept pseudo-labelled (+ synthetic) images (module
+    docstring) for ``cfg.epochs`` epochs from the model's current weights, selecting on
+    ``val``; ``pseudo`` None: on the real (+ synthetic) images only (``first_round:
+    real``); ``start_candidate``: the current weights compete in the selection as epoch 0.
+    ``pseudo`` is (images, labels, clustering confidences) of the kept corpus faces.
+    ``benchmarks/finetune_extra.py`` calls it to continue a trained AC-CNN."""
     setup = setup_training(model, cfg, train[1], num_classes=num_classes, device=device)
     pseudo_seed, syn_seed = np.random.SeedSequence([seed, 0x95E]).generate_state(2)
     g_pseudo = torch.Generator().manual_seed(int(pseudo_seed))
@@ -541,7 +546,7 @@ def run_corpus_finetune_fold(
             else:
                 log.info("round %d/%d: the labelled images only (finetune.first_round: real)", r, ft.rounds)
             resume_path = Path(resume_dir) / f"round-{r}.pt" if resume_dir is not None else None
-            result = _train_round(
+            result = train_round(
                 model,
                 train,
                 val,
