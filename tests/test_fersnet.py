@@ -492,3 +492,15 @@ def test_same_seed_same_metrics_and_exact_resume(tmp_path: Path, monkeypatch: py
     assert state_a.keys() == state_c.keys()
     assert all(torch.equal(state_a[k], state_c[k]) for k in state_a)
     assert _curve(tmp_path / "gated-c.csv") != [] and len(_curve(tmp_path / "gated-c.csv")) == 2
+
+
+def test_report_names_every_departure_from_the_authors_with_its_key() -> None:
+    from fer.report.sections import fersnet_departures
+
+    default = fersnet_departures(tiny_cfg())
+    assert "fersnet.synthesis: residual" in default and "fersnet.w_cycle 0" in default
+    assert "w_expr" not in default
+    with_term = fersnet_departures(tiny_cfg(w_expr=0.5))
+    assert with_term.startswith(default) and "fersnet.w_expr 0.5" in with_term
+    authors = fersnet_departures(tiny_cfg(synthesis="unet", w_cycle=0.5))
+    assert "fersnet.synthesis: unet" in authors and "residual" not in authors and "w_cycle" not in authors

@@ -566,3 +566,15 @@ def test_cuda_run(tmp_path: Path) -> None:
     assert all(np.isfinite(res[k]) for k in LOSS_TERMS)
     synth, _ = load_fesgan(tmp_path / "m.pt", "cuda")
     assert next(synth.parameters()).is_cuda
+
+
+def test_report_note_names_the_reexpression_and_the_projects_terms() -> None:
+    from fer.report.sections import fesgan_departures
+
+    base = {"iterations": 50, "d_warmup": 10}
+    edit = fesgan_departures(build(FesganParams, {**base, "reexpress": "edit", "w_proto": 2.0, "w_cycle": 0.0,
+                                                  "diffaugment": True}))
+    assert "fesgan.reexpress: edit" in edit and "w_proto 2" in edit and "10 warm-up iterations" in edit
+    assert "DiffAugment" in edit and "cycle" not in edit and "50 iterations" in edit
+    code = fesgan_departures(build(FesganParams, {**base, "reexpress": "code"}))
+    assert code.startswith("The paper's reading (fesgan.reexpress: code)") and "50 iterations" in code

@@ -17,7 +17,15 @@ from fer.report.html import (
     read_curve,
     training_seconds,
 )
-from fer.report.sections import budget_section, corpus_section, generator_probe_section, grids_section, rows_not_run_section
+from fer.report.sections import (
+    budget_section,
+    corpus_section,
+    fersnet_departures,
+    fesgan_departures,
+    generator_probe_section,
+    grids_section,
+    rows_not_run_section,
+)
 from fer.utils.io import read_json
 
 DESCRIPTIONS = {
@@ -163,43 +171,14 @@ if __name__ == "__main__":
             [Path(d) for d in args.dgcn_results],
         ))
     if args.fersnet_results:
-        fs = p.section("fersnet")
-        fersnet_note = (
-            " Departure from the authors' decoder, to learn within the budget (fersnet.synthesis: residual): the "
-            "U-Net's output is added to the source face, plus learned class offsets (target minus source "
-            f"expression) started at {fs.proto_scale:g} x the expression prototypes of the fold's training faces"
-            + ("; the cycle term is off (fersnet.w_cycle 0, authors 0.5)" if fs.w_cycle == 0 else "")
-            + ". The encoders, ConvFLU gates, conditioning and the other losses are the authors'."
-            if fs.synthesis == "residual" else
-            " The authors' decoder (fersnet.synthesis: unet): the U-Net draws the face.")
-        if fs.w_expr > 0:
-            fersnet_note += (
-                f" Added to the authors' losses (fersnet.w_expr {fs.w_expr:g}): an expression term, the cross-entropy "
-                "of each synthesised face's target expression under the network's own recognition branch, frozen "
-                "for the term (it trains the synthesis path only).")
+        fersnet_note = fersnet_departures(p.section("fersnet"))
         extra.append(grids_section(
             "FERSNet: expression synthesis by the gated model",
             "Validation faces of each fold re-expressed by the gated model's synthesis branch, one column per "
             "target expression." + fersnet_note,
             [Path(d) for d in args.fersnet_results],
         ))
-    fg = p.section("fesgan")
-    if fg.reexpress == "edit":
-        fesgan_note = (
-            "Departure from the paper, to learn within the budget (fesgan.reexpress: edit): real faces are edited "
-            "by a skip-connected residual editor conditioned on source and target expression, with learned class "
-            f"offsets started at {fg.proto_scale:g} x the expression prototypes of the fold's training faces; "
-            "prior identities are rendered at the mean expression and edited the same way"
-            + (f"; an L1 term toward the prototype edit (w_proto {fg.w_proto:g})" if fg.w_proto > 0 else "")
-            + (f"; a cycle term (w_cycle {fg.w_cycle:g})" if fg.w_cycle > 0 else "")
-            + (f"; {fg.d_warmup} warm-up iterations of the discriminator's expression head" if fg.d_warmup else "")
-            + ("; DiffAugment" if fg.diffaugment else "")
-            + f". {fg.iterations} iterations. With fesgan.reexpress: code (the paper preset) faces are redrawn from "
-            "the identity code, as the paper describes."
-        )
-    else:
-        fesgan_note = (f"The paper's reading (fesgan.reexpress: code): faces are rendered from the identity code; "
-                       f"{fg.iterations} iterations.")
+    fesgan_note = fesgan_departures(p.section("fesgan"))
     fesgan = None if not args.fesgan else FesganSection(
         grids=[{"real": Path(d) / "grids" / "final_real.png", "prior": Path(d) / "grids" / "final_prior.png"}
                for d in args.fesgan_results],

@@ -9,11 +9,14 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fer.report.html import _file_img, _img, _num, _table, mean_std_cell, paired_cells
+
+if TYPE_CHECKING:  # annotations only: the report stage's import closure stays as it is
+    from fer.params import FersnetParams, FesganParams
 
 #: Pseudo-label quality columns (keys of ``fer.clustering.quality.pseudo_label_quality``).
 QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -368,3 +371,45 @@ def budget_section(
         "<h3>Budget splits (images per part)</h3>",
         _table(["split", "budget", "labelled fraction", "train", "val", "unlabelled", "test"], sizes),
     ])
+
+
+def fersnet_departures(fs: FersnetParams) -> str:
+    """The sentences of the FERSNet synthesis section that say where the run departs
+    from the authors' design (``fersnet.synthesis``, ``w_cycle``, ``w_expr``), each
+    named with the key that controls it; a leading space, so it follows a sentence."""
+    if fs.synthesis == "residual":
+        note = (
+            " Departure from the authors' decoder, to learn within the budget (fersnet.synthesis: residual): the "
+            "U-Net's output is added to the source face, plus learned class offsets (target minus source "
+            f"expression) started at {fs.proto_scale:g} x the expression prototypes of the fold's training faces"
+            + ("; the cycle term is off (fersnet.w_cycle 0, authors 0.5)" if fs.w_cycle == 0 else "")
+            + ". The encoders, ConvFLU gates, conditioning and the other losses are the authors'."
+        )
+    else:
+        note = " The authors' decoder (fersnet.synthesis: unet): the U-Net draws the face."
+    if fs.w_expr > 0:
+        note += (
+            f" Added to the authors' losses (fersnet.w_expr {fs.w_expr:g}): an expression term, the cross-entropy "
+            "of each synthesised face's target expression under the network's own recognition branch, frozen "
+            "for the term (it trains the synthesis path only).")
+    return note
+
+
+def fesgan_departures(fg: FesganParams) -> str:
+    """The FESGAN section's note on how faces are re-expressed (``fesgan.reexpress``) and
+    which of the project's terms are on, each named with its key."""
+    if fg.reexpress == "edit":
+        return (
+            "Departure from the paper, to learn within the budget (fesgan.reexpress: edit): real faces are edited "
+            "by a skip-connected residual editor conditioned on source and target expression, with learned class "
+            f"offsets started at {fg.proto_scale:g} x the expression prototypes of the fold's training faces; "
+            "prior identities are rendered at the mean expression and edited the same way"
+            + (f"; an L1 term toward the prototype edit (w_proto {fg.w_proto:g})" if fg.w_proto > 0 else "")
+            + (f"; a cycle term (w_cycle {fg.w_cycle:g})" if fg.w_cycle > 0 else "")
+            + (f"; {fg.d_warmup} warm-up iterations of the discriminator's expression head" if fg.d_warmup else "")
+            + ("; DiffAugment" if fg.diffaugment else "")
+            + f". {fg.iterations} iterations. With fesgan.reexpress: code (the paper preset) faces are redrawn from "
+            "the identity code, as the paper describes."
+        )
+    return (f"The paper's reading (fesgan.reexpress: code): faces are rendered from the identity code; "
+            f"{fg.iterations} iterations.")
