@@ -59,7 +59,7 @@ def run_fold(ws: str, fold_key: int, epochs: int | None, out_file: str) -> dict[
     from fer.data.aligned import load_aligned
     from fer.data.budgets import load_split
     from fer.data.folds import split_indices
-    from fer.methods.corpus import clustering_pool, train_round
+    from fer.methods.corpus import clustering_pool, kept_pseudo, train_round
     from fer.params import load_params, section
     from fer.training.checkpoint import load_weights
     from fer.training.optim import EvalSetup
@@ -81,15 +81,14 @@ def run_fold(ws: str, fold_key: int, epochs: int | None, out_file: str) -> dict[
                           root / "data/aligned_corpus/meta.json", labelled=False)
     pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, list(corpus.paths), cl.in_domain)
     pl = read_pseudo_labels(root / f"results/pseudo/fold-{fold_key}", fold.classes, corpus_paths=pool_paths)
-    kept = np.flatnonzero(np.asarray(pl.kept))
-    pseudo = (pool[kept], np.asarray(pl.label)[kept], np.asarray(pl.confidence, dtype=np.float32)[kept])
+    pseudo = kept_pseudo(pl, pool)
     start, _ = load_weights(root / f"models/accnn/fold-{fold_key}.pt")
     accnn = json.loads((root / f"metrics/accnn/fold-{fold_key}.json").read_text())
     cfg_ft = dataclasses.replace(cfg, epochs=int(epochs if epochs is not None else ft.epochs))
     train, val = fold.part("train"), fold.part("val")
     out: dict[str, Any] = {"run": ws, "fold": fold_key, "data_seed": int(params.get("data_seed", 0)),
                            "seed": int(params["seed"]), "epochs": cfg_ft.epochs, "accnn_epochs": cfg.epochs,
-                           "n_pseudo": int(kept.size), "accnn": float(accnn["test/acc"])}
+                           "n_pseudo": int(len(pseudo[1])), "accnn": float(accnn["test/acc"])}
     for name, ps in (("control", None), ("corpus", pseudo)):
         model = fold.build_recognizer(cfg_ft)
         model.load_state_dict(start)

@@ -15,11 +15,10 @@ SCRIPTS = ROOT / "workflow" / "scripts"
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 PARAMS = ROOT / "params.yaml"
 
-# Let tests import the scripts' helpers (workflow/scripts/_common.py, dvcgen.py, ...).
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
-
 import pytest  # noqa: E402
+
+# Importing workflow_helpers puts SCRIPTS on sys.path, so tests can import the scripts'
+# helpers (workflow/scripts/_common.py, dvcgen.py, ...).
 from workflow_helpers import MODULE_HOOK, build_repo, built_once, clone_repo, copy_repo, describe, log_tail, run  # noqa: E402
 
 from fer.params import RecognizerParams, build  # noqa: E402

@@ -137,6 +137,7 @@ __all__ = [
     "IN_DOMAIN_PREFIX",
     "cluster_corpus_fold",
     "clustering_pool",
+    "kept_pseudo",
     "round_dir",
     "run_corpus_finetune_fold",
     "train_round",
@@ -290,6 +291,14 @@ def _read_json_or_none(path: Path) -> Any:
         return read_json(path)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+# ------------------------------------------------------------------------- one round
+def kept_pseudo(pl: PseudoLabels, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The KEPT pseudo-labelled faces of ``pool`` (the images ``pl`` labels, in its row
+    order) as ``train_round`` takes them: (images, labels, clustering confidences float32)."""
+    kept = np.flatnonzero(np.asarray(pl.kept))
+    return pool[kept], np.asarray(pl.label)[kept], np.asarray(pl.confidence, dtype=np.float32)[kept]
 
 
 # ------------------------------------------------------------------------- one round
@@ -553,11 +562,7 @@ def run_corpus_finetune_fold(
                 cfg_ft,
                 ft,
                 num_classes=num_classes,
-                pseudo=(
-                    corpus_images[kept],
-                    np.asarray(pl.label)[kept],
-                    np.asarray(pl.confidence, dtype=np.float32)[kept],
-                ) if uses_pseudo else None,
+                pseudo=kept_pseudo(pl, corpus_images) if uses_pseudo else None,
                 synthetic=syn,
                 device=device,
                 seed=seed_r,

@@ -142,7 +142,7 @@ def run_fixmatch_fold(fold: Fold, cfg: RecognizerParams, fm: FixmatchParams, out
     ev = EvalSetup.for_params(cfg, device)
     meta = recognizer_meta("fixmatch", cfg, fold.classes, fold.images.shape, result, fold.seed)
     meta["fixmatch"] = {**to_dict(fm), "n_unlabelled": int(len(x_unl))}
-    best = result.history[result.best_epoch - 1]
+    best = result.selected_row()
     extra = {"n_unlabelled": int(len(x_unl)),
              "train/mask_rate": float(best["train/mask_rate"]) if "train/mask_rate" in best else None}
     return finish_fold(fold, model, result, ev, out, meta=meta, extra_metrics=extra)

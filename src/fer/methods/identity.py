@@ -95,7 +95,7 @@ def train_identity_net(
         load_start(model, start)
     result = fit(model, (images[tr], y[tr]), (images[va], y[va]), cfg, num_classes=len(names),
                  device=device, seed=seed, resume_path=resume_path, log_path=log_path)
-    best = result.history[result.best_epoch - 1]
+    best = result.selected_row()
     meta = recognizer_meta("identity", cfg, names, images.shape, result, seed)
     metrics = {
         "identity/val_acc": float(best["val/acc"]),
