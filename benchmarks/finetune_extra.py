@@ -6,7 +6,10 @@ fine-tuned row not fall below the same network without the corpus on any fold by
 than the fold-to-fold noise. The pipeline's corpus row trains the AC-CNN within the
 baseline's budget (``(finetune.rounds + 1) x finetune.epochs = baseline.epochs``), so at
 equal budget it starts weaker than the AC-CNN it is compared with (README, "Scarce
-labels"). This script measures the other design, before it is built into the DAG: start
+labels"). This script measured the other design before it was built into the DAG (it is
+now ``finetune.start: accnn`` with the control row ``accnn_continued``, which use the
+same seeds and give the same numbers; the script stays for workspaces that ran the
+corpus row with ``start: scratch``): start
 from the fold's trained AC-CNN (``models/accnn/fold-K.pt``, the "without corpus" row) and
 train it ``--epochs`` more epochs (default: each run's ``finetune.epochs``)
 

@@ -2,7 +2,27 @@
 # AC-CNN, and fine-tuning on real + pseudo-labelled data (Fang et al., Sensors 2023).
 # Per fold, everything learns from the fold's training part only.
 
-CORPUS_METHODS = ["accnn", "accnn_corpus"]
+CORPUS_METHODS = ["accnn", "accnn_corpus", "accnn_continued"]
+# finetune.start accnn: the corpus row continues the fold's trained AC-CNN, and the row
+# accnn_continued (rule continue_accnn) is its control (fer.params.rows.continued_budget).
+START_ACCNN = config["finetune"]["start"] == "accnn"
+
+
+def continued_start_input(wildcards):
+    """The corpus row's start: the fold's trained AC-CNN (finetune.start: accnn; both tools
+    track its content, so a re-trained AC-CNN re-runs the rows that continue it), else the
+    accnn section's init file (start_input)."""
+    if START_ACCNN:
+        return {"accnn_model": f"models/accnn/fold-{wildcards.fold}.pt"}
+    return start_input("accnn")(wildcards)
+
+
+def continued_start_arg(wildcards):
+    """`` --accnn-model <file>`` (finetune.start: accnn) or the init's `` --start <file>``
+    (optional: leading space, common.smk)."""
+    if START_ACCNN:
+        return f" --accnn-model models/accnn/fold-{wildcards.fold}.pt"
+    return start_arg("accnn")(wildcards)
 
 
 def clustering_embedder(wildcards):
@@ -125,12 +145,13 @@ rule cluster_corpus:
 
 
 rule finetune_accnn:
-    """The 'with corpus' row: the AC-CNN trained from scratch on real + pseudo-labelled
-    corpus images (+ the fold's synthetic set when finetune.synthetic_weight > 0), with
-    optional re-clustering rounds (cluster -> train -> re-cluster)."""
+    """The 'with corpus' row: the AC-CNN trained on real + pseudo-labelled corpus images
+    (+ the fold's synthetic set when finetune.synthetic_weight > 0), with optional
+    re-clustering rounds (cluster -> train -> re-cluster), from scratch or, with
+    finetune.start: accnn, from the fold's trained AC-CNN."""
     input:
         unpack(finetune_synthetic),
-        unpack(start_input("accnn")),
+        unpack(continued_start_input),
         unpack(corpus_inputs),
         images="data/aligned/images.npy",
         manifest="data/aligned/manifest.csv",
@@ -146,7 +167,7 @@ rule finetune_accnn:
     params:
         **declare("seed", "accnn", "finetune", "clustering", "compute"),
         synthetic=finetune_synthetic_arg,
-        start=start_arg("accnn"),
+        start=continued_start_arg,
         corpus=corpus_args,
     resources:
         gpu=1,
@@ -161,6 +182,41 @@ rule finetune_accnn:
         "--model {output.model} --metrics {output.metrics} --curve {output.plots} --out-dir {output.rounds} "
         "--resume-dir state/resume/accnn_corpus/fold-{wildcards.fold} "
         "--train-log logs/finetune_accnn/fold-{wildcards.fold}.jsonl "
+        + TO_LOG
+
+
+rule continue_accnn:
+    """Row accnn_continued (finetune.start: accnn only): the fold's trained AC-CNN trained
+    the corpus row's extra rounds and epochs on the labelled images only, with the same
+    seeds and schedule: the corpus row's control at equal budget."""
+    input:
+        unpack(finetune_synthetic),
+        images="data/aligned/images.npy",
+        manifest="data/aligned/manifest.csv",
+        meta="data/aligned/meta.json",
+        folds=folds_input,
+        accnn_model="models/accnn/fold-{fold}.pt",
+        code=code("continue_accnn"),
+    output:
+        model="models/accnn_continued/fold-{fold}.pt",
+        metrics="metrics/accnn_continued/fold-{fold}.json",
+        plots="plots/accnn_continued/fold-{fold}.csv",
+    params:
+        **declare("seed", "accnn", "finetune", "compute"),
+        synthetic=finetune_synthetic_arg,
+    resources:
+        gpu=1,
+    threads: GPU_JOB_THREADS
+    log:
+        "logs/continue_accnn/fold-{fold}.log",
+    shell:
+        "mkdir -p logs/continue_accnn && python workflow/scripts/continue_accnn.py "
+        "--keys {params.declared} --fold {wildcards.fold} --images {input.images} "
+        "--manifest {input.manifest} --meta {input.meta} --folds {input.folds} "
+        "--accnn-model {input.accnn_model}{params.synthetic} "
+        "--model {output.model} --metrics {output.metrics} --curve {output.plots} "
+        "--resume-dir state/resume/accnn_continued/fold-{wildcards.fold} "
+        "--train-log logs/continue_accnn/fold-{wildcards.fold}.jsonl "
         + TO_LOG
 
 

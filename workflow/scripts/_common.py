@@ -173,6 +173,22 @@ def reported_errors(*errors: type[BaseException]) -> Iterator[None]:
         raise SystemExit(1) from None
 
 
+def require_accnn_start(args: argparse.Namespace, start: str, init: str) -> None:
+    """The corpus row and its control: with ``finetune.start: accnn`` the rules pass
+    ``--accnn-model`` (the fold's trained AC-CNN, whose own start was accnn.init) and no
+    ``--start``; with ``scratch``, ``--start`` exactly when accnn.init is not scratch."""
+    model = getattr(args, "accnn_model", None)
+    if (start == "accnn") != bool(model):
+        raise SystemExit(f"finetune.start is {start!r} but --accnn-model is {model!r}: run the stage through "
+                         "Snakemake or DVC, which pass the trained AC-CNN")
+    if start == "accnn":
+        if getattr(args, "start", None):
+            raise SystemExit("finetune.start is 'accnn': the start is --accnn-model (which began from accnn.init), "
+                             "not --start")
+        return
+    require_start(args, "accnn", init)
+
+
 def require_start(args: argparse.Namespace, section: str, init: str) -> None:
     """The rules pass ``--start`` exactly when ``<section>.init`` is not scratch: a
     mismatch (a hand-written command) would silently train from the wrong start."""

@@ -63,7 +63,7 @@ INPUTS = ("dataset", "corpus")
 ROOT_KEYS = {"dataset": "data.root", "corpus": "corpus.root"}
 #: The params.yaml keys each input's checks read (the fingerprint rule declares them).
 CHECK_KEYS = {"dataset": ("data", "folds", "dgcn.reference_target", "methods", "corpus.root", "clustering.embedder",
-                          "finetune.synthetic_weight", "baseline.init", "accnn.init", "labels.budgets",
+                          "finetune.synthetic_weight", "finetune.start", "baseline.init", "accnn.init", "labels.budgets",
                           "clustering.in_domain"),
               "corpus": ("corpus.root",)}
 #: Files the tools write into folders: not dataset content (Snakemake marks directory() outputs).

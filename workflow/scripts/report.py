@@ -12,13 +12,13 @@ from fer.report.html import (
     FesganSection,
     MethodResult,
     build_report,
-    mean_std_cell,
-    paired_cells,
     read_curve,
     training_seconds,
+    unequal_budget,
 )
 from fer.report.sections import (
     budget_section,
+    corpus_ablation,
     corpus_section,
     fersnet_departures,
     fesgan_departures,
@@ -41,7 +41,10 @@ DESCRIPTIONS = {
     "accnn": "AC-CNN without corpus: the project's reading of the affinity-convolution CNN (Fang et al., 2023) "
              "trained on real data only (params section accnn).",
     "accnn_corpus": "AC-CNN with corpus: the same network fine-tuned on real + expression-guided, FAISS-clustered "
-                    "pseudo-labelled corpus images (params sections clustering, finetune), with re-clustering rounds.",
+                    "pseudo-labelled corpus images (params sections clustering, finetune), with re-clustering rounds; "
+                    "from scratch, or (finetune.start: accnn) continuing the trained AC-CNN for extra epochs.",
+    "accnn_continued": "Control of the corpus row with finetune.start: accnn: the trained AC-CNN continued for the "
+                       "same extra rounds and epochs, seeds and schedule on the labelled images only (no corpus).",
     "dgcn_generated": "Generative-contrastive network (Kim et al.): a generated reference face; the classifier sees "
                       "the embedding difference E(query) - E(reference).",
     "dgcn_real": "Generative-contrastive network with the subject's real neutral face as reference (oracle ablation: "
@@ -91,6 +94,8 @@ def train_log(method: str, fold: int) -> Path:
         return Path(f"logs/train_{method}/fold-{fold}.jsonl")
     if method == "accnn_corpus":
         return Path(f"logs/finetune_accnn/fold-{fold}.jsonl")
+    if method == "accnn_continued":
+        return Path(f"logs/continue_accnn/fold-{fold}.jsonl")
     if method.startswith("dgcn_"):
         return Path(f"logs/train_dgcn/{method.removeprefix('dgcn_')}-fold-{fold}.jsonl")
     if method.startswith("fersnet_"):
@@ -121,9 +126,11 @@ if __name__ == "__main__":
     base_acc = base["metrics"]["test/acc"]["values"]
     methods = []
     for s in summaries:
-        paired = None if s is base else paired_test(s["metrics"]["test/acc"]["values"], base_acc)
+        unpaired = "" if s is base else unequal_budget(s["per_fold"], base["per_fold"])
+        paired = None if s is base or unpaired else paired_test(s["metrics"]["test/acc"]["values"], base_acc)
         walls = [training_seconds(train_log(s["method"], k)) for k in range(len(s["per_fold"]))]
-        methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired, walls))
+        methods.append(MethodResult(s["method"], DESCRIPTIONS.get(s["method"], ""), s, s["per_fold"], paired, walls,
+                                    unpaired))
     by_name = {s["method"]: s for s in summaries}
     plan = plan_rows(p.as_dict())
     if [m.name for m in methods] != list(plan.full_rows):
@@ -144,12 +151,7 @@ if __name__ == "__main__":
         extra.append(generator_probe_section([read_json(f) for f in args.synthetic],
                                              [read_json(f) for f in args.fersnet_synthesis]))
     if "accnn_corpus" in by_name:
-        ablation = []
-        without = by_name["accnn"]["metrics"]["test/acc"]
-        for name in ("accnn", "accnn_corpus"):
-            acc = by_name[name]["metrics"]["test/acc"]
-            pt = None if name == "accnn" else paired_test(acc["values"], without["values"])
-            ablation.append([name, mean_std_cell(acc), *paired_cells(pt)])
+        ablation = corpus_ablation(by_name, p.get("finetune.start"))
         extra.append(corpus_section(
             stats=[read_json(f) for f in args.pseudo],
             quality=read_json(args.pseudo_quality) if args.pseudo_quality else None,
@@ -162,6 +164,7 @@ if __name__ == "__main__":
             ablation=ablation,
             first_round=p.get("finetune.first_round"),
             keep_start=p.get("finetune.keep_start"),
+            start=p.get("finetune.start"),
         ))
     if args.dgcn_results:
         extra.append(grids_section(

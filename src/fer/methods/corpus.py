@@ -39,6 +39,14 @@ keeps the reading above):
   VAL split returns them unchanged (its ``best_epoch`` is 0). With ``first_round: real``
   this bounds what pseudo-labels of faces of no labelled class can cost on validation.
 
+**Start** (``finetune.start``). ``scratch`` (above): round 0 starts from a fresh network
+and the row trains the baseline's budget. ``accnn``: round 0 starts from the fold's TRAINED
+AC-CNN (row ``accnn``; ``keep_start`` then applies from round 0), so the row trains
+``accnn.epochs + (rounds + 1) * epochs`` epochs in all, and its control is row
+``accnn_continued`` (:func:`run_continue_fold`): the same extra rounds, seeds and schedule
+on the labelled images only. The two are compared with each other, at equal budget, not
+with the baseline (``benchmarks/finetune_extra.py`` measured this design first).
+
 The final round's selected network is evaluated ONCE on the test split (``test_selected``).
 Nothing here reads the corpus's expression truth: the pseudo-labels are the only labels of
 corpus images, and the clustering sees the TRAIN split's images and labels only.
@@ -131,6 +139,7 @@ from fer.utils.seed import derived_seed
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CONTINUED_METRIC_KEYS",
     "CORPUS_CURVE_COLUMNS",
     "CORPUS_METRIC_KEYS",
     "CORPUS_TERMS",
@@ -139,8 +148,10 @@ __all__ = [
     "clustering_pool",
     "kept_pseudo",
     "round_dir",
+    "run_continue_fold",
     "run_corpus_finetune_fold",
     "train_round",
+    "trained_accnn",
 ]
 
 #: Per-epoch loss terms added to the history rows and the curve.
@@ -408,6 +419,27 @@ def _read_jsonl(path: Path | None) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------- one fold
+def _start_model(fold: Fold, cfg_ft: RecognizerParams, ft: FinetuneParams,
+                 start_state: Mapping[str, Tensor] | None) -> nn.Module:
+    """Round 0's network: a fresh one (``finetune.start: scratch``; seeded, or the section's
+    ``init``) or the fold's trained AC-CNN (``start: accnn``), loaded strictly (a state dict
+    of another architecture or width fails naming the keys)."""
+    if (ft.start == "accnn") != (start_state is not None):
+        raise ValueError(f"finetune.start is {ft.start!r}: the trained AC-CNN's weights (start_state) are "
+                         f"{'required' if ft.start == 'accnn' else 'not used'}, got "
+                         f"{'none' if start_state is None else 'a state dict'}")
+    model = fold.build_recognizer(cfg_ft)
+    if start_state is not None:
+        model.load_state_dict(dict(start_state))
+    return model
+
+
+def _continued_epochs(cfg: RecognizerParams, ft: FinetuneParams, curve: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """With ``finetune.start: accnn`` the row's budget counts the AC-CNN's own epochs
+    (``cfg.epochs``) before the continuation's: ``{"epochs": ...}``; else nothing."""
+    return {"epochs": int(cfg.epochs) + len(curve)} if ft.start == "accnn" else {}
+
+
 def run_corpus_finetune_fold(
     fold: Fold,
     cfg: RecognizerParams,
@@ -423,6 +455,7 @@ def run_corpus_finetune_fold(
     resume_dir: Path | None,
     threads: int | None = None,
     pseudo0_feats: np.ndarray | None = None,
+    start_state: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Corpus fine-tuning of the AC-CNN on one fold (module docstring); write its outputs.
 
@@ -446,6 +479,10 @@ def run_corpus_finetune_fold(
         threads: faiss threads of the re-clustering.
         pseudo0_feats: (N, D) corpus features ``pseudo0`` was made from (round 0's map);
             None: the corpus is embedded with round 0's initial network for the map.
+        start_state: the fold's trained AC-CNN (row accnn's state dict), required with
+            ``ft.start == "accnn"`` (round 0 starts from exactly these weights, loaded
+            strictly; with ``keep_start`` they compete in round 0's selection), refused
+            otherwise. The metrics' ``epochs`` then count the AC-CNN's ``cfg.epochs`` too.
     Returns:
         The metrics dict written (keys ``CORPUS_METRIC_KEYS``).
     """
@@ -478,7 +515,7 @@ def run_corpus_finetune_fold(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = fold.build_recognizer(cfg_ft)
+    model = _start_model(fold, cfg_ft, ft, start_state)
     state = cpu_state_dict(model.state_dict())
 
     common = {
@@ -570,7 +607,7 @@ def run_corpus_finetune_fold(
                 resume_path=resume_path,
                 log_path=round_log(log_path, r),
                 on_epoch_end=lambda row, r=r: write_combined_log(r),
-                start_candidate=ft.keep_start and r > 0,
+                start_candidate=ft.keep_start and (r > 0 or ft.start == "accnn"),
             )
             last_state = cpu_state_dict(model.state_dict())
             meta = recognizer_meta(METHOD, cfg_ft, classes, images.shape, result, seed)
@@ -628,8 +665,128 @@ def run_corpus_finetune_fold(
             curve.append({**row, "epoch": r * ft.epochs + int(row["epoch"]), "round": r, "round_epoch": int(row["epoch"])})
     metrics = finish_fold(
         fold, model, result, EvalSetup.for_params(cfg_ft, device), out, meta=meta,
-        extra_metrics={"n_pseudo": n_pseudo, "rounds": int(ft.rounds)},
+        extra_metrics={"n_pseudo": n_pseudo, "rounds": int(ft.rounds), **_continued_epochs(cfg, ft, curve)},
         curve_columns=CORPUS_CURVE_COLUMNS, history=curve,
     )
     assert tuple(metrics) == CORPUS_METRIC_KEYS
     return metrics
+
+
+# ------------------------------------------------------------- the control of start: accnn
+#: Keys of the control row's metrics JSON: the baseline's + rounds.
+CONTINUED_METRIC_KEYS: tuple[str, ...] = (*METRIC_KEYS, "rounds")
+CONTINUED_METHOD = "accnn_continued"
+
+
+def run_continue_fold(
+    fold: Fold,
+    cfg: RecognizerParams,
+    ft: FinetuneParams,
+    out: FoldOutputs,
+    *,
+    start_state: Mapping[str, Tensor],
+    synthetic: tuple[np.ndarray, np.ndarray] | None,
+    resume_dir: Path | None,
+) -> dict[str, Any]:
+    """Row ``accnn_continued``, the corpus row's control with ``finetune.start: accnn``: the
+    fold's trained AC-CNN (``start_state``) trained ``finetune.rounds + 1`` more rounds of
+    ``finetune.epochs`` epochs each exactly as the corpus row's rounds are trained
+    (:func:`train_round`: the same seeds ``derived_seed(seed, 0xAC, r)``, batches of real
+    images, augmentation, optimiser, warm-restart schedule and, with ``keep_start``, the
+    start weights competing as epoch 0), but with no pseudo-labelled image: the labelled
+    images only (+ the fold's synthetic set when ``finetune.synthetic_weight > 0``, as the
+    corpus row). The two rows differ by the corpus alone, at equal budget
+    (``accnn.epochs + (rounds + 1) * finetune.epochs``, the metrics' ``epochs``).
+
+    Each completed round is kept in ``resume_dir`` (``round-R.best.pt`` / ``round-R.last.pt``
+    with the round's fingerprint; a round in progress resumes from ``round-R.pt``), so a
+    killed job continues where it stopped; the files are deleted once the outputs are
+    written. Outputs as the corpus row's (model, metrics ``CONTINUED_METRIC_KEYS``, curve
+    ``CORPUS_CURVE_COLUMNS`` with ``train/cls_pseudo`` 0, ``epoch`` counting on across
+    rounds). Returns the metrics dict written."""
+    if ft.start != "accnn":
+        raise ValueError(f"row {CONTINUED_METHOD} is the corpus row's control with finetune.start: accnn, got "
+                         f"start {ft.start!r}")
+    images, classes = fold.images, fold.classes
+    num_classes, device, seed = fold.num_classes, fold.device, fold.seed
+    syn: tuple[np.ndarray, np.ndarray] | None = None
+    if ft.synthetic_weight > 0:
+        if synthetic is None:
+            raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=), as the "
+                             "corpus row it is the control of")
+        syn = check_arrays(synthetic, "synthetic", num_classes)
+        if syn[0].shape[1:] != images.shape[1:]:
+            raise ValueError(f"synthetic images {syn[0].shape[1:]} differ from the real ones {images.shape[1:]}")
+    cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs)
+    train, val = fold.part("train"), fold.part("val")
+    model = _start_model(fold, cfg_ft, ft, start_state)
+    state = cpu_state_dict(model.state_dict())
+    last_state = state
+    histories: list[list[dict[str, float]]] = []
+    result: FitResult | None = None
+    kept: list[Path] = []
+    for r in range(ft.rounds + 1):
+        seed_r = derived_seed(seed, 0xAC, r)
+        model.load_state_dict(state)
+        extra = {"method": CONTINUED_METHOD, "finetune": to_dict(ft), "round": r, "init": digest(state),
+                 "synthetic": digest(*syn, sample=True) if syn is not None else None}
+        fp = fingerprint(cfg_ft, model, train, val, num_classes, seed_r, extra)
+        best_path = last_path = resume_path = None
+        if resume_dir is not None:
+            best_path, last_path = Path(resume_dir) / f"round-{r}.best.pt", Path(resume_dir) / f"round-{r}.last.pt"
+            resume_path = Path(resume_dir) / f"round-{r}.pt"
+            kept += [best_path, last_path]
+        done = load_weights(best_path)[1] if best_path is not None and best_path.is_file() else None
+        if done is not None and done.get("fingerprint") == fp and last_path is not None and last_path.is_file():
+            log.info("round %d: complete in %s, reused", r, best_path)
+            result = FitResult(best_state=load_weights(best_path)[0], best_epoch=int(done["best_epoch"]),
+                               best_metric=float(done["best_metric"]), history=[dict(x) for x in done["history"]],
+                               start_row=done.get("start_row"))
+            last_state = load_weights(last_path)[0]
+        else:
+            log.info("round %d/%d: the labelled images only (the corpus row's control)", r, ft.rounds)
+            result = train_round(
+                model, train, val, cfg_ft, ft, num_classes=num_classes, pseudo=None, synthetic=syn, device=device,
+                seed=seed_r, fp=fp, resume_path=resume_path, log_path=round_log(out.log, r), on_epoch_end=None,
+                start_candidate=ft.keep_start,
+            )
+            last_state = cpu_state_dict(model.state_dict())
+            if best_path is not None and last_path is not None:
+                save_weights(best_path, result.best_state,
+                             {"fingerprint": fp, "best_epoch": int(result.best_epoch),
+                              "best_metric": float(result.best_metric), "history": result.history,
+                              **({"start_row": result.start_row} if result.start_row is not None else {})})
+                save_weights(last_path, last_state, {"fingerprint": fp})
+            clear_resume(resume_path)
+        histories.append(result.history)
+        state = result.best_state
+    assert result is not None
+    if out.log is not None:  # every round's rows in the fold's log
+        rows = [{**row, "round": r} for r in range(ft.rounds + 1) for row in _read_jsonl(round_log(out.log, r))]
+        write_text(out.log, "".join(json.dumps(row) + "\n" for row in rows))
+    model.load_state_dict(last_state)
+    meta = {**recognizer_meta(CONTINUED_METHOD, cfg_ft, classes, images.shape, result, seed),
+            "finetune_config": to_dict(ft), "rounds": int(ft.rounds)}
+    curve = [{**row, "epoch": r * ft.epochs + int(row["epoch"]), "round": r, "round_epoch": int(row["epoch"])}
+             for r, hist in enumerate(histories) for row in hist]
+    metrics = finish_fold(
+        fold, model, result, EvalSetup.for_params(cfg_ft, device), out, meta=meta,
+        extra_metrics={"rounds": int(ft.rounds), **_continued_epochs(cfg, ft, curve)},
+        curve_columns=CORPUS_CURVE_COLUMNS, history=curve,
+    )
+    for path in kept:
+        clear_resume(path)
+    assert tuple(metrics) == CONTINUED_METRIC_KEYS
+    return metrics
+
+
+def trained_accnn(path: Path, classes: Sequence[str]) -> dict[str, Tensor]:
+    """The fold's trained AC-CNN (row accnn's model file) as ``finetune.start: accnn``
+    starts from it; a file of another row or another class list fails naming the file."""
+    state, meta = load_weights(path)
+    if meta.get("method") != "accnn":
+        raise ValueError(f"{path}: finetune.start: accnn needs row accnn's model, this file is "
+                         f"{meta.get('method')!r}'s")
+    if list(meta.get("classes", [])) != list(classes):
+        raise ValueError(f"{path}: classes {meta.get('classes')} differ from the fold's {list(classes)}")
+    return state

@@ -20,6 +20,7 @@ __all__ = [
     "SUBJECT_ROWS",
     "INIT_SECTIONS",
     "budget_problems",
+    "continued_budget",
     "identity_starts",
     "init_problems",
     "dataset_has_subjects",
@@ -70,15 +71,31 @@ def recogniser_budgets(params: Mapping[str, Any]) -> dict[str, int]:
     the joint rows read ``baseline.epochs``; the AC-CNN ``accnn.epochs``; the corpus row
     ``(finetune.rounds + 1) * finetune.epochs`` (one training per clustering round); the
     generative-contrastive rows ``dgcn.cls_epochs + dgcn.e2e_epochs`` (the generator's own
-    pre-training, ``dgcn.gen_epochs``, trains no recogniser); FERSNet ``fersnet.epochs``."""
+    pre-training, ``dgcn.gen_epochs``, trains no recogniser); FERSNet ``fersnet.epochs``.
+    With ``finetune.start: accnn`` the corpus row is not listed: it and its control continue
+    the trained AC-CNN (:func:`continued_budget`)."""
     ft = params["finetune"]
-    return {
+    budgets = {
         "baseline.epochs": int(params["baseline"]["epochs"]),
         "accnn.epochs": int(params["accnn"]["epochs"]),
         "(finetune.rounds + 1) * finetune.epochs": (int(ft["rounds"]) + 1) * int(ft["epochs"]),
         "dgcn.cls_epochs + dgcn.e2e_epochs": int(params["dgcn"]["cls_epochs"]) + int(params["dgcn"]["e2e_epochs"]),
         "fersnet.epochs": int(params["fersnet"]["epochs"]),
     }
+    if ft["start"] == "accnn":  # continued rows: paired with each other (continued_budget)
+        del budgets["(finetune.rounds + 1) * finetune.epochs"]
+    return budgets
+
+
+def continued_budget(params: Mapping[str, Any]) -> int | None:
+    """Epochs over the labelled training images of the corpus row and its control
+    ``accnn_continued`` with ``finetune.start: accnn`` (they train longer than the
+    baseline and are paired with each other only) (``accnn.epochs + (finetune.rounds + 1) * finetune.epochs``,
+    the same for both by construction); None with ``start: scratch``."""
+    ft = params["finetune"]
+    if ft["start"] != "accnn":
+        return None
+    return int(params["accnn"]["epochs"]) + (int(ft["rounds"]) + 1) * int(ft["epochs"])
 
 
 def budget_problems(params: Mapping[str, Any]) -> list[str]:
@@ -104,6 +121,7 @@ ALL_ROWS: tuple[str, ...] = (
     *JOINT_ROWS,
     "accnn",
     "accnn_corpus",
+    "accnn_continued",
     *(f"dgcn_{r}" for r in DGCN_REFERENCES),
     *(f"fersnet_{v}" for v in FERSNET_VARIANTS),
     "fixmatch",
@@ -183,6 +201,10 @@ def plan_rows(params: Mapping[str, Any]) -> RowPlan:
       ``fersnet_gated``; ``accnn_corpus`` needs ``accnn`` (its comparison), the row
       ``clustering.embedder`` names and, with ``finetune.synthetic_weight > 0``, ``static``
       (the fold's FESGAN synthetic set);
+    * ``accnn_continued`` runs exactly when ``finetune.start`` is ``accnn`` and the corpus
+      row runs (at the same budgets): with ``start: accnn`` the corpus row and it need each
+      other; with ``start: scratch`` listing it is refused, and under ``methods: all`` it is
+      left out with the reason;
     * rows that need the identity network (:data:`IDENTITY_ROWS`) need the corpus or, with
       ``corpus.root: ''``, subject ids (the network is then trained per fold on the fold's
       training subjects): with neither they are refused when listed by name and left out,
@@ -224,6 +246,17 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
         ("accnn_corpus", embedder, f"round 0 embeds the corpus with it (clustering.embedder: {embedder})",
          " or set clustering.embedder: baseline" if embedder != "baseline" else ""),
     ]
+    start_accnn = params["finetune"]["start"] == "accnn"
+    if start_accnn:
+        needs += [("accnn_corpus", "accnn_continued", "starts from the trained AC-CNN (finetune.start: accnn) and is "
+                   "compared with accnn_continued, the same extra epochs without the corpus", " or set finetune.start: "
+                   "scratch"),
+                  ("accnn_continued", "accnn_corpus", "is the corpus row's control", ""),
+                  ("accnn_continued", "accnn", "continues its trained models", "")]
+    elif explicit and "accnn_continued" in wanted:
+        problems.append("methods lists accnn_continued, the corpus row's control when finetune.start is accnn, but "
+                        "finetune.start is scratch (the corpus row then trains the baseline's budget from scratch "
+                        "and row accnn is its control): remove it from methods or set finetune.start: accnn")
     if params["finetune"]["synthetic_weight"] > 0:
         needs.append(("accnn_corpus", "static", "fine-tunes on its synthetic set (finetune.synthetic_weight > 0)",
                       " or set finetune.synthetic_weight: 0"))
@@ -264,6 +297,15 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
                 "no unlabelled data to cluster: corpus.root is '' and no label budget leaves unlabelled in-domain "
                 "faces (set corpus.root to a face-recognition corpus, or labels.budgets with clustering.in_domain: "
                 "true to cluster the in-domain faces at the budgets)")
+    if "accnn_continued" in wanted and "accnn_continued" not in absent:
+        if not start_accnn:
+            absent["accnn_continued"] = ("only with finetune.start: accnn (with start: scratch the corpus row trains "
+                                         "the baseline's budget from a fresh network, and row accnn is its control)")
+        elif "accnn_corpus" in absent:
+            absent["accnn_continued"] = f"the corpus row's control, and the corpus row does not run: {absent['accnn_corpus']}"
+        elif "accnn_corpus" in budget_only:
+            budget_only["accnn_continued"] = "label budgets only, as the corpus row it is the control of: " + \
+                budget_only["accnn_corpus"]
     rows = tuple(r for r in wanted if r not in absent)
     starts = identity_starts(params, rows)
     if starts and not has_corpus and not has_subjects:
@@ -278,7 +320,7 @@ def _plan(params: Mapping[str, Any]) -> tuple[RowPlan, list[str]]:
 #: Recogniser sections whose ``init`` can be ``identity``, and the rows that train with them.
 INIT_SECTIONS: dict[str, tuple[str, ...]] = {
     "baseline": ("baseline", *JOINT_ROWS, "fixmatch"),
-    "accnn": ("accnn", "accnn_corpus"),
+    "accnn": ("accnn", "accnn_corpus", "accnn_continued"),
 }
 
 

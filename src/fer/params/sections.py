@@ -67,6 +67,9 @@ GUIDANCE_MODES: tuple[str, ...] = ("anchored", "overcluster")
 EMBEDDERS: tuple[str, ...] = ("full", "baseline")
 #: What the corpus row's round 0 trains on (finetune.first_round).
 FIRST_ROUNDS: tuple[str, ...] = ("mixed", "real")
+#: What the corpus row's round 0 starts from (finetune.start): a fresh network, or the
+#: fold's trained AC-CNN (row ``accnn``; then the row ``accnn_continued`` is its control).
+FINETUNE_STARTS: tuple[str, ...] = ("scratch", "accnn")
 GPU_MODES: tuple[str, ...] = ("auto", "never", "always")
 #: RDBP anchors (``fer.losses.rdbp``).
 RDBP_ANCHORS: tuple[str, ...] = ("class_mean", "per_sample")
@@ -530,9 +533,15 @@ class FinetuneParams:
     #: ``real`` (the labelled images only: the AC-CNN is learned on labelled data first, then
     #: clusters the corpus, and rounds 1.. fine-tune it on real + pseudo-labelled images)
     first_round: str = "mixed"
-    #: rounds r >= 1: the start weights (round r-1's selected network) compete in round r's
-    #: validation selection as epoch 0, so a round that never beats them changes nothing
+    #: rounds r >= 1 (and round 0 with ``start: accnn``): the start weights (round r-1's
+    #: selected network; the trained AC-CNN) compete in round r's validation selection as
+    #: epoch 0, so a round that never beats them changes nothing
     keep_start: bool = False
+    #: round 0's start: ``scratch`` (a fresh network; the row's budget is (rounds + 1) x
+    #: epochs, the baseline's) | ``accnn`` (the fold's trained AC-CNN, row accnn, trained
+    #: (rounds + 1) x epochs MORE; compared with row accnn_continued, the same extra epochs
+    #: on the labelled images only)
+    start: str = "scratch"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -544,6 +553,12 @@ class FinetuneParams:
                              f"finetune.rounds >= 1 for any pseudo-labelled round, got {self.rounds}")
         if self.rounds < 0:
             raise ValueError(f"finetune.rounds must be >= 0, got {self.rounds}")
+        if self.start not in FINETUNE_STARTS:
+            raise ValueError(f"finetune.start must be one of {list(FINETUNE_STARTS)}, got {self.start!r}")
+        if self.start == "accnn" and self.first_round == "real":
+            raise ValueError("finetune.start 'accnn' starts round 0 from the AC-CNN already trained on the labelled "
+                             "images, which is what first_round 'real' would train: set first_round: mixed (with "
+                             "start: accnn) or start: scratch (with first_round: real)")
         for name in ("pseudo_ratio", "synthetic_ratio"):
             _finite_at_least(f"finetune.{name}", getattr(self, name), 0, strict=True)
         for name in ("pseudo_weight", "synthetic_weight"):

@@ -42,6 +42,30 @@ class MethodResult:
     folds: list[dict[str, Any]] = field(default_factory=list)
     paired: dict[str, Any] | None = None  # paired test of test/acc against the baseline
     wall_seconds: list[float | None] = field(default_factory=list)  # per fold: training wall time (logs), None: no log
+    #: why the row has no paired test against the baseline (e.g. a different budget); '' otherwise
+    unpaired: str = ""
+
+
+def fold_epochs(folds: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Each fold's recogniser budget (the metrics' ``epochs``; None where absent)."""
+    return [f.get("epochs") for f in folds]
+
+
+def unequal_budget(folds: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]]) -> str:
+    """Why a row cannot be paired with the reference row at equal budget: '' when every
+    fold trained the same epochs as the reference's fold, else e.g. 'budget 60 epochs vs
+    40'. Rows compared in a paired test must have equal budgets (rows that continue a
+    trained network, finetune.start: accnn, train longer and are paired with their own
+    control instead)."""
+    a, b = fold_epochs(folds), fold_epochs(reference)
+    if a == b:
+        return ""
+
+    def text(v: list[Any]) -> str:
+        u = sorted({str(x) for x in v})
+        return u[0] if len(u) == 1 else "/".join(str(x) for x in v)
+
+    return f"budget {text(a)} epochs vs {text(b)}"
 
 
 def training_seconds(log: Path) -> float | None:
@@ -227,7 +251,7 @@ def build_report(
     for m in methods:
         s = m.summary["metrics"]
         pt = m.paired
-        vs = paired_cells(pt, wins=True)
+        vs = [f"not paired: {m.unpaired}", "", "", ""] if m.unpaired else paired_cells(pt, wins=True)
         rows.append([m.name] + [mean_std_cell(s.get(k)) for k, _ in METRICS]
                     + [mean_std_cell(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
                        Raw(f'<span class="wall">{html.escape(wall_time_text(m.wall_seconds))}</span>')] + vs)
@@ -239,7 +263,10 @@ def build_report(
                  "(best-validation) epoch. <b>still rising</b> marks a row whose validation accuracy reached a new "
                  "best in the last fifth of its epochs on some folds: its budget may have stopped it while it was "
                  "still learning. Rows compared in a paired test train the same number of epochs over the labelled "
-                 "images (params validation enforces it). Wall time: the training job's epochs (or steps) as its "
+                 "images (params validation enforces it, and a row whose folds trained other epochs than the "
+                 "baseline's gets no paired test: 'not paired'; the corpus row and its control with finetune.start: "
+                 "accnn continue the trained AC-CNN, so they are paired with each other in the corpus section). "
+                 "Wall time: the training job's epochs (or steps) as its "
                  "log under logs/ records them, on this run's machine and thread count (compute.threads); a "
                  "generator's own pre-training (FESGAN, which the joint rows start from) is a separate job, not "
                  "counted here; n/a where the logs are absent (e.g. results pulled from a DVC remote).</p>")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer.report.html import _file_img, _img, _num, _table, mean_std_cell, paired_cells
+from fer.report.html import _file_img, _img, _num, _table, budget_text, mean_std_cell, paired_cells, unequal_budget
 
 if TYPE_CHECKING:  # annotations only: the report stage's import closure stays as it is
     from fer.params import FersnetParams, FesganParams
@@ -126,6 +126,35 @@ def counts_table(counts: Sequence[Mapping[str, Any]], classes: Sequence[str]) ->
             + _table(["fold", "round"] + header, detail, left=2) + "</details>")
 
 
+def corpus_ablation(by_name: Mapping[str, Mapping[str, Any]], start: str = "scratch") -> list[list[str]]:
+    """The corpus section's ablation rows from the rows' summaries (``by_name``): row,
+    accuracy, budget, then the paired test of ``test/acc`` against the row's equal-budget
+    reference. ``start`` is ``finetune.start``: with ``scratch`` the corpus row is paired
+    with ``accnn`` (both train the baseline's budget); with ``accnn`` it is paired with its
+    control ``accnn_continued`` (both continue the trained AC-CNN for the same extra epochs),
+    and ``accnn`` is shown for reference without a test (a shorter budget)."""
+    from fer.metrics.stats import paired_test
+
+    reference = "accnn_continued" if start == "accnn" else "accnn"
+    order = ("accnn", "accnn_continued", "accnn_corpus") if start == "accnn" else ("accnn", "accnn_corpus")
+    ref = by_name[reference]
+    rows = []
+    for name in order:
+        s = by_name[name]
+        acc = s["metrics"]["test/acc"]
+        if name == reference:
+            cells = ["reference", "", ""]
+        elif name == "accnn_corpus":
+            why = unequal_budget(s["per_fold"], ref["per_fold"])
+            if why:  # the rules make them equal; a mismatch is a stale or hand-made artifact
+                raise ValueError(f"the corpus row and its reference {reference} differ in {why}: re-run the pipeline")
+            cells = paired_cells(paired_test(acc["values"], ref["metrics"]["test/acc"]["values"]))
+        else:
+            cells = ["not paired: " + unequal_budget(s["per_fold"], ref["per_fold"]), "", ""]
+        rows.append([name, mean_std_cell(acc), budget_text(s["per_fold"]), *cells])
+    return rows
+
+
 def corpus_section(
     *,
     stats: Sequence[Mapping[str, Any]],
@@ -136,10 +165,12 @@ def corpus_section(
     ablation: Sequence[Sequence[Any]],
     first_round: str = "mixed",
     keep_start: bool = False,
+    start: str = "scratch",
 ) -> str:
     """M4: round-0 clustering, pseudo-label quality per round, a 2-D map of the corpus
     embeddings coloured by pseudo-label, the corpus ablation and the AC-CNN's size;
-    ``first_round`` and ``keep_start`` are the finetune section's (said in the text)."""
+    ``first_round``, ``keep_start`` and ``start`` are the finetune section's (said in the
+    text); ``ablation``: :func:`corpus_ablation`'s rows."""
     from fer.clustering.guided import read_pseudo_labels
     from fer.clustering.map2d import map_png
 
@@ -152,12 +183,19 @@ def corpus_section(
         parts.append("<p>finetune.first_round = real: round 0 trained the AC-CNN on the labelled training images "
                      "only (its round-0 pseudo-labels below were made but not trained on); round 1 re-clustered the "
                      "corpus with it, and rounds 1 and later fine-tuned it on real and pseudo-labelled images.</p>")
+    if start == "accnn":
+        parts.append("<p>finetune.start = accnn: the corpus row continued each fold's trained AC-CNN (row accnn) "
+                     "for (finetune.rounds + 1) x finetune.epochs more epochs on real and pseudo-labelled images. "
+                     "Its control, row accnn_continued, continued the same network for the same epochs with the "
+                     "same seeds and schedule on the labelled images only, so the two differ by the corpus alone "
+                     "and are paired with each other (row accnn has a shorter budget and is shown for reference).</p>")
     if keep_start:
-        parts.append("<p>finetune.keep_start = true: in every round after the first, the weights the round started "
-                     "from competed in its validation selection (epoch 0), so a round that did not beat them on the "
-                     "validation faces left the network as it was.</p>")
+        which = "in every round, the first included," if start == "accnn" else "in every round after the first,"
+        parts.append(f"<p>finetune.keep_start = true: {which} the weights the round started from competed in its validation selection (epoch 0), so a "
+                     "round that did not beat them on the validation faces left the network as it was.</p>")
     parts.append("<h3>Without corpus / with corpus</h3>")
-    parts.append(_table(["row", "accuracy", "Δ vs without corpus", "paired t p", "Wilcoxon p"], ablation))
+    parts.append(_table(["row", "accuracy", "budget: epochs (selected, median)", "Δ vs reference", "paired t p",
+                         "Wilcoxon p"], ablation))
     parts.append("<h3>Pseudo-labels per class and round: assigned, kept, rejected</h3>")
     parts.append(counts_table(pseudo_counts(stats, rounds, classes), classes))
     q = next((s.get("config", {}).get("reject_quantile") for s in stats), None)
@@ -322,10 +360,13 @@ def budget_section(
             acc = s["metrics"]["test/acc"]
             mca = s["metrics"]["test/mean_class_acc"]
             points.setdefault(s["method"], []).append((f, acc["values"], mca["values"]))
-            pt = None if base is None or s is base else paired_test(acc["values"], base["metrics"]["test/acc"]["values"])
+            why = "" if base is None or s is base else unequal_budget(s.get("per_fold", []), base.get("per_fold", []))
+            pt = None if base is None or s is base or why else paired_test(acc["values"],
+                                                                           base["metrics"]["test/acc"]["values"])
             actual = s.get("labels", {}).get("labelled_fraction")
             body.append([s["method"], "1" if actual is None else f"{np.mean(actual):.3f}",
-                         mean_std_cell(acc), mean_std_cell(mca), *paired_cells(pt)])
+                         mean_std_cell(acc), mean_std_cell(mca),
+                         *([f"not paired: {why}", "", ""] if why else paired_cells(pt))])
         tables.append(f"<h3>{html.escape(title)}</h3>" + _table(
             ["row", "labelled fraction (actual, fold mean)", "test acc. %", "mean-class acc. %",
              "vs baseline, same budget", "paired t p", "Wilcoxon p"], body))
