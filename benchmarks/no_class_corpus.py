@@ -11,8 +11,8 @@ copied: ``<out>/expr/images`` and ``<out>/corpus/images`` link to the demo's fol
     python benchmarks/no_class_corpus.py --demo data/demo --out /tmp/no_class
     # then, in a clone of the project, set in params.yaml (README "Scarce labels"):
     #   data.format: csv, data.root: /tmp/no_class/expr, corpus.root: /tmp/no_class/corpus,
-    #   corpus.truth: /tmp/no_class/corpus_truth.csv, methods: [baseline, accnn, accnn_corpus],
-    #   clustering.embedder: baseline, labels.budgets: []
+    #   corpus.truth: /tmp/no_class/corpus_truth.csv, methods: [baseline, accnn, accnn_corpus,
+    #   accnn_continued], clustering.embedder: baseline, labels.budgets: []
     # and run `make dvc-yaml && snakemake --cores 2 --resources gpu=2`
 """
 

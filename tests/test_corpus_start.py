@@ -29,7 +29,7 @@ from fer.training.protocol import FoldOutputs
 from fer.utils.digest import digest
 from fer.utils.seed import derived_seed
 from test_corpus import CLASSES, CLUSTER, SPLIT, X, Y, make_pseudo0, read_curve, run, train_cfg
-from workflow_helpers import build_repo, configure, describe, job_stats, log_tail, report_text
+from workflow_helpers import build_repo, configure, describe, job_stats, log_tail, output_md5s, report_text
 from workflow_helpers import run as sh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,11 +184,11 @@ def _params(**finetune: Any) -> dict[str, Any]:
 def test_the_control_row_is_planned_with_start_accnn_only() -> None:
     plan = plan_rows(_params(start="accnn"))
     assert plan.rows[plan.rows.index("accnn_corpus") + 1] == "accnn_continued" and not plan.absent
-    assert "accnn_continued" not in plan_rows(_params()).rows
+    assert "accnn_continued" not in plan_rows(_params(start="scratch")).rows
     explicit = _params(start="accnn")
     explicit["methods"] = ["baseline", "full", "accnn", "accnn_corpus"]
     assert any("add accnn_continued" in p for p in row_plan_problems(explicit))
-    scratch = _params()
+    scratch = _params(start="scratch")
     scratch["methods"] = ["baseline", "full", "accnn", "accnn_corpus", "accnn_continued"]
     assert any("finetune.start is scratch" in p for p in row_plan_problems(scratch))
     with pytest.raises(ParamsError, match="accnn_continued"):
@@ -206,10 +206,10 @@ def test_budget_rule_with_start_accnn() -> None:
     other: finetune.epochs no longer has to fill the baseline's budget; the AC-CNN still must."""
     p = _params(start="accnn", rounds=0, epochs=20)
     assert budget_problems(p) == [] and continued_budget(p) == p["accnn"]["epochs"] + 20
-    assert budget_problems(_params(rounds=0, epochs=20))  # scratch: 20 != the baseline's 40
+    assert budget_problems(_params(start="scratch", rounds=0, epochs=20))  # 20 != the baseline's 40
     p["accnn"]["epochs"] = 30
     assert any("accnn.epochs = 30" in line for line in budget_problems(p))
-    assert continued_budget(_params()) is None
+    assert continued_budget(_params(start="scratch")) is None
 
 
 # ------------------------------------------------------------------------------ the report
@@ -247,8 +247,9 @@ def test_the_report_pairs_the_corpus_row_with_its_equal_budget_control() -> None
 @pytest.mark.slow
 def test_the_dag_continues_the_trained_accnn_under_both_tools(tmp_path: Path) -> None:
     """With finetune.start: accnn the corpus row and its control depend on the fold's
-    trained AC-CNN (an edge under Snakemake and under DVC, which reads dvc.yaml itself), and
-    a Snakemake run starts the corpus row from exactly that file's weights."""
+    trained AC-CNN (an edge under Snakemake and under DVC, which reads dvc.yaml itself); a
+    Snakemake run starts the corpus row from exactly that file's weights, its report pairs
+    the two rows with each other, and DVC re-runs both stages to the same bytes."""
     repo = build_repo(tmp_path / "repo")
     configure(repo, {"methods": ["baseline", "accnn", "accnn_corpus", "accnn_continued"], "corpus.truth": "",
                      "clustering.embedder": "baseline", "finetune.start": "accnn", "finetune.rounds": 0,
@@ -287,6 +288,14 @@ def test_the_dag_continues_the_trained_accnn_under_both_tools(tmp_path: Path) ->
     assert text.count(f"not paired: budget {budget} epochs vs {base}") == 2, text
     assert "finetune.start = accnn: the corpus row continued each fold's trained AC-CNN" in text
     assert re.search(rf"accnn_continued [\d.]+ ± [\d.]+ {budget} \(\d+\) reference", text), text
+    # DVC re-runs the two stages (forced, alone: their inputs are the files Snakemake
+    # made) to the same bytes
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    two = {n: stages[n] for n in ("finetune_accnn__fold-0", "continue_accnn__fold-0")}
+    before = output_md5s(repo, two)
+    for name in two:
+        sh(["dvc", "repro", "-s", "-f", name], repo)
+    assert output_md5s(repo, two) == before
 
 
 def read_yaml_epochs(repo: Path) -> int:

@@ -114,12 +114,11 @@ def test_stage_names_are_valid(committed):
 def test_every_rule_with_outputs_has_stages(committed):
     """Every rule of the Snakefile but the `all` target has stages in dvc.yaml, except
     train_identity_fold, which only a run without a corpus (corpus.root '') uses: the
-    shipped params have one (that DAG is rendered and run in tests/test_readers_end_to_end.py),
-    and continue_accnn, which only finetune.start: accnn uses (tests/test_corpus_start.py)."""
+    shipped params have one (that DAG is rendered and run in tests/test_readers_end_to_end.py)."""
     from workflow_helpers import snakemake_rules
 
     rules = {dvcgen.stage_rule(n) for n in committed["stages"]}
-    assert rules == snakemake_rules(ROOT) - {"all", "train_identity_fold", "continue_accnn"}
+    assert rules == snakemake_rules(ROOT) - {"all", "train_identity_fold"}
 
 
 # ----------------------------------------------------------------------------- the generator on a toy

@@ -264,8 +264,11 @@ def _with(params, **keys):
 def test_methods_all_plans_every_row_with_the_corpus(params):
     from fer.params import ALL_ROWS, plan_rows
 
-    plan = plan_rows(params)  # finetune.start: scratch, whose corpus row has no control of its own
-    assert plan.rows == tuple(r for r in ALL_ROWS if r != "accnn_continued") and plan.identity == "corpus"
+    plan = plan_rows(params)
+    assert plan.rows == ALL_ROWS and plan.absent == {} and plan.identity == "corpus"
+    params["finetune"]["start"] = "scratch"  # the corpus row has no control of its own then
+    plan = plan_rows(params)
+    assert plan.rows == tuple(r for r in ALL_ROWS if r != "accnn_continued")
     assert list(plan.absent) == ["accnn_continued"] and "finetune.start: accnn" in plan.absent["accnn_continued"]
 
 
@@ -288,7 +291,7 @@ def test_methods_schema(params):
     for bad in (["baseline", "fesgan"], [], ["baseline", "baseline"], "some"):
         with pytest.raises(ParamsError, match="methods"):
             validate_params(_with(params, methods=bad), SCHEMA)
-    validate_params(_with(params, methods=["baseline", "accnn", "accnn_corpus"], clustering__embedder="baseline"),
+    validate_params(_with(params, methods=["baseline", "accnn", "accnn_corpus", "accnn_continued"], clustering__embedder="baseline"),
                     SCHEMA)
 
 

@@ -88,10 +88,10 @@ def recogniser_budgets(params: Mapping[str, Any]) -> dict[str, int]:
 
 
 def continued_budget(params: Mapping[str, Any]) -> int | None:
-    """Epochs over the labelled training images of the corpus row and its control
-    ``accnn_continued`` with ``finetune.start: accnn`` (they train longer than the
-    baseline and are paired with each other only) (``accnn.epochs + (finetune.rounds + 1) * finetune.epochs``,
-    the same for both by construction); None with ``start: scratch``."""
+    """Epochs over the labelled training images of the corpus row and of its control
+    ``accnn_continued`` with ``finetune.start: accnn``: ``accnn.epochs + (finetune.rounds
+    + 1) * finetune.epochs``, the same for both by construction (they train longer than the
+    baseline and are paired with each other only); None with ``start: scratch``."""
     ft = params["finetune"]
     if ft["start"] != "accnn":
         return None

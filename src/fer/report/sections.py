@@ -188,7 +188,9 @@ def corpus_section(
                      "for (finetune.rounds + 1) x finetune.epochs more epochs on real and pseudo-labelled images. "
                      "Its control, row accnn_continued, continued the same network for the same epochs with the "
                      "same seeds and schedule on the labelled images only, so the two differ by the corpus alone "
-                     "and are paired with each other (row accnn has a shorter budget and is shown for reference).</p>")
+                     "and are paired with each other (row accnn has a shorter budget and is shown for reference). "
+                     "Their budget counts the AC-CNN's own epochs and the continuation's; their selected epoch counts "
+                     "within the continuation (0: no epoch beat the start on validation, which was kept).</p>")
     if keep_start:
         which = "in every round, the first included," if start == "accnn" else "in every round after the first,"
         parts.append(f"<p>finetune.keep_start = true: {which} the weights the round started from competed in its validation selection (epoch 0), so a "
