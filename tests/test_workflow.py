@@ -76,9 +76,10 @@ def test_dry_run_plans_every_rule(base_repo, stages):
     planned = job_stats(proc.stdout)
     # train_identity_fold only without a corpus (below); the budget rules only with labels.budgets
     # (tests/test_budgets_workflow.py)
-    # check_dag: no Snakemake job depends on it (the Snakefile runs it in onstart); dvc.yaml has it
+    # check_dag: no Snakemake job depends on it (the Snakefile runs it in onstart); dvc.yaml has it;
+    # continue_accnn only with finetune.start: accnn (the tiny params keep scratch; tests/test_corpus_start.py)
     rules = snakemake_rules(base_repo) - {"train_identity_fold", "make_budgets", "summarize_budget",
-                                          "pseudo_quality_budget", "check_dag"}
+                                          "pseudo_quality_budget", "check_dag", "continue_accnn"}
     assert set(planned) == rules, describe(proc, f"planned {sorted(planned)}, Snakefile has {sorted(rules)}")
     n_folds = read_params(base_repo)["folds"]["n_folds"]
     assert planned["train_baseline"] == n_folds, describe(proc)
