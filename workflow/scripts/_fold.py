@@ -51,6 +51,25 @@ def add_corpus_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--corpus-{name}", help="the aligned corpus (all three or none: no corpus)")
 
 
+def add_synthetic_option(p: argparse.ArgumentParser) -> None:
+    """``--synthetic-dir``: the fold's FESGAN synthetic set (when finetune.synthetic_weight > 0)."""
+    p.add_argument("--synthetic-dir", help="the fold's synthetic set (when finetune.synthetic_weight > 0)")
+
+
+def load_synthetic(args: argparse.Namespace, weight: float, classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The synthetic set of ``add_synthetic_option`` as (images, labels) when its weight is
+    > 0 (then ``--synthetic-dir`` is required and its classes must be the dataset's), else None."""
+    if weight <= 0:
+        return None
+    if not args.synthetic_dir:
+        raise SystemExit("finetune.synthetic_weight > 0 needs --synthetic-dir")
+    d = Path(args.synthetic_dir)
+    syn = load_aligned(d / "images.npy", d / "manifest.csv", d / "meta.json")
+    if syn.classes != classes:
+        raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {classes}")
+    return syn.images, syn.labels
+
+
 def load_corpus(args: argparse.Namespace) -> tuple[np.ndarray | None, list[str]]:
     """The images and paths of the aligned corpus of ``add_corpus_options`` (unlabelled),
     as ``fer.methods.corpus.clustering_pool`` takes them: ``(None, [])`` without one."""

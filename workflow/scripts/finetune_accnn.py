@@ -5,16 +5,24 @@ trained AC-CNN (finetune.start: accnn, --accnn-model)."""
 from pathlib import Path
 
 from _common import declared, require_accnn_start, setup_logging
-from _fold import add_corpus_options, fold_context, fold_outputs, fold_parser, load_corpus, log_test_metrics
+from _fold import (
+    add_corpus_options,
+    add_synthetic_option,
+    fold_context,
+    fold_outputs,
+    fold_parser,
+    load_corpus,
+    load_synthetic,
+    log_test_metrics,
+)
 
 from fer.clustering.guided import read_pseudo_labels
-from fer.data.aligned import load_aligned
 from fer.methods.corpus import clustering_pool, run_corpus_finetune_fold, trained_accnn
 from fer.utils.io import write_json
 
 if __name__ == "__main__":
     ap = fold_parser(__doc__, "pseudo", "model", "metrics", "curve", "out-dir", "resume-dir", "train-log")
-    ap.add_argument("--synthetic-dir", help="the fold's synthetic set (when finetune.synthetic_weight > 0)")
+    add_synthetic_option(ap)
     ap.add_argument("--accnn-model", help="the fold's trained AC-CNN (finetune.start: accnn)")
     add_corpus_options(ap)
     args = ap.parse_args()
@@ -23,15 +31,7 @@ if __name__ == "__main__":
     ft = p.section("finetune")
     require_accnn_start(args, ft.start, p.section("accnn").init)
     fold, data = fold_context(args, p)
-    synthetic = None
-    if ft.synthetic_weight > 0:
-        if not args.synthetic_dir:
-            raise SystemExit("finetune.synthetic_weight > 0 needs --synthetic-dir")
-        d = Path(args.synthetic_dir)
-        syn = load_aligned(d / "images.npy", d / "manifest.csv", d / "meta.json")
-        if syn.classes != fold.classes:
-            raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {fold.classes}")
-        synthetic = (syn.images, syn.labels)
+    synthetic = load_synthetic(args, ft.synthetic_weight, fold.classes)
     cfg = p.section("clustering")
     pool, pool_paths = clustering_pool(fold, data.paths, *load_corpus(args), cfg.in_domain)  # as round 0
     metrics = run_corpus_finetune_fold(

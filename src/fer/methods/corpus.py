@@ -434,6 +434,20 @@ def _start_model(fold: Fold, cfg_ft: RecognizerParams, ft: FinetuneParams,
     return model
 
 
+def _checked_synthetic(synthetic: tuple[np.ndarray, np.ndarray] | None, ft: FinetuneParams, images: np.ndarray,
+                       num_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fold's synthetic set as the corpus row and its control train on it: checked and
+    required when ``finetune.synthetic_weight > 0``, None (ignored) otherwise."""
+    if ft.synthetic_weight <= 0:
+        return None
+    if synthetic is None:
+        raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=)")
+    xsy, ysy = check_arrays(synthetic, "synthetic", num_classes)
+    if xsy.shape[1:] != images.shape[1:]:
+        raise ValueError(f"synthetic images {xsy.shape[1:]} differ from the real ones {images.shape[1:]}")
+    return xsy, ysy
+
+
 def _continued_epochs(cfg: RecognizerParams, ft: FinetuneParams, curve: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """With ``finetune.start: accnn`` the row's budget counts the AC-CNN's own epochs
     (``cfg.epochs``) before the continuation's: ``{"epochs": ...}``; else nothing."""
@@ -499,16 +513,7 @@ def run_corpus_finetune_fold(
     _check_pseudo(pseudo0, n_corpus, num_classes, "pseudo0")
     if pseudo0_feats is not None and (np.ndim(pseudo0_feats) != 2 or len(pseudo0_feats) != n_corpus):
         raise ValueError(f"pseudo0_feats must be (N, D) with N = {n_corpus}, got {np.shape(pseudo0_feats)}")
-    use_syn = ft.synthetic_weight > 0
-    if use_syn:
-        if synthetic is None:
-            raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=)")
-        xsy, ysy = check_arrays(synthetic, "synthetic", num_classes)
-        if xsy.shape[1:] != images.shape[1:]:
-            raise ValueError(f"synthetic images {xsy.shape[1:]} differ from the real ones {images.shape[1:]}")
-        syn: tuple[np.ndarray, np.ndarray] | None = (xsy, ysy)
-    else:
-        syn = None
+    syn = _checked_synthetic(synthetic, ft, images, num_classes)
 
     cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs)
     train, val = fold.part("train"), fold.part("val")
@@ -709,14 +714,7 @@ def run_continue_fold(
                          f"start {ft.start!r}")
     images, classes = fold.images, fold.classes
     num_classes, device, seed = fold.num_classes, fold.device, fold.seed
-    syn: tuple[np.ndarray, np.ndarray] | None = None
-    if ft.synthetic_weight > 0:
-        if synthetic is None:
-            raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=), as the "
-                             "corpus row it is the control of")
-        syn = check_arrays(synthetic, "synthetic", num_classes)
-        if syn[0].shape[1:] != images.shape[1:]:
-            raise ValueError(f"synthetic images {syn[0].shape[1:]} differ from the real ones {images.shape[1:]}")
+    syn = _checked_synthetic(synthetic, ft, images, num_classes)
     cfg_ft = dataclasses.replace(cfg, epochs=ft.epochs)
     train, val = fold.part("train"), fold.part("val")
     model = _start_model(fold, cfg_ft, ft, start_state)
