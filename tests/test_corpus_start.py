@@ -22,7 +22,7 @@ from fer.methods.corpus import CONTINUED_METRIC_KEYS, CORPUS_CURVE_COLUMNS, run_
 from fer.params import FinetuneParams, build
 from fer.params.core import ParamsError
 from fer.params.rows import budget_problems, continued_budget, plan_rows, row_plan_problems
-from fer.report.html import unequal_budget
+from fer.report.html import paired_cells, unequal_budget
 from fer.report.sections import budget_section, corpus_ablation
 from fer.training.checkpoint import cpu_state_dict, load_weights
 from fer.training.protocol import FoldOutputs
@@ -235,6 +235,12 @@ def test_the_report_pairs_the_corpus_row_with_its_equal_budget_control() -> None
         corpus_ablation(stale, "accnn")
     assert unequal_budget(by["accnn_corpus"]["per_fold"], by["accnn"]["per_fold"]) == "budget 60 epochs vs 40"
     assert unequal_budget(by["accnn"]["per_fold"], by["accnn"]["per_fold"]) == ""
+    # one cell builder for every table: an unequal budget wins over a test that was computed
+    pt = {"mean_diff": 0.05, "wins": 2, "losses": 1, "t_p": 0.2, "wilcoxon_p": 0.5}
+    assert paired_cells(pt, wins=True, unpaired="budget 60 epochs vs 40") == \
+        ["not paired: budget 60 epochs vs 40", "", "", ""]
+    assert paired_cells(pt, unpaired="") == ["+5.00", "0.200", "0.500"]
+    assert paired_cells(None) == ["", "", ""]
     # the budget tables give an unequal row no paired test against the baseline either
     base = _summary("baseline", [0.5, 0.5, 0.5], [40] * 3)
     budgets = {"budgets": [0.5], "splits": {}, "summary": {}}

@@ -137,12 +137,17 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def paired_cells(pt: Mapping[str, Any] | None, *, wins: bool = False) -> list[str]:
+def paired_cells(pt: Mapping[str, Any] | None, *, wins: bool = False, unpaired: str = "") -> list[str]:
     """A paired test's table cells (``fer.metrics.stats.paired_test``): the mean
     difference in points, optionally wins/losses, the t-test and Wilcoxon p-values; empty
-    cells for the reference row (``pt`` None)."""
+    cells for the reference row (``pt`` None); ``not paired: <unpaired>`` and empty cells
+    for a row that has no paired test because of ``unpaired`` (``unequal_budget``'s
+    reason), whatever ``pt`` is."""
+    n = 4 if wins else 3
+    if unpaired:
+        return [f"not paired: {unpaired}"] + [""] * (n - 1)
     if pt is None:
-        return [""] * (4 if wins else 3)
+        return [""] * n
     diff = [f"{100 * pt['mean_diff']:+.2f}"] + ([f"{pt['wins']}/{pt['losses']}"] if wins else [])
     return diff + [_p(pt["t_p"]), _p(pt["wilcoxon_p"])]
 
@@ -251,7 +256,7 @@ def build_report(
     for m in methods:
         s = m.summary["metrics"]
         pt = m.paired
-        vs = [f"not paired: {m.unpaired}", "", "", ""] if m.unpaired else paired_cells(pt, wins=True)
+        vs = paired_cells(pt, wins=True, unpaired=m.unpaired)
         rows.append([m.name] + [mean_std_cell(s.get(k)) for k, _ in METRICS]
                     + [mean_std_cell(s.get("test/last_epoch_acc")), m.summary["n_folds"], budget_text(m.folds),
                        Raw(f'<span class="wall">{html.escape(wall_time_text(m.wall_seconds))}</span>')] + vs)

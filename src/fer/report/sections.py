@@ -150,7 +150,7 @@ def corpus_ablation(by_name: Mapping[str, Mapping[str, Any]], start: str = "scra
                 raise ValueError(f"the corpus row and its reference {reference} differ in {why}: re-run the pipeline")
             cells = paired_cells(paired_test(acc["values"], ref["metrics"]["test/acc"]["values"]))
         else:
-            cells = ["not paired: " + unequal_budget(s["per_fold"], ref["per_fold"]), "", ""]
+            cells = paired_cells(None, unpaired=unequal_budget(s["per_fold"], ref["per_fold"]))
         rows.append([name, mean_std_cell(acc), budget_text(s["per_fold"]), *cells])
     return rows
 
@@ -368,7 +368,7 @@ def budget_section(
             actual = s.get("labels", {}).get("labelled_fraction")
             body.append([s["method"], "1" if actual is None else f"{np.mean(actual):.3f}",
                          mean_std_cell(acc), mean_std_cell(mca),
-                         *([f"not paired: {why}", "", ""] if why else paired_cells(pt))])
+                         *paired_cells(pt, unpaired=why)])
         tables.append(f"<h3>{html.escape(title)}</h3>" + _table(
             ["row", "labelled fraction (actual, fold mean)", "test acc. %", "mean-class acc. %",
              "vs baseline, same budget", "paired t p", "Wilcoxon p"], body))
