@@ -407,6 +407,16 @@ def round_log(log_path: Path | None, r: int) -> Path | None:
     return log_path.with_name(f"{log_path.stem}.round-{r}{log_path.suffix}")
 
 
+def combine_round_logs(log_path: Path | None, upto: int) -> None:
+    """Write the fold's training log ``log_path``: the rows of rounds 0..``upto``'s logs
+    (``round_log``), in order, each with its ``round``; nothing when ``log_path`` is None.
+    (The corpus row calls it after every epoch, so the fold's log follows the training.)"""
+    if log_path is None:
+        return
+    rows = [{**row, "round": r} for r in range(upto + 1) for row in _read_jsonl(round_log(log_path, r))]
+    write_text(log_path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
 def _without_timings(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """History rows without the wall-clock ``seconds`` (which differ from run to run)."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
@@ -536,14 +546,6 @@ def run_corpus_finetune_fold(
     result: FitResult | None = None
     last_state: dict[str, Tensor] = state
 
-    def write_combined_log(upto: int) -> None:
-        if log_path is None:
-            return
-        rows = []
-        for r in range(upto + 1):
-            rows += [{**row, "round": r} for row in _read_jsonl(round_log(log_path, r))]
-        write_text(log_path, "".join(json.dumps(row) + "\n" for row in rows))
-
     for r in range(ft.rounds + 1):
         rdir = round_dir(out_dir, r)
         rdir.mkdir(parents=True, exist_ok=True)
@@ -611,7 +613,7 @@ def run_corpus_finetune_fold(
                 fp=fp,
                 resume_path=resume_path,
                 log_path=round_log(log_path, r),
-                on_epoch_end=lambda row, r=r: write_combined_log(r),
+                on_epoch_end=lambda row, r=r: combine_round_logs(log_path, r),
                 start_candidate=ft.keep_start and (r > 0 or ft.start == "accnn"),
             )
             last_state = cpu_state_dict(model.state_dict())
@@ -632,7 +634,7 @@ def run_corpus_finetune_fold(
                 },
             )
             clear_resume(resume_path)
-        write_combined_log(r)
+        combine_round_logs(log_path, r)
         histories.append(result.history)
         state = result.best_state
         n_pseudo = int(kept.size)
@@ -759,9 +761,7 @@ def run_continue_fold(
         histories.append(result.history)
         state = result.best_state
     assert result is not None
-    if out.log is not None:  # every round's rows in the fold's log
-        rows = [{**row, "round": r} for r in range(ft.rounds + 1) for row in _read_jsonl(round_log(out.log, r))]
-        write_text(out.log, "".join(json.dumps(row) + "\n" for row in rows))
+    combine_round_logs(out.log, ft.rounds)  # every round's rows in the fold's log
     model.load_state_dict(last_state)
     meta = {**recognizer_meta(CONTINUED_METHOD, cfg_ft, classes, images.shape, result, seed),
             "finetune_config": to_dict(ft), "rounds": int(ft.rounds)}
