@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -24,6 +25,7 @@ from fer.params.core import ParamsError
 from fer.params.rows import budget_problems, continued_budget, plan_rows, row_plan_problems
 from fer.report.html import paired_cells, unequal_budget
 from fer.report.sections import budget_section, corpus_ablation
+from fer.training.batches import check_synthetic
 from fer.training.checkpoint import cpu_state_dict, load_weights
 from fer.training.protocol import FoldOutputs
 from fer.utils.digest import digest
@@ -132,6 +134,23 @@ def test_the_control_is_the_corpus_rounds_without_the_corpus(tmp_path: Path, mon
     assert not list((tmp_path / "one" / "resume").glob("*"))  # the round files are gone once the outputs exist
     with pytest.raises(ValueError, match="finetune.start"):
         control(tmp_path, "scratch", start, FinetuneParams(epochs=1, rounds=0))
+
+
+def test_the_synthetic_set_is_checked_as_the_joint_rows_check_it() -> None:
+    """The corpus row and its control read the fold's synthetic set only when
+    finetune.synthetic_weight > 0, then require it with the real images' shape
+    (fer.training.batches.check_synthetic, which the static joint row uses too)."""
+    off, on = build(FinetuneParams, START_FT), build(FinetuneParams, {**START_FT, "synthetic_weight": 0.5})
+    syn = (X[:4], Y[:4])
+    assert corpus._checked_synthetic(syn, off, X, len(CLASSES)) is None
+    with pytest.raises(ValueError, match="needs the fold's synthetic set"):
+        corpus._checked_synthetic(None, on, X, len(CLASSES))
+    with pytest.raises(ValueError, match="synthetic images"):
+        corpus._checked_synthetic((X[:4, :, :-1], Y[:4]), on, X, len(CLASSES))
+    with pytest.raises(ValueError, match="synthetic labels outside"):
+        check_synthetic((X[:4], np.full(4, len(CLASSES))), len(CLASSES), X.shape[1:])
+    xs, ys = corpus._checked_synthetic(syn, on, X, len(CLASSES))
+    assert xs is syn[0] and ys.dtype == np.int64 and (ys == syn[1]).all()
 
 
 class Killed(Exception):

@@ -63,7 +63,13 @@ def load_synthetic(args: argparse.Namespace, weight: float, classes: list[str]) 
         return None
     if not args.synthetic_dir:
         raise SystemExit("finetune.synthetic_weight > 0 needs --synthetic-dir")
-    d = Path(args.synthetic_dir)
+    return read_synthetic_dir(args.synthetic_dir, classes)
+
+
+def read_synthetic_dir(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic set folder (aligned-set format: images.npy, manifest.csv, meta.json) as
+    (images, labels); its classes must be the dataset's ``classes``."""
+    d = Path(path)
     syn = load_aligned(d / "images.npy", d / "manifest.csv", d / "meta.json")
     if syn.classes != classes:
         raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {classes}")

@@ -2,12 +2,9 @@
 training, joint + intra-class loss without RDBP, or the full method (joint + RDBP). The
 row's declared keys and fixed choices are fer.params.JOINT_ROWS."""
 
-from pathlib import Path
-
 from _common import declared, require_start, setup_logging
-from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics
+from _fold import fold_context, fold_outputs, fold_parser, log_test_metrics, read_synthetic_dir
 
-from fer.data.aligned import load_aligned
 from fer.methods.fesgan import load_fesgan
 from fer.methods.joint import GeneratorTraining, run_joint_fold
 from fer.params import JOINT_ROWS
@@ -28,11 +25,8 @@ if __name__ == "__main__":
     if row.source == "synthetic_set":
         if not args.synthetic_dir:
             raise SystemExit(f"the {args.variant} row needs --synthetic-dir")
-        d = Path(args.synthetic_dir)
-        syn = load_aligned(d / "images.npy", d / "manifest.csv", d / "meta.json")
-        if syn.classes != fold.classes:
-            raise SystemExit(f"synthetic classes {syn.classes} differ from the dataset's {fold.classes}")
-        kw = dict(synth_ratio=p.value("joint.synth_ratio"), synthetic=(syn.images, syn.labels))
+        kw = dict(synth_ratio=p.value("joint.synth_ratio"),
+                  synthetic=read_synthetic_dir(args.synthetic_dir, fold.classes))
     else:
         if not args.generator:
             raise SystemExit(f"the {args.variant} row needs --generator")

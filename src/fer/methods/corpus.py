@@ -125,7 +125,7 @@ from fer.clustering.guided import (
 from fer.clustering.map2d import embedding_map
 from fer.params import ClusteringParams, FinetuneParams, RecognizerParams, to_dict
 from fer.training.augment import augment_batch
-from fer.training.batches import check_arrays, model_input
+from fer.training.batches import check_arrays, check_synthetic, model_input
 from fer.training.checkpoint import clear_resume, cpu_state_dict, load_weights, save_weights
 from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
 from fer.training.optim import EvalSetup, setup_training
@@ -452,10 +452,7 @@ def _checked_synthetic(synthetic: tuple[np.ndarray, np.ndarray] | None, ft: Fine
         return None
     if synthetic is None:
         raise ValueError("finetune.synthetic_weight > 0 needs the fold's synthetic set (synthetic=)")
-    xsy, ysy = check_arrays(synthetic, "synthetic", num_classes)
-    if xsy.shape[1:] != images.shape[1:]:
-        raise ValueError(f"synthetic images {xsy.shape[1:]} differ from the real ones {images.shape[1:]}")
-    return xsy, ysy
+    return check_synthetic(synthetic, num_classes, images.shape[1:])
 
 
 def _continued_epochs(cfg: RecognizerParams, ft: FinetuneParams, curve: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -78,7 +78,7 @@ from torch import Tensor
 from fer.losses.rdbp import rdbp_loss
 from fer.params import RdbpParams, RecognizerParams, to_dict
 from fer.training.augment import augment_batch
-from fer.training.batches import MEAN, STD, ImageStore, check_arrays, model_input
+from fer.training.batches import MEAN, STD, ImageStore, check_arrays, check_synthetic, model_input
 from fer.training.checkpoint import cpu_state_dict, save_weights
 from fer.training.driver import EpochContext, FitResult, StepOutput, fingerprint, train_epochs
 from fer.training.optim import EvalSetup, make_lr_scheduler, setup_training
@@ -294,9 +294,7 @@ def train_joint(
     xtr, ytr = check_arrays(train, "train", num_classes)
     xva, yva = check_arrays(val, "val", num_classes)
     if synthetic is not None:
-        xsy, ysy = check_arrays(synthetic, "synthetic", num_classes)
-        if xsy.shape[1:] != xtr.shape[1:]:
-            raise ValueError(f"synthetic images {xsy.shape[1:]} differ from the real ones {xtr.shape[1:]}")
+        xsy, ysy = check_synthetic(synthetic, num_classes, xtr.shape[1:])
     setup = setup_training(model, cfg, ytr, num_classes=num_classes, device=device)
     forward = _features_and_logits(model)
     _check_head(model, forward, model_input(ImageStore(xtr[:2], device).batch(torch.arange(2)), setup.channels_last))

@@ -115,3 +115,12 @@ def check_arrays(split: Split, name: str, num_classes: int) -> Split:
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"{name} labels outside [0, {num_classes})")
     return x, y
+
+
+def check_synthetic(synthetic: Split, num_classes: int, real_shape: tuple[int, ...]) -> Split:
+    """``check_arrays`` for a synthetic set trained on beside real images, whose per-image
+    shape (H, W, C) must be the real images' (``real_shape``)."""
+    x, y = check_arrays(synthetic, "synthetic", num_classes)
+    if x.shape[1:] != tuple(real_shape):
+        raise ValueError(f"synthetic images {x.shape[1:]} differ from the real ones {tuple(real_shape)}")
+    return x, y
