@@ -218,7 +218,9 @@ def test_counts_reach_the_report_section(tmp_path):
         rounds.append(rdir)
     # round 1 of fold 1 with hand-set counts: the table must show exactly these
     st1 = json.loads((rounds[1] / "round-1" / "stats.json").read_text())
-    st1.update(assigned_per_class=[7, 8, 9], kept_per_class=[3, 4, 5], rejected_per_class=[11, 12, 13])
+    st1.update(assigned_per_class=[7, 8, 9], kept_per_class=[3, 4, 5], rejected_per_class=[11, 12, 13],
+               check={"n": 10, "n_assigned": 8, "n_kept": 4, "acc_assigned": 0.5, "acc_kept": 0.75,
+                      "reliability": 0.25})
     (rounds[1] / "round-1" / "stats.json").write_text(json.dumps(st1))
     html = corpus_section(stats=stats, quality=None, rounds=rounds, classes=CLASSES, complexity=[], ablation=[])
     assert "assigned, kept, rejected" in html and "reject_quantile = 0.95" in html
@@ -228,10 +230,13 @@ def test_counts_reach_the_report_section(tmp_path):
     by_key = {tuple(r[:2]): r[2:] for r in rows}
     r0 = stats[0]
     assert by_key[("fold 0", "round 0")] == [
-        str(r0["n_assigned"]), str(r0["n_kept"]), str(r0["n_assigned"] - r0["n_kept"]), str(r0["n_rejected"])
+        str(r0["n_assigned"]), str(r0["n_kept"]), str(r0["n_assigned"] - r0["n_kept"]), str(r0["n_rejected"]),
+        "n/a", "n/a",  # no validation check in these stats
     ] + [f"{a} / {k} / {r}" for a, k, r in
          zip(r0["assigned_per_class"], r0["kept_per_class"], r0["rejected_per_class"], strict=True)]
-    assert by_key[("fold 1", "round 1")] == ["24", "12", "12", "36", "7 / 3 / 11", "8 / 4 / 12", "9 / 5 / 13"]
+    assert by_key[("fold 1", "round 1")] == ["24", "12", "12", "36", "50.0 %", "0.25",
+                                             "7 / 3 / 11", "8 / 4 / 12", "9 / 5 / 13"]
+    assert by_key[("round 1", "2")][4:6] == ["n/a", "n/a"]  # a fold without the check: no mean made up
     assert ("fold 1", "round 0") in by_key and ("fold 0", "round 1") in by_key and len(by_key) == 4 + 2
     # the per-round summary sums the folds
     summary0 = by_key[("round 0", "2")]
@@ -252,4 +257,11 @@ def test_counts_table_says_n_a_for_stats_without_rejection_counts():
     old = {"fold": 0, "round": 0, "assigned": [5, 6, 7], "kept": [2, 3, 4], "rejected": None}
     html = counts_table([old], CLASSES)
     rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html)]
-    assert ["fold 0", "round 0", "18", "9", "9", "n/a", "5 / 2 / n/a", "6 / 3 / n/a", "7 / 4 / n/a"] in rows
+    assert ["fold 0", "round 0", "18", "9", "9", "n/a", "n/a", "n/a", "5 / 2 / n/a", "6 / 3 / n/a",
+            "7 / 4 / n/a"] in rows
+    # the validation check: the pseudo-labels' accuracy on validation faces, mean over folds
+    checked = [{**old, "fold": f, "check": {"acc_assigned": a, "reliability": r}}
+               for f, a, r in ((0, 0.5, 0.4), (1, 0.7, 0.6))]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", counts_table(checked, CLASSES))]
+    assert ["round 0", "2", "36", "18", "18", "n/a", "60.0 %", "0.50", "10 / 4 / n/a", "12 / 6 / n/a",
+            "14 / 8 / n/a"] in rows

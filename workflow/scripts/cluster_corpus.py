@@ -1,7 +1,7 @@
 """Round 0 of the expression-guided clustering, one fold: embed the corpus (at a label
 budget with the fold's unlabelled in-domain faces; without a corpus those alone) and the
 fold's labelled training images with the fold's recogniser, cluster, write the
-pseudo-labels."""
+pseudo-labels, scored on the fold's validation faces (stats "check")."""
 
 import logging
 from pathlib import Path
@@ -26,10 +26,13 @@ if __name__ == "__main__":
     # at a label budget (clustering.in_domain): the fold's unlabelled in-domain faces join the corpus
     pool, pool_paths = clustering_pool(fold, data.paths, *load_corpus(args), cfg.in_domain)
     model, _ = model_from_weights(args.recogniser, fold.device)  # trained on this fold's training part only
-    x, y = fold.part("train")  # the clustering sees the labelled TRAINING images only
+    x, y = fold.part("train")  # the clusters are guided by the labelled TRAINING images only
+    # the validation faces move nothing: they are pseudo-labelled as corpus faces would be and
+    # score the pseudo-labels (stats "check", which finetune.validation_weighting reads)
     pseudo, feats = cluster_corpus_fold(
         model, x, y, pool, fold.num_classes, cfg,
         seed=fold.seed, device=fold.device, work_dir=Path(args.work_dir), threads=p.value("compute.threads"),
+        check=fold.part("val"),
     )
     out = Path(args.out_dir)
     write_pseudo_labels(out, pseudo, pool_paths, fold.classes)

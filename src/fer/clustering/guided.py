@@ -7,9 +7,11 @@ expression pseudo-labels for fine-tuning. The paper does not specify the cluster
 detail below is the project's reading (methods.md, M4 [open]) and is a config field.
 
 Caller's contract: ``train_feats``/``train_labels`` are features (of the same network as
-``corpus_feats``) of the LABELLED TRAINING SPLIT of the current fold only. This module never
-sees validation or test data and must not be given any; the corpus truth is read only by
-``fer.clustering.quality`` for evaluation.
+``corpus_feats``) of the LABELLED TRAINING SPLIT of the current fold only. Validation data
+may come in one way only, as the ``check`` of ``guided_pseudo_labels``: faces that move no
+centroid and count in no selection, whose labels score the pseudo-labels (the estimate the
+corpus fine-tuning weighs them by, ``fer.methods.corpus``); test data must never be given;
+the corpus truth is read only by ``fer.clustering.quality`` for evaluation.
 
 Guidance modes (``ClusteringParams.guidance``):
 
@@ -152,6 +154,7 @@ __all__ = [
     "RejectionRule",
     "calibrate_rejection",
     "guided_pseudo_labels",
+    "pseudo_label_check",
     "read_pseudo_labels",
     "read_pseudo_labels_with_paths",
     "select_pseudo_labels",
@@ -398,6 +401,94 @@ def _vote(
 
 
 # --------------------------------------------------------------------- main entry
+def _assign(
+    feats: np.ndarray, centroids: np.ndarray, cluster_class: np.ndarray, share: np.ndarray,
+    cfg: ClusteringParams, rule: RejectionRule | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Streamed nearest-centroid assignment of ``feats`` (N, D): (best class, cluster,
+    confidence = vote share x margin to the nearest centroid of another class, rejected,
+    objective = sum of squared distances to the nearest centroid)."""
+    n, k = feats.shape[0], centroids.shape[0]
+    rejected = np.zeros(n, dtype=bool)
+    label = np.empty(n, dtype=np.int64)
+    cluster = np.empty(n, dtype=np.int64)
+    confidence = np.empty(n, dtype=np.float32)
+    objective = 0.0
+    for start, dist, ids in search_batched(
+        feats, centroids, k, batch_size=cfg.batch_size, use_gpu=cfg.use_gpu, normalize=cfg.normalize
+    ):
+        cls = cluster_class[ids]  # B, k
+        own = cls[:, 0]
+        other = cls != own[:, None]  # B, k
+        has_other = other.any(axis=1)
+        pos = np.argmax(other, axis=1)
+        d_own = dist[:, 0].astype(np.float64)
+        d_other = dist[np.arange(len(dist)), pos].astype(np.float64)
+        margin = np.where(has_other, (d_other - d_own) / np.maximum(d_other + d_own, _EPS), 1.0)
+        sl = slice(start, start + len(ids))
+        cluster[sl] = ids[:, 0]
+        label[sl] = own
+        confidence[sl] = np.clip(share[ids[:, 0]] * margin, 0.0, 1.0)
+        objective += float(d_own.sum())
+        if rule is not None:
+            rejected[sl] = rule.rejects(prepare_batch(feats[sl], cfg.normalize), own)
+    return label, cluster, confidence, rejected, objective
+
+
+def pseudo_label_check(
+    check_feats: np.ndarray,
+    check_labels: np.ndarray,
+    num_classes: int,
+    *,
+    assigned: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pool: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> dict[str, Any]:
+    """How right the clustering's pseudo-labels are on labelled faces it did not see.
+
+    ``check_feats``/``check_labels`` (M, D)/(M,): held-out LABELLED faces (the fold's
+    validation split), given the clustering's pseudo-labels exactly as a corpus face would
+    get them (``assigned`` = their (best class, confidence, rejected) from the same
+    centroids and rejection rule); their labels are read here only, to score. A check face
+    counts as KEPT when it is not rejected and its confidence reaches the lowest confidence
+    kept in its class in the pool (``pool`` = the pool's (label, confidence, kept)).
+
+    Returns the JSON-ready ``check`` stats: ``n``, ``n_assigned``, ``n_kept``,
+    ``acc_assigned`` / ``acc_kept`` (None when nothing is assigned / kept) and
+    ``reliability`` = the chance-corrected accuracy of the assigned pseudo-labels,
+    ``clip((acc_assigned - 1/K) / (1 - 1/K), 0, 1)`` (0 when nothing is assigned): 1 =
+    every pseudo-label right, 0 = no better than a uniform guess among K classes. The
+    assigned (not the kept) faces are scored: more faces, so a steadier estimate on a small
+    validation split, and a conservative one (the kept faces are the confident ones)."""
+    y = np.asarray(check_labels)
+    label, confidence, rejected = (np.asarray(a) for a in assigned)
+    pool_label, pool_conf, pool_kept = (np.asarray(a) for a in pool)
+    if y.shape != label.shape:
+        raise ValueError(f"check labels {y.shape} do not match the {label.shape} check faces")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"check labels must lie in [0, {num_classes})")
+    threshold = np.full(num_classes, np.inf)
+    for c in range(num_classes):
+        kept_c = pool_kept & (pool_label == c)
+        if kept_c.any():
+            threshold[c] = float(pool_conf[kept_c].min())
+    is_assigned = ~rejected
+    is_kept = is_assigned & (confidence.astype(np.float64) >= threshold[label])
+    right = label == y
+    acc_assigned = float(right[is_assigned].mean()) if is_assigned.any() else None
+    acc_kept = float(right[is_kept].mean()) if is_kept.any() else None
+    chance = 1.0 / num_classes
+    reliability = 0.0 if acc_assigned is None or num_classes < 2 else float(
+        np.clip((acc_assigned - chance) / (1.0 - chance), 0.0, 1.0))
+    return {
+        "n": int(len(y)),
+        "n_assigned": int(is_assigned.sum()),
+        "n_kept": int(is_kept.sum()),
+        "acc_assigned": acc_assigned,
+        "acc_kept": acc_kept,
+        "reliability": reliability,
+    }
+
+
 def guided_pseudo_labels(
     corpus_feats: np.ndarray,
     train_feats: np.ndarray,
@@ -407,8 +498,13 @@ def guided_pseudo_labels(
     *,
     seed: int,
     threads: int | None = None,
+    check: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PseudoLabels:
     """Expression pseudo-labels for every row of ``corpus_feats`` (N, D; may be a memmap).
+
+    ``check``: (features, labels) of held-out labelled faces (the fold's VALIDATION split),
+    which never move a centroid nor count in the selection: they get pseudo-labels as corpus
+    faces would, and ``stats["check"]`` scores them (``pseudo_label_check``).
 
     ``train_feats`` (M, D) / ``train_labels`` (M,) must come from the fold's labelled
     TRAINING split only (see the module docstring). ``stats`` holds: n, n_kept,
@@ -483,31 +579,17 @@ def guided_pseudo_labels(
         cluster_class, share = _vote(centroids, xl, y, num_classes, cfg.neighbours)
 
     # one streamed pass: nearest centroid, nearest centroid of another class (+ rejection)
-    rejected = np.zeros(n, dtype=bool)
-    label = np.empty(n, dtype=np.int64)
-    cluster = np.empty(n, dtype=np.int64)
-    confidence = np.empty(n, dtype=np.float32)
-    objective = 0.0
-    for start, dist, ids in search_batched(
-        corpus_feats, centroids, k, batch_size=cfg.batch_size, use_gpu=cfg.use_gpu, normalize=cfg.normalize
-    ):
-        cls = cluster_class[ids]  # B, k
-        own = cls[:, 0]
-        other = cls != own[:, None]  # B, k
-        has_other = other.any(axis=1)
-        pos = np.argmax(other, axis=1)
-        d_own = dist[:, 0].astype(np.float64)
-        d_other = dist[np.arange(len(dist)), pos].astype(np.float64)
-        margin = np.where(has_other, (d_other - d_own) / np.maximum(d_other + d_own, _EPS), 1.0)
-        sl = slice(start, start + len(ids))
-        cluster[sl] = ids[:, 0]
-        label[sl] = own
-        confidence[sl] = np.clip(share[ids[:, 0]] * margin, 0.0, 1.0)
-        objective += float(d_own.sum())
-        if rule is not None:
-            rejected[sl] = rule.rejects(prepare_batch(corpus_feats[sl], cfg.normalize), own)
+    label, cluster, confidence, rejected, objective = _assign(corpus_feats, centroids, cluster_class, share, cfg, rule)
 
     kept = select_pseudo_labels(label, confidence, num_classes, cfg.keep_fraction, cfg.balance, rejected)
+    check_stats = None
+    if check is not None:
+        check_feats = np.asarray(check[0], dtype=np.float32)
+        if check_feats.ndim != 2 or check_feats.shape[1] != corpus_feats.shape[1]:
+            raise ValueError(f"check features must be (M, {corpus_feats.shape[1]}), got {check_feats.shape}")
+        c_label, _, c_conf, c_rej, _ = _assign(check_feats, centroids, cluster_class, share, cfg, rule)
+        check_stats = pseudo_label_check(check_feats, check[1], num_classes, assigned=(c_label, c_conf, c_rej),
+                                         pool=(label, confidence, kept))
     kept_per_class = np.bincount(label[kept], minlength=num_classes)
     assigned_per_class = np.bincount(label[~rejected], minlength=num_classes)
     rejected_per_class = np.bincount(label[rejected], minlength=num_classes)
@@ -547,6 +629,7 @@ def guided_pseudo_labels(
         "n_labelled": int(len(y)),
         "config": to_dict(cfg),
         "seed": int(seed),
+        **({"check": check_stats} if check_stats is not None else {}),
     }
     # wall time is logged, not stored: the stats are a versioned artifact (same seed, same bytes)
     log.info("guided clustering: %d corpus images, k=%d, %.2f s", n, k, time.perf_counter() - t0)

@@ -527,6 +527,11 @@ class FinetuneParams:
     pseudo_ratio: float = 0.5  # pseudo-labelled samples per real sample in each batch
     pseudo_weight: float = 0.5  # weight of the CE on pseudo-labelled images
     confidence_weighting: bool = True  # multiply each pseudo CE by its clustering confidence
+    #: multiply ``pseudo_weight`` by the round's pseudo-label reliability measured on the
+    #: fold's VALIDATION faces (``stats["check"]["reliability"]``: chance-corrected accuracy of
+    #: the pseudo-labels the clustering gives them; ``fer.clustering.guided.pseudo_label_check``);
+    #: a reliability of 0 trains the round on the labelled images only, as the control row
+    validation_weighting: bool = False
     synthetic_weight: float = 0.0  # weight of the CE on the fold's synthetic set (0: not used)
     synthetic_ratio: float = 0.5  # synthetic samples per real sample (synthetic_weight > 0)
     #: round 0's training data: ``mixed`` (real + pseudo-labelled, from a fresh network) |

@@ -76,7 +76,9 @@ def pseudo_counts(stats: Sequence[Mapping[str, Any]], rounds: Sequence[Path], cl
     Round 0 of fold k comes from ``stats[k]`` (the round-0 clustering, metrics/pseudo); round
     R >= 1 from ``rounds[k]/round-R/stats.json`` (the re-clustering rounds of the
     fine-tuning). Each entry: fold, round, and per-class lists ``assigned`` (= kept + not
-    kept), ``kept``, ``rejected`` (by best class; None when the stats predate rejection)."""
+    kept), ``kept``, ``rejected`` (by best class; None when the stats predate rejection), and
+    ``check``: the pseudo-labels' score on the fold's validation faces (stats ``check``;
+    None when the clustering had none)."""
     from fer.utils.io import read_json
 
     c = len(classes)
@@ -88,27 +90,39 @@ def pseudo_counts(stats: Sequence[Mapping[str, Any]], rounds: Sequence[Path], cl
                           if int(d.name[6:]) > 0 and (d / "stats.json").is_file()]
         for r, s in per_round:
             out.append({"fold": k, "round": r, "assigned": _counts(s, "assigned_per_class", c),
-                        "kept": _counts(s, "kept_per_class", c), "rejected": _counts(s, "rejected_per_class", c)})
+                        "kept": _counts(s, "kept_per_class", c), "rejected": _counts(s, "rejected_per_class", c),
+                        "check": s.get("check") if isinstance(s.get("check"), dict) else None})
     return out
 
 
 def counts_table(counts: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> str:
-    """Per round, summed over folds: totals and per class 'assigned / kept / rejected'; the
-    per-fold rows folded below."""
+    """Per round, summed over folds: totals and per class 'assigned / kept / rejected', and
+    the pseudo-labels' accuracy on the validation faces with its reliability (chance-corrected;
+    what ``finetune.validation_weighting`` scales the pseudo-label weight by), mean over
+    folds; the per-fold rows folded below."""
+
+    def check_cells(checks: Sequence[Mapping[str, Any] | None]) -> list[str]:
+        got = [ch for ch in checks if ch is not None]
+        if not got or len(got) != len(checks):
+            return ["n/a", "n/a"]
+        accs = [ch.get("acc_assigned") for ch in got]
+        acc = "n/a" if any(a is None for a in accs) else f"{100 * float(np.mean(accs)):.1f} %"
+        return [acc, f"{float(np.mean([ch['reliability'] for ch in got])):.2f}"]
 
     def total(v: list[int] | None) -> str:
         return "n/a" if v is None else str(sum(v))
 
-    def cells(e: Mapping[str, Any]) -> list[str]:
+    def cells(e: Mapping[str, Any], checks: Sequence[Mapping[str, Any] | None]) -> list[str]:
         a, kp, rj = e["assigned"], e["kept"], e["rejected"]
         nk = None if a is None or kp is None else [x - y for x, y in zip(a, kp, strict=True)]
         per_class = [" / ".join("n/a" if v is None else str(v[i]) for v in (a, kp, rj)) for i in range(len(classes))]
-        return [total(a), total(kp), total(nk), total(rj)] + per_class
+        return [total(a), total(kp), total(nk), total(rj)] + check_cells(checks) + per_class
 
     def add(x: list[int] | None, y: list[int] | None) -> list[int] | None:
         return None if x is None or y is None else [i + j for i, j in zip(x, y, strict=True)]
 
-    header = ["assigned", "kept", "not kept", "rejected"] + [f"{c} (a / k / r)" for c in classes]
+    header = (["assigned", "kept", "not kept", "rejected", "val. accuracy", "reliability"]
+              + [f"{c} (a / k / r)" for c in classes])
     summed: dict[int, dict[str, Any]] = {}
     n_folds: dict[int, int] = {}
     for e in counts:
@@ -119,8 +133,9 @@ def counts_table(counts: Sequence[Mapping[str, Any]], classes: Sequence[str]) ->
         else:
             summed[r] = {key: add(summed[r][key], e[key]) for key in ("assigned", "kept", "rejected")}
             n_folds[r] += 1
-    rows = [[f"round {r}", n_folds[r]] + cells(summed[r]) for r in sorted(summed)]
-    detail = [[f"fold {e['fold']}", f"round {e['round']}"] + cells(e) for e in counts]
+    rows = [[f"round {r}", n_folds[r]] + cells(summed[r], [e.get("check") for e in counts if e["round"] == r])
+            for r in sorted(summed)]
+    detail = [[f"fold {e['fold']}", f"round {e['round']}"] + cells(e, [e.get("check")]) for e in counts]
     return (_table(["round", "folds"] + header, rows)
             + "<details><summary>per fold and round</summary>"
             + _table(["fold", "round"] + header, detail, left=2) + "</details>")
