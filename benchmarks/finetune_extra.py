@@ -28,16 +28,27 @@ and one test of the selected weights (``test_selected``). The two rows have equa
 
 Output: one line per run and fold (AC-CNN, control, corpus test accuracy %, the selected
 epochs: 0 = the start kept), then corpus minus control: over all run-fold pairs; per data
-seed and fold (the mean over that data seed's runs, i.e. its training seeds, with its
-standard error), with the paired tests over those folds and the folds below by more than
+seed and fold (the mean over that data seed's runs and reps, i.e. its training and
+continuation seeds, with its standard error), with the paired tests over those folds and the folds below by more than
 2 standard errors; and the one-run differences below -1.41 x the noise of one run (the
 pooled within-fold sd of the control row over training seeds: the difference of two
 independent runs has sd 1.41 x that). Every (run, fold) result is written to
 ``--out/<run>-fold-K.json`` as it completes, and reused when present.
 
+The corpus continuation uses the run's ``finetune.pseudo_weight``, times the pseudo-labels'
+reliability on the fold's validation faces when ``finetune.validation_weighting`` (as the
+pipeline's corpus row: ``round_pseudo_weight``; a reliability of 0 makes it the control);
+``--also-fixed`` adds ``corpus_fixed``, the same continuation at the unscaled weight, and
+prints its statistics too. ``--folds`` takes split keys (``K``; ``K-bJ`` at a label
+budget). ``--reps N`` trains every fold N times with different continuation seeds (rep 0 =
+the pipeline's seed, so rep 0 reproduces the pipeline's rows): the per-fold mean over reps
+and its standard error remove the noise of one continuation, and the pooled within-fold sd
+of the control over reps is that noise.
+
 Usage: ``python benchmarks/finetune_extra.py --runs /work/s0 /work/s0_r1000 --jobs 2 --out
 benchmarks/results/finetune_extra`` (about 100 s per fold on one thread of a shared 2-core
-machine at 20 epochs).
+machine at 20 epochs); on one workspace with a budget, continuation seeds and both weights:
+``--runs . --folds 0,1,2,3,0-b1,1-b1,2-b1,3-b1 --reps 4 --also-fixed``.
 """
 
 from __future__ import annotations
@@ -54,15 +65,18 @@ from typing import Any
 import numpy as np
 
 
-def run_fold(ws: str, fold_key: int, epochs: int | None, out_file: str) -> dict[str, Any]:
-    """Both continuations of one fold of workspace ``ws`` (module docstring)."""
+def run_fold(ws: str, fold_key: str, epochs: int | None, out_file: str, rep: int = 0,
+             also_fixed: bool = False) -> dict[str, Any]:
+    """Both continuations of one fold (a split key: ``K``, or ``K-bJ`` at a label budget) of
+    workspace ``ws`` (module docstring); ``rep`` > 0: another continuation seed;
+    ``also_fixed``: a third continuation, ``corpus_fixed``, at the unscaled pseudo_weight."""
     import torch
 
     from fer.clustering.guided import read_pseudo_labels
     from fer.data.aligned import load_aligned
-    from fer.data.budgets import load_split
+    from fer.data.budgets import load_split, parse_split_key
     from fer.data.folds import split_indices
-    from fer.methods.corpus import clustering_pool, kept_pseudo, train_round
+    from fer.methods.corpus import clustering_pool, kept_pseudo, round_pseudo_weight, train_round
     from fer.params import load_params, section
     from fer.training.checkpoint import load_weights
     from fer.training.optim import EvalSetup
@@ -74,10 +88,13 @@ def run_fold(ws: str, fold_key: int, epochs: int | None, out_file: str) -> dict[
     root = Path(ws)
     params = load_params(root / "params.yaml", root / "workflow" / "schemas" / "params.schema.yaml")
     cfg, ft, cl = section(params, "accnn"), section(params, "finetune"), section(params, "clustering")
-    seed = int(params["seed"]) + fold_key  # the pipeline's per-fold seed
+    fold_key = str(fold_key)
+    at_budget = parse_split_key(fold_key)[1] is not None
+    seed = int(params["seed"]) + parse_split_key(fold_key)[0]  # the pipeline's per-fold seed
     seed_everything(seed)
     data = load_aligned(root / "data/aligned/images.npy", root / "data/aligned/manifest.csv", root / "data/aligned/meta.json")
-    split = split_indices(data.subjects, load_split(root / "data/folds.json", str(fold_key)))
+    splits_file = root / ("data/budgets.json" if at_budget else "data/folds.json")
+    split = split_indices(data.subjects, load_split(splits_file, fold_key))
     device = torch.device("cpu")
     fold = prepare_fold(data.images, data.labels, split, data.classes, device=device, seed=seed)
     corpus = load_aligned(root / "data/aligned_corpus/images.npy", root / "data/aligned_corpus/manifest.csv",
@@ -85,18 +102,28 @@ def run_fold(ws: str, fold_key: int, epochs: int | None, out_file: str) -> dict[
     pool, pool_paths = clustering_pool(fold, data.paths, corpus.images, list(corpus.paths), cl.in_domain)
     pl = read_pseudo_labels(root / f"results/pseudo/fold-{fold_key}", fold.classes, corpus_paths=pool_paths)
     pseudo = kept_pseudo(pl, pool)
+    # the corpus row's weight: pseudo_weight, times the validation reliability when
+    # finetune.validation_weighting (0: the corpus continuation IS the control)
+    weight, reliability = round_pseudo_weight(ft, pl, f"{root}/results/pseudo/fold-{fold_key}")
+    fixed = float(ft.pseudo_weight)
+    round_seed = derived_seed(seed, 0xAC, 0) if rep == 0 else derived_seed(seed, 0xAC, 0, rep)
     start, _ = load_weights(root / f"models/accnn/fold-{fold_key}.pt")
     accnn = json.loads((root / f"metrics/accnn/fold-{fold_key}.json").read_text())
     cfg_ft = dataclasses.replace(cfg, epochs=int(epochs if epochs is not None else ft.epochs))
     train, val = fold.part("train"), fold.part("val")
     out: dict[str, Any] = {"run": ws, "fold": fold_key, "data_seed": int(params.get("data_seed", 0)),
                            "seed": int(params["seed"]), "epochs": cfg_ft.epochs, "accnn_epochs": cfg.epochs,
-                           "n_pseudo": int(len(pseudo[1])), "accnn": float(accnn["test/acc"])}
-    for name, ps in (("control", None), ("corpus", pseudo)):
+                           "n_pseudo": int(len(pseudo[1])), "accnn": float(accnn["test/acc"]), "rep": rep,
+                           "pseudo_weight": weight, "reliability": reliability}
+    variants = [("control", None, fixed), ("corpus", pseudo if weight > 0 else None, weight)]
+    if also_fixed:
+        variants.append(("corpus_fixed", pseudo, fixed))
+    for name, ps, w in variants:
         model = fold.build_recognizer(cfg_ft)
         model.load_state_dict(start)
-        result = train_round(model, train, val, cfg_ft, ft, num_classes=fold.num_classes, pseudo=ps, synthetic=None,
-                             device=device, seed=derived_seed(seed, 0xAC, 0), fp=f"finetune_extra-{name}",
+        ft_w = dataclasses.replace(ft, pseudo_weight=w)
+        result = train_round(model, train, val, cfg_ft, ft_w, num_classes=fold.num_classes, pseudo=ps, synthetic=None,
+                             device=device, seed=round_seed, fp=f"finetune_extra-{name}",
                              resume_path=None, log_path=None, on_epoch_end=None, start_candidate=True)
         m = test_selected(model, result, fold, EvalSetup.for_params(cfg_ft, device))
         out[name] = float(m["test/acc"])
@@ -110,12 +137,16 @@ def summarise(rows: list[dict[str, Any]]) -> None:
     """Print the per-fold lines and the corpus-minus-control statistics (module docstring)."""
     from fer.metrics.stats import paired_test
 
-    rows = sorted(rows, key=lambda r: (r["data_seed"], r["run"], r["fold"]))
-    print("run | fold | AC-CNN | control (selected epoch) | corpus (selected epoch) | corpus - control | kept pseudo")
+    for r in rows:  # results written before split keys and reps: int folds, one rep
+        r.setdefault("rep", 0)
+        r["fold"] = str(r["fold"])
+    rows = sorted(rows, key=lambda r: (r["data_seed"], r["run"], r["fold"], r["rep"]))
+    print("run | fold | rep | AC-CNN | control (selected epoch) | corpus (selected epoch) | corpus - control | "
+          "kept pseudo | pseudo weight")
     for r in rows:
-        print(f"{Path(r['run']).name} | {r['fold']} | {100 * r['accnn']:.1f} | {100 * r['control']:.1f} "
+        print(f"{Path(r['run']).name} | {r['fold']} | {r['rep']} | {100 * r['accnn']:.1f} | {100 * r['control']:.1f} "
               f"({r['control_best_epoch']}) | {100 * r['corpus']:.1f} ({r['corpus_best_epoch']}) | "
-              f"{100 * (r['corpus'] - r['control']):+.1f} | {r['n_pseudo']}")
+              f"{100 * (r['corpus'] - r['control']):+.1f} | {r['n_pseudo']} | {r.get('pseudo_weight', 'n/a')}")
     d = np.array([r["corpus"] - r["control"] for r in rows]) * 100
 
     def sd(x: Any) -> float:
@@ -127,7 +158,7 @@ def summarise(rows: list[dict[str, Any]]) -> None:
           f"control - AC-CNN {100 * np.mean([r['control'] - r['accnn'] for r in rows]):+.2f}, "
           f"corpus - AC-CNN {100 * np.mean([r['corpus'] - r['accnn'] for r in rows]):+.2f}; start kept: control "
           f"{sum(r['control_best_epoch'] == 0 for r in rows)}, corpus {sum(r['corpus_best_epoch'] == 0 for r in rows)}")
-    groups: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["data_seed"], r["fold"])].append(r)
     print("\ndata seed | fold | runs | control mean | corpus mean | corpus - control (se)")
@@ -160,8 +191,14 @@ def summarise(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", required=True, help="workspaces where the pipeline ran (accnn, cluster_corpus)")
-    ap.add_argument("--folds", default="", help="comma-separated folds (default: every fold of data/folds.json)")
+    ap.add_argument("--folds", default="", help="comma-separated split keys: K, or K-bJ at a label budget "
+                    "(default: every fold of data/folds.json, all labels)")
     ap.add_argument("--epochs", type=int, help="extra epochs (default: each run's finetune.epochs)")
+    ap.add_argument("--reps", type=int, default=1, help="continuation seeds per fold: rep 0 is the pipeline's "
+                    "(the rows' numbers), rep i > 0 derived_seed(seed, 0xAC, 0, i); their spread is the noise of "
+                    "one continuation on a fold")
+    ap.add_argument("--also-fixed", action="store_true", help="also continue on the corpus at the unscaled "
+                    "finetune.pseudo_weight (row corpus_fixed: finetune.validation_weighting off)")
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at once (one thread each)")
     ap.add_argument("--out", default="benchmarks/results/finetune_extra")
     args = ap.parse_args(argv)
@@ -170,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = []
     for ws in args.runs:
         n_folds = int(json.loads((Path(ws) / "data/folds.json").read_text())["n_folds"])
-        folds = [int(k) for k in args.folds.split(",")] if args.folds else list(range(n_folds))
+        folds = args.folds.split(",") if args.folds else [str(k) for k in range(n_folds)]
         for k in folds:
-            tasks.append((str(Path(ws).resolve()), k, args.epochs,
-                          str(out / f"{Path(ws).name}-fold-{k}{'' if args.epochs is None else f'-e{args.epochs}'}.json")))
+            for r in range(args.reps):
+                name = f"{Path(ws).name}-fold-{k}{'' if args.epochs is None else f'-e{args.epochs}'}"
+                tasks.append((str(Path(ws).resolve()), k, args.epochs,
+                              str(out / f"{name}{'' if r == 0 else f'-r{r}'}.json"), r, args.also_fixed))
     rows = [json.loads(Path(t[3]).read_text()) for t in tasks if Path(t[3]).is_file()]
     todo = [t for t in tasks if not Path(t[3]).is_file()]
     print(f"{len(tasks)} run-folds, {len(rows)} reused from {out}, {len(todo)} to train", flush=True)
@@ -182,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             for r in pool.starmap(run_fold, todo):
                 rows.append(r)
     summarise(rows)
+    if any("corpus_fixed" in r for r in rows):
+        print("\n=== corpus_fixed (the unscaled pseudo_weight: finetune.validation_weighting off) against the control")
+        summarise([{**r, "corpus": r["corpus_fixed"], "corpus_best_epoch": r["corpus_fixed_best_epoch"],
+                    "pseudo_weight": "fixed"} for r in rows if "corpus_fixed" in r])
     return 0
 
 
