@@ -72,12 +72,12 @@ get pseudo-labels exactly as corpus faces would, and their labels score them
 (``stats["check"]``, ``fer.clustering.guided.pseudo_label_check``). A round's
 pseudo_weight is multiplied by that score's reliability, the chance-corrected accuracy
 ``clip((acc - 1/K) / (1 - 1/K), 0, 1)`` (``round_pseudo_weight``): pseudo-labels that are
-right as often as labelled validation would need count fully, pseudo-labels no better
-than chance count not at all, and then the round trains on the labelled images only,
-exactly as the control row's round (same seed, batches and selection). Why: on the demo
-with 25 % of the labels, the pseudo-labels anchored on 84 labelled faces were 20-38 %
-right, and training on them at the full weight put the row 4.2 points below its control
-(README "Scarce labels"). The validation split is also where the epoch is selected; it is
+all right count fully, pseudo-labels no better than chance count not at all, and then the
+round trains on the labelled images only, exactly as the control row's round (same seed,
+batches and selection). Why: on the demo with 25 % of the labels, the pseudo-labels
+anchored on 84 labelled faces were 19-29 % right on validation (chance 14 %), and training
+on them at the full weight put the row 2.7 points below its control over four
+continuation seeds (-0.4 with the weighting; README "Two commands"). The validation split is also where the epoch is selected; it is
 inside the training part, and the test fold is never read. Validation faces are of
 labelled classes, so for a corpus of many faces of no labelled class the score is an upper
 bound; rejection (``clustering.reject_quantile``) is the guard there.
