@@ -33,7 +33,7 @@ def test_the_check_by_hand() -> None:
     conf = np.array([0.6, 0.4, 0.9, 0.7, 0.99, 0.5], dtype=np.float32)
     rejected = np.array([False, False, False, False, False, True])
     truth = np.array([0, 1, 1, 0, 2, 3])
-    got = pseudo_label_check(np.zeros((6, 2)), truth, 4, assigned=(label, conf, rejected),
+    got = pseudo_label_check(truth, 4, assigned=(label, conf, rejected),
                              pool=(pool_label, pool_conf, pool_kept))
     # assigned: faces 0-4 (5 is rejected); right: 0, 2, 4 -> 3/5; kept: face 0 (0.6 >= 0.5) and
     # face 2 (0.9 >= 0.8); face 1 (0.4 < 0.5), face 3 (0.7 < 0.8), face 4 (class 2 keeps nothing) not
@@ -41,14 +41,14 @@ def test_the_check_by_hand() -> None:
     assert got["acc_assigned"] == pytest.approx(0.6) and got["acc_kept"] == pytest.approx(1.0)
     assert got["reliability"] == pytest.approx((0.6 - 0.25) / 0.75)
     # below chance (1 of 5 right, chance 1/4) -> 0; nothing assigned -> 0 and no accuracy
-    worse = pseudo_label_check(np.zeros((6, 2)), (truth + 1) % 4, 4, assigned=(label, conf, rejected),
+    worse = pseudo_label_check((truth + 1) % 4, 4, assigned=(label, conf, rejected),
                                pool=(pool_label, pool_conf, pool_kept))
     assert worse["acc_assigned"] == pytest.approx(0.2) and worse["reliability"] == 0.0
-    none = pseudo_label_check(np.zeros((6, 2)), truth, 4, assigned=(label, conf, np.ones(6, bool)),
+    none = pseudo_label_check(truth, 4, assigned=(label, conf, np.ones(6, bool)),
                               pool=(pool_label, pool_conf, pool_kept))
     assert none["acc_assigned"] is None and none["acc_kept"] is None and none["reliability"] == 0.0
     with pytest.raises(ValueError, match="check labels"):
-        pseudo_label_check(np.zeros((6, 2)), truth[:5], 4, assigned=(label, conf, rejected),
+        pseudo_label_check(truth[:5], 4, assigned=(label, conf, rejected),
                            pool=(pool_label, pool_conf, pool_kept))
 
 

@@ -436,7 +436,6 @@ def _assign(
 
 
 def pseudo_label_check(
-    check_feats: np.ndarray,
     check_labels: np.ndarray,
     num_classes: int,
     *,
@@ -445,8 +444,8 @@ def pseudo_label_check(
 ) -> dict[str, Any]:
     """How right the clustering's pseudo-labels are on labelled faces it did not see.
 
-    ``check_feats``/``check_labels`` (M, D)/(M,): held-out LABELLED faces (the fold's
-    validation split), given the clustering's pseudo-labels exactly as a corpus face would
+    ``check_labels`` (M,): the labels of held-out LABELLED faces (the fold's validation
+    split), which were given the clustering's pseudo-labels exactly as a corpus face would
     get them (``assigned`` = their (best class, confidence, rejected) from the same
     centroids and rejection rule); their labels are read here only, to score. A check face
     counts as KEPT when it is not rejected and its confidence reaches the lowest confidence
@@ -588,7 +587,7 @@ def guided_pseudo_labels(
         if check_feats.ndim != 2 or check_feats.shape[1] != corpus_feats.shape[1]:
             raise ValueError(f"check features must be (M, {corpus_feats.shape[1]}), got {check_feats.shape}")
         c_label, _, c_conf, c_rej, _ = _assign(check_feats, centroids, cluster_class, share, cfg, rule)
-        check_stats = pseudo_label_check(check_feats, check[1], num_classes, assigned=(c_label, c_conf, c_rej),
+        check_stats = pseudo_label_check(check[1], num_classes, assigned=(c_label, c_conf, c_rej),
                                          pool=(label, confidence, kept))
     kept_per_class = np.bincount(label[kept], minlength=num_classes)
     assigned_per_class = np.bincount(label[~rejected], minlength=num_classes)
