@@ -13,14 +13,21 @@ seed, the mean, and the paired difference to the baseline on the same folds and 
 
 Variants (``--variants``, comma-separated ``name`` or ``name:width``):
 
-* ``first``: the AC-CNN as shipped (``fer.models.accnn``: depthwise 3x3 + pointwise 1x1
-  + channel affinity, three stages of two modules);
+* ``shipped``: the AC-CNN as shipped (``fer.models.accnn``: a two-convolution stem and
+  four residual modules of two separable convolutions + channel affinity, mini-Xception's
+  layout; 49,787 parameters, 16.7M MACs);
+* ``xcep``: the same layout built by replacing ``v1``'s stem and stages (the benchmark's
+  first measurement of it: the same network, other initial draws);
+* ``v1``: the first design (shipped until this round, ``ACCNNV1`` below: one 3x3 stem
+  convolution, three stages of two modules of depthwise 3x3 + pointwise 1x1 + channel
+  affinity, max-pool before a stage's first module; 37,933 parameters, 15.1M MACs);
+  every variant below modifies it;
 * ``noaff``: the same with the affinity's gamma frozen at 0 (no affinity mixing);
 * ``lean``: affinity only in the second module of each stage, descriptors on 4x4;
 * ``deep4_lean``: ``lean`` plus a fourth stage (16 x width at 4x4);
 * ``ir2``: inverted-residual modules (MobileNetV2: 1x1 expansion x2, depthwise 3x3,
   linear 1x1 projection) + channel affinity;
-* ``nodrop``: ``first`` without dropout before the classifier;
+* ``nodrop``: ``v1`` without dropout before the classifier;
 * ``stem2_lean``: a two-convolution stem at full resolution (width/2, then width
   channels) and the affinity only in the stride-1 module of each stage, on 4x4
   descriptors (39,026 parameters, 14.0M MACs: the MACs of four affinity mixings moved to
@@ -30,7 +37,9 @@ Variants (``--variants``, comma-separated ``name`` or ``name:width``):
   stage's 8 x width features to 18 x width at the final 8x8 grid, before the global
   pooling (76,493 parameters, 17.5M MACs: a third of the baseline's);
 * ``head_lean``: the same to 24 x width, the affinity dropped from stage 1's two modules
-  (89,643 parameters, 16.0M MACs).
+  (89,643 parameters, 16.0M MACs);
+* ``s2``: ``v1`` with a stride-2 stem (the stages at 16, 8, 4 px), paying for more width
+  (``s2:32``: 140,365 parameters, 16.4M MACs).
 
 Seeds (``--seeds``) replace params.yaml's ``seed`` (fold K trains with seed + K, as the
 pipeline does); the demo's folds are small (about 150 training and 63 test faces), so
@@ -40,11 +49,11 @@ up to 5 points between two seeds.
 ``--skip-baseline`` trains the variants only (the baseline's numbers for the same seeds
 and folds are then the ones of an earlier run: same seed, same machine, same numbers).
 Run in the workspace of another dataset (its ``data/aligned`` and ``data/folds.json``),
-``--variants first`` with two seeds measures how far the shipped AC-CNN moves when only
+``--variants shipped`` with two seeds measures how far the shipped AC-CNN moves when only
 its initialisation, batch order and augmentation draws change, on the same folds (README,
 "Scarce labels").
 
-Usage: ``python benchmarks/bench_accnn.py --variants first,ir2:12 --seeds 0,1000``
+Usage: ``python benchmarks/bench_accnn.py --variants shipped,v1 --seeds 0,1000``
 (about 100 s per fold, variant and seed on one thread of a shared 2-core machine).
 """
 
@@ -66,12 +75,111 @@ from fer.data.budgets import load_split
 from fer.data.folds import split_indices
 from fer.methods.baseline import run_baseline_fold
 from fer.models import build_model
-from fer.models.accnn import ACCNN, ACModule, ChannelAffinity
+from fer.models.accnn import ACCNN, ChannelAffinity
 from fer.models.complexity import count_macs, count_parameters
 from fer.params import load_params, section
 from fer.training.protocol import FoldOutputs, prepare_fold
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
+
+
+class ACModuleV1(nn.Module):
+    """The first design's AC module (shipped until this round): depthwise 3x3 + pointwise 1x1
+    (BN, ReLU) + channel affinity.
+
+    ``ACModuleV1(in_ch, out_ch, stride)`` maps (N, in_ch, H, W) to
+    (N, out_ch, ceil(H / stride), ceil(W / stride)); a residual shortcut is added when the
+    shape is unchanged (stride 1, in_ch == out_ch).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, pool: int = 8, tau: float = 0.2) -> None:
+        super().__init__()
+        if in_ch < 1 or out_ch < 1:
+            raise ValueError(f"ACModule channels must be >= 1, got {in_ch}, {out_ch}")
+        if stride not in (1, 2):
+            raise ValueError(f"ACModule stride must be 1 or 2, got {stride}")
+        self.in_ch, self.out_ch, self.stride = int(in_ch), int(out_ch), int(stride)
+        self.pool: nn.Module = nn.MaxPool2d(2, ceil_mode=True) if stride == 2 else nn.Identity()
+        self.depthwise = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.affinity = ChannelAffinity(pool=pool, tau=tau)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.depthwise(self.pool(x))))
+        out = self.relu(self.bn2(self.pointwise(out)))
+        out = self.affinity(out)
+        return out + x if self.residual else out
+
+
+class ACCNNV1(nn.Module):
+    """The first AC-CNN (shipped until this round): stem conv + three stages of two
+    ``ACModuleV1`` + GAP, dropout, linear classifier (commit d3ed36b's fer.models.accnn)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 16,
+        dropout: float = 0.3,
+        input_size: int = 64,
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if input_size < 8:
+            raise ValueError(f"accnn needs inputs of at least 8 px, got {input_size}")
+        if width < 1 or num_classes < 1:
+            raise ValueError(f"accnn needs width >= 1 and num_classes >= 1, got {width}, {num_classes}")
+        self.input_size = int(input_size)
+        self.in_channels = int(in_channels)
+        self.width = int(width)
+        self.num_classes = int(num_classes)
+        w = self.width
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+        )
+        self.stages = nn.Sequential(
+            ACModuleV1(w, 2 * w, 2),
+            ACModuleV1(2 * w, 2 * w, 1),
+            ACModuleV1(2 * w, 4 * w, 2),
+            ACModuleV1(4 * w, 4 * w, 1),
+            ACModuleV1(4 * w, 8 * w, 2),
+            ACModuleV1(8 * w, 8 * w, 1),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim: int = 8 * w
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding: (N, C, H, W) -> (N, 8*width)."""
+        return torch.flatten(self.avgpool(self.stages(self.stem(x))), 1)  # N, 8w
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits from ``features``: (N, 8*width) -> (N, num_classes)."""
+        return self.fc(self.dropout(feats))  # N, K
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: (N, C, H, W) -> (N, num_classes)."""
+        return self.classify(self.features(x))
 
 
 class InvertedResidual(nn.Module):
@@ -94,9 +202,30 @@ class InvertedResidual(nn.Module):
         return out + x if self.residual else torch.relu(out)
 
 
+class XceptionAC(nn.Module):
+    """mini-Xception's residual module (Arriaga et al. 2017, a 60k-parameter FER network):
+    two depthwise-separable 3x3 convolutions (BN; ReLU between), the channel affinity,
+    a 3x3 stride-2 max-pool, plus a strided 1x1 projection shortcut (BN)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.sep1 = nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+                                  nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        self.sep2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1, groups=cout, bias=False),
+                                  nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.affinity = ChannelAffinity()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.affinity(self.sep2(self.sep1(x)))) + self.short(x)
+
+
 def build_variant(kind: str, num_classes: int, in_channels: int, width: int, input_size: int) -> nn.Module:
     """The AC-CNN variant ``kind`` (module docstring), freshly initialised."""
-    net = ACCNN(num_classes, in_channels, width, input_size=input_size)
+    if kind == "shipped":
+        return ACCNN(num_classes, in_channels, width, input_size=input_size)
+    net = ACCNNV1(num_classes, in_channels, width, input_size=input_size)
     w = width
     if kind == "noaff":
         for m in net.modules():
@@ -104,7 +233,7 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
                 m.gamma.requires_grad_(False)
     elif kind in ("lean", "deep4_lean"):
         if kind == "deep4_lean":
-            net.stages = nn.Sequential(*net.stages, ACModule(8 * w, 16 * w, 2), ACModule(16 * w, 16 * w, 1))
+            net.stages = nn.Sequential(*net.stages, ACModuleV1(8 * w, 16 * w, 2), ACModuleV1(16 * w, 16 * w, 1))
             net.feature_dim = 16 * w
             net.fc = nn.Linear(16 * w, num_classes)
         for m in net.stages:
@@ -144,11 +273,27 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
             nn.Conv2d(8 * w, e, 1, bias=False), nn.BatchNorm2d(e), nn.ReLU(inplace=True)))
         net.feature_dim = e
         net.fc = nn.Linear(e, num_classes)
-    elif kind != "first":
-        raise SystemExit(f"unknown variant {kind!r} (first, noaff, lean, deep4_lean, ir2, nodrop, stem2_lean, "
-                         "stem2_all, head, head_lean)")
+    elif kind == "s2":
+        # a stride-2 stem (ResNet's and MobileNet's downsampling at the input): the 3x3 stem
+        # runs at half resolution, the three stages at 16, 8 and 4 (the small VGG's final
+        # grid), and the MACs saved at full resolution pay for twice the width (s2:32:
+        # 140,365 parameters, 16.4M MACs)
+        net.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, stride=2, padding=1, bias=False),
+                                 nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+    elif kind == "xcep":
+        # mini-Xception's layout with the affinity in every module: a two-convolution stem
+        # at full resolution (w/2 channels), four residual modules of w, 2w, 4w, 8w
+        h = max(1, w // 2)
+        net.stem = nn.Sequential(
+            nn.Conv2d(in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
+        net.stages = nn.Sequential(XceptionAC(h, w), XceptionAC(w, 2 * w), XceptionAC(2 * w, 4 * w),
+                                   XceptionAC(4 * w, 8 * w), nn.ReLU())
+    elif kind != "v1":
+        raise SystemExit(f"unknown variant {kind!r} (shipped, v1, noaff, lean, deep4_lean, ir2, nodrop, "
+                         "stem2_lean, stem2_all, head, head_lean, s2, xcep)")
     # new modules: initialised like the rest
-    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean"):
+    if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean", "s2", "xcep"):
         net._init_weights()
     return net
 
@@ -160,7 +305,7 @@ def main() -> None:
     ap.add_argument("--folds-file", default="data/folds.json")
     ap.add_argument("--folds", default="0,1,2,3", help="fold numbers")
     ap.add_argument("--seeds", default="0", help="comma-separated values of params.yaml's seed")
-    ap.add_argument("--variants", default="first,ir2:12")
+    ap.add_argument("--variants", default="shipped,v1")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="build/bench_accnn", help="results.json goes here")
     ap.add_argument("--skip-baseline", action="store_true",
@@ -175,7 +320,7 @@ def main() -> None:
     folds = [int(k) for k in args.folds.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     specs = ([] if args.skip_baseline else [("baseline", base_cfg.width)]) + [
-        (v.split(":")[0], int(v.split(":")[1]) if ":" in v else acc_cfg.width) for v in args.variants.split(",")]
+        (v.split(":")[0], int(v.split(":")[1]) if ":" in v else acc_cfg.width) for v in args.variants.split(",") if v]
 
     def model_of(name: str, width: int) -> nn.Module:
         if name == "baseline":

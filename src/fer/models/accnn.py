@@ -4,16 +4,17 @@ Follows Fang, Zhao, Han, He, "Expression-Guided Deep Joint Learning for Facial E
 Recognition", Sensors 23(16):7148, 2023 (methods.md, M4), which builds its recogniser
 from an "affinity convolution" module with low computational overhead. The paper's exact
 definition of the module was not available; everything below is THE PROJECT'S READING,
-chosen to be cheap, about the affinity between channels, and stable to train:
+chosen to be cheap, about the affinity between channels, and stable to train.
 
-**AC module** ``ACModule(in_ch, out_ch, stride)``::
+**AC module** ``ACModule(in_ch, out_ch)`` (mini-Xception's residual module, Arriaga et
+al., "Real-time Convolutional Neural Networks for Emotion and Gender Classification",
+2017, a 60k-parameter FER network, with the channel affinity inside)::
 
-    x -> [2x2 max-pool when stride == 2]               downsampling (as VGG's pooling)
-      -> depthwise 3x3 -> BN -> ReLU                   spatial filtering, 9 MACs / px / ch
-      -> pointwise 1x1 -> BN -> ReLU = F (N, C, H, W)  channel mixing (MobileNet, Howard
-                                                      et al. 2017: depthwise-separable)
-      -> F + gamma * (A @ F)                         channel-affinity re-weighting
-      (+ x when stride == 1 and in_ch == out_ch)     residual shortcut
+    x -> depthwise 3x3 -> pointwise 1x1 -> BN -> ReLU        separable conv (in_ch -> out_ch)
+      -> depthwise 3x3 -> pointwise 1x1 -> BN                separable conv (out_ch -> out_ch)
+      -> F + gamma * (A @ F)                                 channel-affinity re-weighting
+      -> 3x3 max-pool, stride 2                              downsampling
+      + (1x1 conv stride 2 -> BN)(x)                         projection shortcut
 
 The affinity ``A`` (N, C, C) is computed per image from coarse channel descriptors:
 ``F`` is average-pooled to at most ``pool`` x ``pool`` cells, each channel's descriptor is
@@ -26,29 +27,32 @@ Attention Network for Scene Segmentation", CVPR 2019) with two changes for stabi
 correlation of pooled descriptors instead of raw Gram energies (bounded logits: raw
 ``F F^T`` grows with H*W and saturates the softmax) and a fixed temperature ``tau``.
 ``gamma`` is one learnable scalar per module, initialised to 0, so every module starts as
-a plain depthwise-separable block and learns how much affinity mixing to use.
-
-Downsampling is a 2x2 max-pool BEFORE the depthwise convolution (not a strided depthwise
-convolution): measured on the demo data (fold 0, baseline settings), a strided depthwise
-convolution left the network near chance (test 0.26, train accuracy 0.36 after 30 epochs),
-max-pooling first reached 0.42 at the same MACs (0.48 with lr 0.005), and pooling after
-the module 0.46 at twice the MACs.
-
-Cost per module and image (H', W' the output side, C the output channels): depthwise
-``9 * in_ch * H'W'``, pointwise ``in_ch * C * H'W'``, affinity ``C^2 * p^2`` (descriptors)
-+ ``C^2 * H'W'`` (mixing) multiply-accumulates -- about ``2 C^2 H'W'`` against
-``18 C^2 H'W'`` for a VGG block's two 3x3 convolutions.
+a plain residual separable block and learns how much affinity mixing to use.
 
 **AC-CNN** ``ACCNN(num_classes, in_channels=1, width=16, dropout=0.3, input_size=64)``::
 
-    stem   3x3 conv (in_channels -> width), BN, ReLU          (full resolution)
-    stage1 AC(width, 2w, stride 2), AC(2w, 2w)
-    stage2 AC(2w, 4w, stride 2),    AC(4w, 4w)
-    stage3 AC(4w, 8w, stride 2),    AC(8w, 8w)
-    global average pool -> dropout -> linear
+    stem   3x3 conv (in_channels -> w/2), BN, ReLU,
+           3x3 conv (w/2 -> w/2), BN, ReLU                     (full resolution)
+    AC(w/2, w), AC(w, 2w), AC(2w, 4w), AC(4w, 8w)              (each halves the side)
+    ReLU -> global average pool -> dropout -> linear
 
-Three stride-2 stages take a 64 px face to 8x8 (the same final grid as ``vgg_small``, which
-pools four times from 64 to 4); ``feature_dim`` is ``8 * width`` like ``vgg_small``.
+Four stride-2 modules take a 64 px face to 4x4 (``vgg_small``'s final grid);
+``feature_dim`` is ``8 * width`` like ``vgg_small``. At width 16 and 64 px grey: 49,787
+parameters and 16.7M multiply-accumulates, 0.32 x the small VGG's 52.5M.
+
+**Why this layout** (measured, README "Choices"; ``benchmarks/bench_accnn.py``): the first
+design (one 3x3 stem convolution, then a max-pool and three stages of two plain
+depthwise-separable modules, no shortcut across the downsampling) underfitted and stayed
+about 7 points below the small VGG over three seeds on the demo. Full-resolution
+processing matters on faces of this size: a stride-2 stem that paid for twice the width
+lost another 12 points. This layout spends its MACs at full resolution (two stem
+convolutions, the first module's two separable convolutions and affinity at 64 x 64) and
+gives every module a projection shortcut.
+
+Cost per module and image (H, W the module's input side, C = out_ch):
+depthwise ``9 (in_ch + C) H W``, pointwise ``(in_ch + C) C H W``, affinity ``C^2 * p^2``
+(descriptors) + ``C^2 H W`` (mixing), shortcut ``in_ch C H W / 4`` multiply-accumulates.
+
 The contract is ``VGGSmall``'s: ``features(x) -> (N, 8*width)``, ``forward(x)`` ->
 logits, ``classify(features)`` -> logits.
 """
@@ -105,38 +109,39 @@ class ChannelAffinity(nn.Module):
 
 
 class ACModule(nn.Module):
-    """Affinity convolution: depthwise 3x3 + pointwise 1x1 (BN, ReLU) + channel affinity.
+    """Affinity convolution: two separable 3x3 convolutions + channel affinity + max-pool,
+    plus a projection shortcut (see the module docstring).
 
-    ``ACModule(in_ch, out_ch, stride)`` maps (N, in_ch, H, W) to
-    (N, out_ch, ceil(H / stride), ceil(W / stride)); a residual shortcut is added when the
-    shape is unchanged (stride 1, in_ch == out_ch).
+    ``ACModule(in_ch, out_ch)`` maps (N, in_ch, H, W) to
+    (N, out_ch, ceil(H / 2), ceil(W / 2)).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, pool: int = 8, tau: float = 0.2) -> None:
+    def __init__(self, in_ch: int, out_ch: int, *, pool: int = 8, tau: float = 0.2) -> None:
         super().__init__()
         if in_ch < 1 or out_ch < 1:
             raise ValueError(f"ACModule channels must be >= 1, got {in_ch}, {out_ch}")
-        if stride not in (1, 2):
-            raise ValueError(f"ACModule stride must be 1 or 2, got {stride}")
-        self.in_ch, self.out_ch, self.stride = int(in_ch), int(out_ch), int(stride)
-        self.pool: nn.Module = nn.MaxPool2d(2, ceil_mode=True) if stride == 2 else nn.Identity()
-        self.depthwise = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False)
-        self.bn1 = nn.BatchNorm2d(in_ch)
-        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
+        self.in_ch, self.out_ch = int(in_ch), int(out_ch)
+        self.sep1 = nn.Sequential(
+            nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch, bias=False),
+            nn.Conv2d(in_ch, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+        self.sep2 = nn.Sequential(
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, groups=out_ch, bias=False),
+            nn.Conv2d(out_ch, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
         self.affinity = ChannelAffinity(pool=pool, tau=tau)
-        self.residual = stride == 1 and in_ch == out_ch
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=2, bias=False), nn.BatchNorm2d(out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.depthwise(self.pool(x))))
-        out = self.relu(self.bn2(self.pointwise(out)))
-        out = self.affinity(out)
-        return out + x if self.residual else out
+        return self.pool(self.affinity(self.sep2(self.sep1(x)))) + self.shortcut(x)
 
 
 class ACCNN(nn.Module):
-    """Stem conv + three stages of two AC modules + GAP, dropout, linear classifier."""
+    """Two-convolution stem + four AC modules + ReLU, GAP, dropout, linear classifier."""
 
     def __init__(
         self,
@@ -151,32 +156,33 @@ class ACCNN(nn.Module):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if input_size < 8:
             raise ValueError(f"accnn needs inputs of at least 8 px, got {input_size}")
-        if width < 1 or num_classes < 1:
-            raise ValueError(f"accnn needs width >= 1 and num_classes >= 1, got {width}, {num_classes}")
+        if width < 2 or num_classes < 1:
+            raise ValueError(f"accnn needs width >= 2 and num_classes >= 1, got {width}, {num_classes}")
         self.input_size = int(input_size)
         self.in_channels = int(in_channels)
         self.width = int(width)
         self.num_classes = int(num_classes)
-        w = self.width
+        w, h = self.width, self.width // 2
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
-            nn.BatchNorm2d(w),
+            nn.Conv2d(in_channels, h, 3, padding=1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, padding=1, bias=False),
+            nn.BatchNorm2d(h),
             nn.ReLU(inplace=True),
         )
         self.stages = nn.Sequential(
-            ACModule(w, 2 * w, 2),
-            ACModule(2 * w, 2 * w, 1),
-            ACModule(2 * w, 4 * w, 2),
-            ACModule(4 * w, 4 * w, 1),
-            ACModule(4 * w, 8 * w, 2),
-            ACModule(8 * w, 8 * w, 1),
+            ACModule(h, w),
+            ACModule(w, 2 * w),
+            ACModule(2 * w, 4 * w),
+            ACModule(4 * w, 8 * w),
+            nn.ReLU(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim: int = 8 * w
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
         self._init_weights()
-
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -348,6 +348,8 @@ class RecognizerParams:
             raise ValueError(f"select_metric must be one of {list(SELECT_METRICS)}")
         if self.width < 1 or self.epochs < 1 or self.batch_size < 2:
             raise ValueError("width and epochs must be >= 1, batch_size >= 2")
+        if self.arch == "accnn" and self.width < 2:
+            raise ValueError("arch accnn needs width >= 2 (its stem has width / 2 channels)")
         if self.warmup_epochs < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("warmup_epochs and weight_decay must be >= 0, lr > 0")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.momentum < 1:

@@ -252,7 +252,8 @@ def corpus_section(
     parts.append(_table(["architecture", "width", "parameters", "multiply-accumulates per image"],
                         [[r["arch"], r["width"], f"{r['params']:,}", f"{r['macs']:,}"] for r in complexity]))
     parts.append("<p>The AC module is the project's reading of the paper's affinity convolution (its exact "
-                 "definition is not public): see <code>fer.models.accnn</code>. Counts are for one aligned input "
+                 "definition is not public): two depthwise-separable convolutions, the channel affinity, a max-pool and "
+                 "a projection shortcut (mini-Xception's residual module); see <code>fer.models.accnn</code>. Counts are for one aligned input "
                  "image at the pipeline's resolution; ResNet-18 at its standard widths for reference.</p>")
     return "".join(parts)
 
