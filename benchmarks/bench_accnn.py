@@ -42,9 +42,10 @@ Variants (``--variants``, comma-separated ``name`` or ``name:width``):
   (``s2:32``: 140,365 parameters, 16.4M MACs).
 
 Seeds (``--seeds``) replace params.yaml's ``seed`` (fold K trains with seed + K, as the
-pipeline does); the demo's folds are small (about 150 training and 63 test faces), so
+pipeline does); the demo's folds are small (294 training and 126 test faces), so
 compare variants over several seeds: on the demo, one configuration's 4-fold mean moved by
-up to 5 points between two seeds.
+about 4 points between two initialisations of the same network with the same seed
+(README, "Choices").
 
 ``--skip-baseline`` trains the variants only (the baseline's numbers for the same seeds
 and folds are then the ones of an earlier run: same seed, same machine, same numbers).
