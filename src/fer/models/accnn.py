@@ -40,14 +40,15 @@ Four stride-2 modules take a 64 px face to 4x4 (``vgg_small``'s final grid);
 ``feature_dim`` is ``8 * width`` like ``vgg_small``. At width 16 and 64 px grey: 49,787
 parameters and 16.7M multiply-accumulates, 0.32 x the small VGG's 52.5M.
 
-**Why this layout** (measured, README "Choices"; ``benchmarks/bench_accnn.py``): the first
-design (one 3x3 stem convolution, then a max-pool and three stages of two plain
-depthwise-separable modules, no shortcut across the downsampling) underfitted and stayed
-about 7 points below the small VGG over three seeds on the demo. Full-resolution
-processing matters on faces of this size: a stride-2 stem that paid for twice the width
-lost another 12 points. This layout spends its MACs at full resolution (two stem
-convolutions, the first module's two separable convolutions and affinity at 64 x 64) and
-gives every module a projection shortcut.
+**Why this layout** (measured, README "Choices"; ``benchmarks/bench_accnn.py``, demo,
+three seeds x 4 folds): the first design (one 3x3 stem convolution, then a max-pool and
+three stages of two single-separable-convolution modules with the affinity, no shortcut
+across the downsampling; the benchmark's variant ``v1``) underfitted and stayed 8.3 points
+below the small VGG; this layout is 7.0 points above it (paired over the same 12 folds)
+and 1.3 below the VGG, within noise. It spends more of its MACs at full resolution (two
+stem convolutions, the first module's two separable convolutions and affinity at 64 x 64)
+and gives every module a projection shortcut; the opposite direction, a stride-2 stem that
+paid for twice the width, fell 8-10 points below the first design (one seed).
 
 Cost per module and image (H, W the module's input side, C = out_ch):
 depthwise ``9 (in_ch + C) H W``, pointwise ``(in_ch + C) C H W``, affinity ``C^2 * p^2``
@@ -183,6 +184,7 @@ class ACCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
         self._init_weights()
+
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
