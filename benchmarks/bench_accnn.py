@@ -226,6 +226,8 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
     """The AC-CNN variant ``kind`` (module docstring), freshly initialised."""
     if kind == "shipped":
         return ACCNN(num_classes, in_channels, width, input_size=input_size)
+    if kind == "first":  # its name in earlier rounds' commands (README)
+        kind = "v1"
     net = ACCNNV1(num_classes, in_channels, width, input_size=input_size)
     w = width
     if kind == "noaff":
