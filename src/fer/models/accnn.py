@@ -40,15 +40,16 @@ Four stride-2 modules take a 64 px face to 4x4 (``vgg_small``'s final grid);
 ``feature_dim`` is ``8 * width`` like ``vgg_small``. At width 16 and 64 px grey: 49,787
 parameters and 16.7M multiply-accumulates, 0.32 x the small VGG's 52.5M.
 
-**Why this layout** (measured, README "Choices"; ``benchmarks/bench_accnn.py``, demo,
-three seeds x 4 folds): the first design (one 3x3 stem convolution, then a max-pool and
-three stages of two single-separable-convolution modules with the affinity, no shortcut
-across the downsampling; the benchmark's variant ``v1``) underfitted and stayed 8.3 points
-below the small VGG; this layout is 7.0 points above it (paired over the same 12 folds)
-and 1.3 below the VGG, within noise. It spends more of its MACs at full resolution (two
-stem convolutions, the first module's two separable convolutions and affinity at 64 x 64)
-and gives every module a projection shortcut; the opposite direction, a stride-2 stem that
-paid for twice the width, fell 8-10 points below the first design (one seed).
+**Why this layout** (measured on the demo, README "Choices"; ``benchmarks/bench_accnn.py``):
+the first design (one 3x3 stem convolution, then a max-pool and three stages of two
+single-separable-convolution modules with the affinity, no shortcut across the
+downsampling; the benchmark's variant ``v1``) underfitted and stayed 8.3 points below the
+small VGG (three seeds x 4 folds). This layout is 7.0 points above it on the same 12 folds,
+and 3.2 below the VGG over six initialisations (24 fold pairs, se 2.0): closer, not level.
+It spends more of its MACs at full resolution (two stem convolutions, the first module's
+two separable convolutions and affinity at 64 x 64) and gives every module a projection
+shortcut; the opposite direction, a stride-2 stem that paid for twice the width, fell 8-10
+points below the first design (one seed).
 
 Cost per module and image (H, W the module's input side, C = out_ch):
 depthwise ``9 (in_ch + C) H W``, pointwise ``(in_ch + C) C H W``, affinity ``C^2 * p^2``
