@@ -116,36 +116,16 @@ class ACModuleV1(nn.Module):
         return out + x if self.residual else out
 
 
-class ACCNNV1(nn.Module):
-    """The first AC-CNN (shipped until this round): stem conv + three stages of two
-    ``ACModuleV1`` + GAP, dropout, linear classifier (commit d3ed36b's fer.models.accnn)."""
+class ACCNNV1(ACCNN):
+    """The first AC-CNN (shipped until this round; commit d3ed36b's fer.models.accnn): a
+    3x3 stem convolution + three stages of two ``ACModuleV1``, with ``ACCNN``'s head,
+    initialisation and contract (the same initial weights as that commit's class)."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 1,
-        width: int = 16,
-        dropout: float = 0.3,
-        input_size: int = 64,
-    ) -> None:
-        super().__init__()
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        if input_size < 8:
-            raise ValueError(f"accnn needs inputs of at least 8 px, got {input_size}")
-        if width < 1 or num_classes < 1:
-            raise ValueError(f"accnn needs width >= 1 and num_classes >= 1, got {width}, {num_classes}")
-        self.input_size = int(input_size)
-        self.in_channels = int(in_channels)
-        self.width = int(width)
-        self.num_classes = int(num_classes)
+    def _layers(self) -> tuple[nn.Module, nn.Module]:
         w = self.width
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
-            nn.BatchNorm2d(w),
-            nn.ReLU(inplace=True),
-        )
-        self.stages = nn.Sequential(
+        stem = nn.Sequential(nn.Conv2d(self.in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                             nn.ReLU(inplace=True))
+        stages = nn.Sequential(
             ACModuleV1(w, 2 * w, 2),
             ACModuleV1(2 * w, 2 * w, 1),
             ACModuleV1(2 * w, 4 * w, 2),
@@ -153,34 +133,7 @@ class ACCNNV1(nn.Module):
             ACModuleV1(4 * w, 8 * w, 2),
             ACModuleV1(8 * w, 8 * w, 1),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim: int = 8 * w
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.feature_dim, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate embedding: (N, C, H, W) -> (N, 8*width)."""
-        return torch.flatten(self.avgpool(self.stages(self.stem(x))), 1)  # N, 8w
-
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        """Logits from ``features``: (N, 8*width) -> (N, num_classes)."""
-        return self.fc(self.dropout(feats))  # N, K
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits: (N, C, H, W) -> (N, num_classes)."""
-        return self.classify(self.features(x))
+        return stem, stages
 
 
 class InvertedResidual(nn.Module):

@@ -164,27 +164,35 @@ class ACCNN(nn.Module):
         self.in_channels = int(in_channels)
         self.width = int(width)
         self.num_classes = int(num_classes)
+        self.stem, self.stages = self._layers()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim: int = 8 * self.width
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self._init_weights()
+
+    def _layers(self) -> tuple[nn.Module, nn.Module]:
+        """The stem and the stages (ending in ``8 * width`` channels), built in that order
+        (construction order fixes the initial weights' random draws). A subclass may
+        override it to measure another layout with the same head, initialisation and
+        contract (``benchmarks/bench_accnn.py``'s first design)."""
         w, h = self.width, self.width // 2
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, h, 3, padding=1, bias=False),
+        stem = nn.Sequential(
+            nn.Conv2d(self.in_channels, h, 3, padding=1, bias=False),
             nn.BatchNorm2d(h),
             nn.ReLU(inplace=True),
             nn.Conv2d(h, h, 3, padding=1, bias=False),
             nn.BatchNorm2d(h),
             nn.ReLU(inplace=True),
         )
-        self.stages = nn.Sequential(
+        stages = nn.Sequential(
             ACModule(h, w),
             ACModule(w, 2 * w),
             ACModule(2 * w, 4 * w),
             ACModule(4 * w, 8 * w),
             nn.ReLU(),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim: int = 8 * w
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.feature_dim, num_classes)
-        self._init_weights()
+        return stem, stages
 
     def _init_weights(self) -> None:
         for m in self.modules():
