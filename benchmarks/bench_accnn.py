@@ -13,12 +13,19 @@ seed, the mean, and the paired difference to the baseline on the same folds and 
 
 Variants (``--variants``, comma-separated ``name`` or ``name:width``):
 
-* ``shipped``: the AC-CNN as shipped (``fer.models.accnn``: a two-convolution stem and
-  four residual modules of two separable convolutions + channel affinity, mini-Xception's
-  layout; 49,787 parameters, 16.7M MACs);
-* ``xcep``: the same layout built by replacing ``v1``'s stem and stages (the benchmark's
+* ``shipped``: the AC-CNN as shipped (``fer.models.accnn``: a two-convolution stem, four
+  residual modules of two separable convolutions + channel affinity, mini-Xception's
+  layout, and a 1x1 expansion head to 24 x width at the final 4x4 grid; 101,499
+  parameters, 16.5M MACs);
+* ``v2``: the second design (shipped from 1929847 to 57eac3f, ``ACCNNV2`` below: the same
+  without the head, every module's affinity descriptors on 8x8 cells; 49,787 parameters,
+  16.7M MACs; its initial weights are that class's);
+* ``xhead``: ``v2`` with the shipped head appended (the shipped network, its head and
+  classifier drawn after ``v2``'s weights: other initial draws than ``shipped``);
+* ``dwfanin``: ``v2`` with its depthwise kernels drawn with Kaiming's fan-in;
+* ``xcep``: the ``v2`` layout built by replacing ``v1``'s stem and stages (the benchmark's
   first measurement of it: the same network, other initial draws);
-* ``v1``: the first design (shipped until this round, ``ACCNNV1`` below: one 3x3 stem
+* ``v1``: the first design (shipped until 1929847, ``ACCNNV1`` below: one 3x3 stem
   convolution, three stages of two modules of depthwise 3x3 + pointwise 1x1 + channel
   affinity, max-pool before a stage's first module; 37,933 parameters, 15.1M MACs);
   every variant below modifies it;
@@ -54,8 +61,11 @@ Run in the workspace of another dataset (its ``data/aligned`` and ``data/folds.j
 its initialisation, batch order and augmentation draws change, on the same folds (README,
 "Scarce labels").
 
-Usage: ``python benchmarks/bench_accnn.py --variants shipped,v1 --seeds 0,1000``
-(about 100 s per fold, variant and seed on one thread of a shared 2-core machine).
+``--keep-runs`` keeps every run's model, metrics and training curve (``curve.csv``: the
+training and validation accuracy per epoch) under ``OUT/runs``.
+
+Usage: ``python benchmarks/bench_accnn.py --variants shipped,v2 --seeds 0,1000``
+(about 80-150 s per fold, variant and seed on one thread of a shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ from fer.data.budgets import load_split
 from fer.data.folds import split_indices
 from fer.methods.baseline import run_baseline_fold
 from fer.models import build_model
-from fer.models.accnn import ACCNN, ChannelAffinity
+from fer.models.accnn import ACCNN, ACModule, ChannelAffinity
 from fer.models.complexity import count_macs, count_parameters
 from fer.params import load_params, section
 from fer.training.protocol import FoldOutputs, prepare_fold
@@ -121,7 +131,7 @@ class ACCNNV1(ACCNN):
     3x3 stem convolution + three stages of two ``ACModuleV1``, with ``ACCNN``'s head,
     initialisation and contract (the same initial weights as that commit's class)."""
 
-    def _layers(self) -> tuple[nn.Module, nn.Module]:
+    def _layers(self) -> tuple[nn.Module, nn.Module, int]:
         w = self.width
         stem = nn.Sequential(nn.Conv2d(self.in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
                              nn.ReLU(inplace=True))
@@ -133,7 +143,23 @@ class ACCNNV1(ACCNN):
             ACModuleV1(4 * w, 8 * w, 2),
             ACModuleV1(8 * w, 8 * w, 1),
         )
-        return stem, stages
+        return stem, stages, 8 * w
+
+
+class ACCNNV2(ACCNN):
+    """The second AC-CNN (shipped from 1929847 to 57eac3f): ``ACCNN`` without the 1x1
+    expansion head (features: the last module's 8 x width channels) and with every
+    module's affinity descriptors on 8x8 cells (the same initial weights as 57eac3f's
+    class)."""
+
+    def _layers(self) -> tuple[nn.Module, nn.Module, int]:
+        w, h = self.width, self.width // 2
+        stem = nn.Sequential(
+            nn.Conv2d(self.in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
+        stages = nn.Sequential(ACModule(h, w), ACModule(w, 2 * w), ACModule(2 * w, 4 * w), ACModule(4 * w, 8 * w),
+                               nn.ReLU())
+        return stem, stages, 8 * w
 
 
 class InvertedResidual(nn.Module):
@@ -179,6 +205,35 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
     """The AC-CNN variant ``kind`` (module docstring), freshly initialised."""
     if kind == "shipped":
         return ACCNN(num_classes, in_channels, width, input_size=input_size)
+    if kind in ("v2", "dwfanin", "xhead"):
+        net = ACCNNV2(num_classes, in_channels, width, input_size=input_size)
+        if kind == "xhead":
+            # MobileNetV3's efficient last stage on the shipped layout: a 1x1 expansion (BN,
+            # ReLU) of the last module's 8 x width features to 24 x width at the final 4x4
+            # grid before the pooling; paid for by computing the last two modules' affinity
+            # descriptors on 4x4 instead of 8x8 cells (the shipped draws kept, the head and
+            # the classifier drawn after them)
+            w, e = width, 24 * width
+            for m in list(net.stages)[2:4]:
+                m.affinity.pool = 4
+            net.stages = nn.Sequential(*net.stages, nn.Sequential(
+                nn.Conv2d(8 * w, e, 1, bias=False), nn.BatchNorm2d(e), nn.ReLU(inplace=True)))
+            net.feature_dim = e
+            net.fc = nn.Linear(e, num_classes)
+            for m in list(net.stages)[-1].modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.normal_(net.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(net.fc.bias)
+        if kind == "dwfanin":
+            # the depthwise 3x3 kernels drawn with Kaiming's fan-in (9 inputs per output)
+            # instead of the fan-out of all C x 9 outputs that PyTorch computes for a grouped
+            # convolution's (C, 1, 3, 3) weight (sqrt(C) x smaller draws: 4 x at C = 16);
+            # everything else keeps the shipped class's draws
+            for m in net.modules():
+                if isinstance(m, nn.Conv2d) and m.groups > 1:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        return net
     if kind == "first":  # its name in earlier rounds' commands (README)
         kind = "v1"
     net = ACCNNV1(num_classes, in_channels, width, input_size=input_size)
@@ -246,7 +301,7 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
         net.stages = nn.Sequential(XceptionAC(h, w), XceptionAC(w, 2 * w), XceptionAC(2 * w, 4 * w),
                                    XceptionAC(4 * w, 8 * w), nn.ReLU())
     elif kind != "v1":
-        raise SystemExit(f"unknown variant {kind!r} (shipped, v1, noaff, lean, deep4_lean, ir2, nodrop, "
+        raise SystemExit(f"unknown variant {kind!r} (shipped, v2, xhead, dwfanin, v1, noaff, lean, deep4_lean, ir2, nodrop, "
                          "stem2_lean, stem2_all, head, head_lean, s2, xcep)")
     # new modules: initialised like the rest
     if kind in ("lean", "deep4_lean", "ir2", "stem2_lean", "stem2_all", "head", "head_lean", "s2", "xcep"):
@@ -266,6 +321,9 @@ def main() -> None:
     ap.add_argument("--out", default="build/bench_accnn", help="results.json goes here")
     ap.add_argument("--skip-baseline", action="store_true",
                     help="do not train the baseline (no paired difference is printed)")
+    ap.add_argument("--keep-runs", action="store_true",
+                    help="keep every run's model, metrics and training curve under OUT/runs/VARIANT-SEED-FOLD "
+                         "(default: a temporary folder, deleted at the end)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params, SCHEMA)
@@ -284,7 +342,8 @@ def main() -> None:
         return build_variant(name, len(data.classes), channels, width, size)
 
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(Path(args.out) / "runs") if args.keep_runs else scratch
         for name, width in specs:
             key = f"{name}:{width}"
             cfg = base_cfg if name == "baseline" else dataclasses.replace(acc_cfg, width=width)

@@ -17,7 +17,7 @@ from fer.params import RecognizerParams
 def test_accnn_shapes_and_features(in_channels: int, size: int) -> None:
     torch.manual_seed(0)
     model = build_model("accnn", 5, in_channels, 8, input_size=size, dropout=0.3)
-    assert isinstance(model, ACCNN) and model.feature_dim == 64
+    assert isinstance(model, ACCNN) and model.feature_dim == 24 * 8  # the head's 1x1 expansion
     x = torch.randn(3, in_channels, size, size)
     assert model(x).shape == (3, 5)
     assert model.features(x).shape == (3, model.feature_dim)
@@ -108,6 +108,31 @@ def test_acmodule_macs_by_hand() -> None:
     # depthwise 2*9, pointwise 2*4, BN 2*4; depthwise 4*9, pointwise 4*4, BN 2*4; gamma;
     # shortcut 2*4, BN 2*4
     assert count_parameters(mod) == (18 + 8 + 8) + (36 + 16 + 8) + 1 + (8 + 8)
+
+
+def test_accnn_layout_and_macs_compose_by_hand() -> None:
+    """Stem, four AC modules (descriptors on 8x8 cells in the first two, 4x4 in the last
+    two), the 1x1 expansion head to 24 x width, and the classifier, counted part by part
+    (width 4, 16 px grey)."""
+    model = ACCNN(7, in_channels=1, width=4, input_size=16)
+    mods = [m for m in model.stages if isinstance(m, ACModule)]
+    assert [(m.in_ch, m.out_ch) for m in mods] == [(2, 4), (4, 8), (8, 16), (16, 32)]
+    assert [m.affinity.pool for m in mods] == [8, 8, 4, 4]
+    head = model.stages[-1]
+    assert isinstance(head[0], nn.Conv2d) and (head[0].in_channels, head[0].out_channels) == (32, 96)
+    assert model.feature_dim == 96 and model.fc.in_features == 96
+    stem = 2 * 256 * 9 + 2 * 256 * 2 * 9  # 3x3 convs 1 -> 2 and 2 -> 2 on 16x16
+    modules = (count_macs(ACModule(2, 4), (2, 16, 16)) + count_macs(ACModule(4, 8), (4, 8, 8))
+               + count_macs(ACModule(8, 16, pool=4), (8, 4, 4)) + count_macs(ACModule(16, 32, pool=4), (16, 2, 2)))
+    head_and_fc = 32 * 96 * 1 + 96 * 7  # 1x1 expansion on the final 1x1 grid, linear
+    assert count_macs(model, (1, 16, 16)) == stem + modules + head_and_fc
+    # the head sees the last module's ReLU output and the pooled features are its output
+    model.eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        before_head = nn.Sequential(*list(model.stages)[:-1])(model.stem(x))
+        assert (before_head >= 0).all()
+        assert torch.allclose(model.features(x), head(before_head).mean(dim=(2, 3)), atol=1e-6)
 
 
 def test_accnn_is_smaller_than_references() -> None:

@@ -113,7 +113,7 @@ def test_cluster_corpus_fold_sees_train_images_only(tmp_path: Path) -> None:
     model = CountingModel(fresh_model())
     pl, feats = cluster_corpus_fold(model, xtr, ytr, CORPUS, K, CLUSTER, seed=0, device="cpu", work_dir=tmp_path)
     assert model.seen == len(xtr) + len(CORPUS)  # nothing else was embedded
-    assert feats.shape == (len(CORPUS), 32) and feats.dtype == np.float32
+    assert feats.shape == (len(CORPUS), model.inner.feature_dim) and feats.dtype == np.float32
     assert pl.label.shape == pl.kept.shape == (len(CORPUS),)
     assert pl.stats["n_labelled"] == len(xtr)
     with pytest.raises(ValueError, match="corpus images"):
