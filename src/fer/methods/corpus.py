@@ -77,7 +77,8 @@ round trains on the labelled images only, exactly as the control row's round (sa
 batches and selection). Why: on the demo with 25 % of the labels, the pseudo-labels
 anchored on 84 labelled faces were 19-29 % right on validation (chance 14 %), and training
 on them at the full weight put the row 2.7 points below its control over four
-continuation seeds (-0.4 with the weighting; README "Two commands"). The validation split is also where the epoch is selected; it is
+continuation seeds (-0.4 with the weighting; measured with the first AC-CNN design, v1;
+README "Two commands"). The validation split is also where the epoch is selected; it is
 inside the training part, and the test fold is never read. Validation faces are of
 labelled classes, so for a corpus of many faces of no labelled class the score is an upper
 bound; rejection (``clustering.reject_quantile``) is the guard there.
