@@ -52,9 +52,9 @@ initialisations. Two recipe changes to it did worse: a lower learning rate (0.00
 points, 8 folds) and Kaiming fan-in draws for the depthwise kernels (-4.3, 5 folds). The
 head is MobileNetV3's efficient last stage: a wide 1x1 layer where the grid is smallest
 (4 x 4 cells), 49k parameters for 0.79M MACs, paid for by computing the last two
-modules' affinity descriptors on 4x4 instead of 8x8 cells. With it the AC-CNN is 4.7
-points above the VGG over five seeds x 4 demo folds (se 1.8; chosen on those folds, so a
-real dataset is the independent check). The opposite direction to full-resolution work, a
+modules' affinity descriptors on 4x4 instead of 8x8 cells. With it the AC-CNN is 3.4
+points above the VGG over five seeds x 4 demo folds (se 2.1, both on one machine; chosen
+on those folds, so a real dataset is the independent check). The opposite direction to full-resolution work, a
 stride-2 stem that paid for twice the width, fell 8-10 points below the first design
 (one seed): faces at this size need their fine detail.
 
