@@ -146,6 +146,14 @@ class ACCNNV1(ACCNN):
         return stem, stages, 8 * w
 
 
+def two_conv_stem(in_channels: int, h: int) -> nn.Sequential:
+    """The second design's and ``xcep``'s stem: two 3x3 convolutions (BN, ReLU) to ``h``
+    channels at full resolution (the shipped class's stem, built in the same order)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+        nn.Conv2d(h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
+
+
 class ACCNNV2(ACCNN):
     """The second AC-CNN (shipped from 1929847 to 57eac3f): ``ACCNN`` without the 1x1
     expansion head (features: the last module's 8 x width channels) and with every
@@ -154,9 +162,7 @@ class ACCNNV2(ACCNN):
 
     def _layers(self) -> tuple[nn.Module, nn.Module, int]:
         w, h = self.width, self.width // 2
-        stem = nn.Sequential(
-            nn.Conv2d(self.in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
-            nn.Conv2d(h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
+        stem = two_conv_stem(self.in_channels, h)
         stages = nn.Sequential(ACModule(h, w), ACModule(w, 2 * w), ACModule(2 * w, 4 * w), ACModule(4 * w, 8 * w),
                                nn.ReLU())
         return stem, stages, 8 * w
@@ -295,9 +301,7 @@ def build_variant(kind: str, num_classes: int, in_channels: int, width: int, inp
         # mini-Xception's layout with the affinity in every module: a two-convolution stem
         # at full resolution (w/2 channels), four residual modules of w, 2w, 4w, 8w
         h = max(1, w // 2)
-        net.stem = nn.Sequential(
-            nn.Conv2d(in_channels, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
-            nn.Conv2d(h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True))
+        net.stem = two_conv_stem(in_channels, h)
         net.stages = nn.Sequential(XceptionAC(h, w), XceptionAC(w, 2 * w), XceptionAC(2 * w, 4 * w),
                                    XceptionAC(4 * w, 8 * w), nn.ReLU())
     elif kind != "v1":
