@@ -48,6 +48,7 @@ def test_shipped_params_are_valid(params):
         (("folds", "n_folds"), 1, "folds.n_folds"),  # below minimum
         (("baseline", "augment", "flip"), True, "flip"),  # unknown nested key
         (("baseline", "amp"), "yes", "baseline.amp"),  # string where bool
+        (("synthesis", "reexpress_from"), "any", "synthesis.reexpress_from"),  # not in enum
     ],
 )
 def test_bad_params_fail_naming_the_key(params, path, value, needle):

@@ -187,6 +187,58 @@ def test_same_label_fallback_when_subject_has_one_class() -> None:
     assert (s.source_label[~re_c0] != s.labels[~re_c0]).all()
 
 
+CLASSES_N = ["anger", "happy", "neutral"]  # the same indices as CLASSES, class 2 named neutral
+
+
+def synth_from(labels: np.ndarray, classes: list[str], reexpress_from: str, per_class: int = 8) -> SyntheticSet:
+    images, _, subjects = make_train()
+    return synthesize_set(
+        Synthesizer(StandInGenerator(), StandInEncoder()), images, labels, subjects, classes,
+        per_class=per_class, prior_fraction=0.25, seed=5, device="cpu", reexpress_from=reexpress_from,
+    )
+
+
+def test_reexpress_from_neutral_prefers_the_subjects_neutral_images(tmp_path: Path) -> None:
+    _, labels, subjects = make_train()  # labels per subject: 0, 1, 2, 0 (one neutral image each)
+    labels = labels.copy()
+    labels[(subjects == "S004") & (labels == 2)] = 1  # S004 has no neutral image
+    s = synth_from(labels, CLASSES_N, "neutral")
+    re = s.source == "reexpressed"
+    has_neutral = np.isin(s.identity, np.unique(subjects[labels == 2]))
+    to_expr = re & (s.labels != 2)
+    # a non-neutral target starts from the subject's neutral image wherever it has one ...
+    assert to_expr.sum() > 0 and (s.source_label[to_expr & has_neutral] == 2).all()
+    assert np.array_equal(s.identity[re], subjects[s.source_index[re]])  # ... of that same subject
+    # ... from another expression otherwise; a neutral target from another expression
+    assert (to_expr & ~has_neutral).sum() > 0
+    assert (s.source_label[to_expr & ~has_neutral] != s.labels[to_expr & ~has_neutral]).all()
+    assert (s.source_label[to_expr & ~has_neutral] != 2).all()
+    assert (s.source_label[re & (s.labels == 2)] != 2).all()
+    # the round robin over subjects is kept: every subject contributes, evenly
+    counts = np.unique(s.identity[re], return_counts=True)[1]
+    assert len(counts) == 5 and counts.max() - counts.min() <= 1
+    write_synthetic(tmp_path, s, CLASSES_N, {})
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["reexpress_from"] == "neutral"
+    assert meta["n_neutral_sources"] == int((to_expr & has_neutral).sum()) > 0
+
+
+def test_reexpress_from_other_is_the_rule_without_a_neutral_preference(caplog: pytest.LogCaptureFixture) -> None:
+    _, labels, _ = make_train()
+    other = synth_from(labels, CLASSES_N, "other")
+    re = other.source == "reexpressed"
+    assert (other.source_label[re] != other.labels[re]).all()
+    assert (other.source_label[re & (other.labels != 2)] != 2).any()  # not only neutral sources
+    # a label set without "neutral": "neutral" is logged and falls back to the same rule
+    with caplog.at_level("WARNING", logger="fer.methods.synthesis"):
+        unnamed = synth_from(labels, CLASSES, "neutral")
+    assert "no 'neutral'" in caplog.text
+    assert np.array_equal(unnamed.source_index, other.source_index)
+    assert not np.array_equal(synth_from(labels, CLASSES_N, "neutral").source_index, other.source_index)
+    with pytest.raises(ValueError, match="reexpress_from"):
+        synth_from(labels, CLASSES_N, "any")
+
+
 def test_deterministic_and_seed_dependent() -> None:
     state = torch.get_rng_state()
     a, b = synth(seed=3), synth(seed=3)

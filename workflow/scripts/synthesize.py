@@ -28,6 +28,7 @@ if __name__ == "__main__":
     synthetic = synthesize_set(
         synth, x, y, subjects, fold.classes,
         per_class=cfg.per_class, prior_fraction=cfg.prior_fraction, seed=fold.seed, device=fold.device,
+        reexpress_from=cfg.reexpress_from,
     )
     write_synthetic(Path(args.out_dir), synthetic, fold.classes, {"fold": args.fold, "generator": args.generator})
     classifier, _ = model_from_weights(args.classifier, fold.device)  # trained on this fold's real training part only

@@ -414,12 +414,15 @@ class SynthesisParams:
 
     per_class: int = 60
     prior_fraction: float = 0.5
+    reexpress_from: str = "neutral"  # neutral | other (fer.methods.synthesis.REEXPRESS_FROM)
 
     def __post_init__(self) -> None:
         if self.per_class < 1:
             raise ValueError(f"synthesis.per_class must be >= 1, got {self.per_class}")
         if not 0 <= self.prior_fraction <= 1:
             raise ValueError(f"synthesis.prior_fraction must be in [0, 1], got {self.prior_fraction}")
+        if self.reexpress_from not in ("neutral", "other"):
+            raise ValueError(f"synthesis.reexpress_from must be 'neutral' or 'other', got {self.reexpress_from!r}")
 
 
 @dataclass(frozen=True)
