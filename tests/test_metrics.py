@@ -117,6 +117,10 @@ def test_report_budget_and_generator_probe() -> None:
     assert "<td class=\"l\">FESGAN prior</td><td class=\"\">0.86</td>" in html and "reaches 0.8" in html
     assert "<td class=\"l\">FESGAN re-expressed</td><td class=\"\">0.43</td>" in html
     assert "<td class=\"l\">FERSNet synthesis</td><td class=\"\">0.29</td>" in html and "below 0.8" in html
+    # the per-fold row says how many re-expressed faces started from a neutral face
+    synthetic[0].update({"synth/n_neutral_sources": 180, "synth/n_reexpressed": 210})
+    assert "FESGAN re-expressed (180 of 210 from neutral)" in generator_probe_section(synthetic, fersnet)
+    assert "from neutral)" not in html  # older metrics without the count: the plain label
 
 
 def test_wall_time_comes_from_the_training_log_and_says_when_it_is_missing(tmp_path):

@@ -422,6 +422,12 @@ def test_gan_and_synthetic_set_never_see_test_subjects(dvc_run):
                 assert r["subject"].startswith("prior-"), r
             else:
                 assert r["subject"] in fold["train"], (k, r)
+        # every demo subject has a neutral image: every edit into an expression starts from it
+        meta = json.loads((repo / "data" / "synthetic" / f"fold-{k}" / "meta.json").read_text())
+        metrics = json.loads((repo / "metrics" / "synthetic" / f"fold-{k}.json").read_text())
+        n_to_expressions = sum(r["source"] == "reexpressed" and r["label"] != "neutral" for r in rows)
+        assert meta["reexpress_from"] == "neutral"
+        assert meta["n_neutral_sources"] == metrics["synth/n_neutral_sources"] == n_to_expressions > 0, k
 
 
 # ----------------------------------------------------------------------------- protocol: the corpus method

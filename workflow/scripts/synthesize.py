@@ -10,7 +10,7 @@ from fer.evaluation.generators import reexpression_probe
 from fer.evaluation.synthetic_quality import quality_report
 from fer.methods.fesgan import load_fesgan
 from fer.methods.identity import load_identity_net
-from fer.methods.synthesis import synthesize_set, write_synthetic
+from fer.methods.synthesis import n_neutral_sources, synthesize_set, write_synthetic
 from fer.training.inference import predict
 from fer.training.protocol import model_from_weights
 from fer.utils.io import write_json
@@ -44,5 +44,6 @@ if __name__ == "__main__":
     probe = reexpression_probe(synth.reexpress, classifier, identity_embed, xv, yv, data.subjects[fold.idx["val"]],
                                xv, yv, fold.num_classes, fold.device)
     quality.update({f"synth/val_reexp_{k}": v for k, v in probe.items()})
+    quality["synth/n_neutral_sources"] = n_neutral_sources(synthetic, fold.classes)  # synthesis.reexpress_from
     write_json(args.metrics, quality)
     logging.info("fold %s synthetic set: %s", args.fold, quality)

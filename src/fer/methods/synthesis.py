@@ -84,6 +84,7 @@ __all__ = [
     "REEXPRESSED",
     "REEXPRESS_FROM",
     "SyntheticSet",
+    "n_neutral_sources",
     "prior_identity_name",
     "split_counts",
     "synthesize_set",
@@ -394,8 +395,9 @@ def _per_class(counts: np.ndarray) -> int | list[int]:
     return int(counts[0]) if len(set(counts.tolist())) == 1 else [int(c) for c in counts]
 
 
-def _n_neutral_sources(s: SyntheticSet, classes: list[str]) -> int:
-    """Re-expressed rows of a non-neutral target whose source image is labelled neutral."""
+def n_neutral_sources(s: SyntheticSet, classes: list[str]) -> int:
+    """Re-expressed rows of a non-neutral target whose source image is labelled neutral
+    (0 when ``classes`` has no ``"neutral"``)."""
     if NEUTRAL not in classes:
         return 0
     n = classes.index(NEUTRAL)
@@ -448,7 +450,7 @@ def write_synthetic(
         "n_prior_identities": int(np.unique(s.identity[prior]).size),
         "n_source_subjects": int(np.unique(s.identity[s.source == REEXPRESSED]).size),
         "n_same_label_sources": int(((s.source == REEXPRESSED) & (s.source_label == s.labels)).sum()),
-        "n_neutral_sources": _n_neutral_sources(s, classes),
+        "n_neutral_sources": n_neutral_sources(s, classes),
         "reexpress_from": s.reexpress_from,
         "prior_design": "pool",
     }

@@ -293,7 +293,10 @@ def generator_probe_section(synthetic: Sequence[Mapping[str, Any]], fersnet: Seq
             r = q.get(f"synth/expr_acc_ratio{key}")
             if r is not None:
                 ratios[name].append(float(r))
-            rows.append([f"fold {k}", name, _num(q.get(f"synth/expr_acc{key}")), _num(q.get("synth/real_val_acc")),
+            label = name
+            if key == "_reexpressed" and q.get("synth/n_neutral_sources") is not None:
+                label = f"{name} ({q['synth/n_neutral_sources']} of {q.get('synth/n_reexpressed', '?')} from neutral)"
+            rows.append([f"fold {k}", label, _num(q.get(f"synth/expr_acc{key}")), _num(q.get("synth/real_val_acc")),
                          ratio(r), _num(q.get("synth/reexp_identity_cos")) if key == "_reexpressed" else "",
                          _num(q.get(f"synth/fid_recognizer{key}")), _num(q.get("synth/fid_real_halves"))])
     for k, f in enumerate(fersnet):
@@ -308,6 +311,9 @@ def generator_probe_section(synthetic: Sequence[Mapping[str, Any]], fersnet: Seq
              "images only) against the expression they were made for, next to the same recogniser's accuracy on the "
              "fold's real validation faces (subjects it never saw): a ratio of 1 means the synthetic faces are as "
              f"recognisable as real unseen ones; the project's target is {GENERATOR_TARGET_RATIO} (mean over folds). "
+             "FESGAN's re-expressed faces are training faces edited into another expression, from the subject's "
+             "neutral face where it has one (synthesis.reexpress_from: neutral; the row says how many); FERSNet's "
+             "are the validation faces edited from every expression into every other, the harder edit. "
              "Identity: cosine between the identity network's embeddings of a re-expressed face and its source face. "
              "Fréchet distance in the recogniser's penultimate features to real faces (FESGAN: the fold's training "
              "faces; FERSNet: the validation faces it re-expressed); the last column "
