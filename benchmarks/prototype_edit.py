@@ -14,7 +14,9 @@ for a grid of scales ``c``:
 * the fold baseline's expression accuracy on the fold's validation faces edited into every
   other expression, as a ratio to its accuracy on the real validation faces, and how often
   it still reads the source expression (``fer.evaluation.generators.reexpression_probe``,
-  the probe of the pipeline's synthesis metrics).
+  the probe of the pipeline's synthesis metrics); with ``--from-neutral``, only the
+  validation faces labelled neutral are edited (into every other expression), which
+  separates adding an expression from removing the source's.
 
 No training: a few seconds per fold on one thread. Usage, from the workspace:
 ``python benchmarks/prototype_edit.py --fold 0 [--scales 0 0.5 1 1.5 2 3 4]``.
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", default=".", help="the project root where the pipeline ran")
     ap.add_argument("--fold", default="0", help="a key of data/folds.json")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    ap.add_argument("--from-neutral", action="store_true",
+                    help="edit only the validation faces labelled neutral (the real reference stays all of them)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -59,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     same = (s[:, None] == s[None, :]) & (y[:, None] != y[None, :])
     src, tgt = np.nonzero(same)  # every same-subject pair with different expressions
     eye = torch.eye(k)
+    edited = va
+    if args.from_neutral:
+        if "neutral" not in data.classes:
+            raise SystemExit(f"--from-neutral: the classes {data.classes} have no 'neutral'")
+        edited = va[data.labels[va] == data.classes.index("neutral")]
+        print(f"editing the {edited.size} neutral validation faces only")
     print(f"fold {args.fold}: {tr.size} training faces, {src.size} same-subject pairs, {va.size} validation faces")
     print("scale c   L1 to the real targets   ratio (edited / real val. acc.)   source kept")
     rows = []
@@ -73,15 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         def reexpress(xx: Tensor, target: Tensor, source: Tensor, c: float = c) -> Tensor:
             return (xx + c * class_shift(target, source, protos, xx.dtype)).clamp(-1, 1)
 
-        probe = reexpression_probe(reexpress, recogniser, None, data.images[va], data.labels[va], data.subjects[va],
-                                   data.images[va], data.labels[va], k, "cpu")
+        probe = reexpression_probe(reexpress, recogniser, None, data.images[edited], data.labels[edited],
+                                   data.subjects[edited], data.images[va], data.labels[va], k, "cpu")
         rows.append({"scale": c, "l1": l1, "ratio": probe["expr_acc_ratio"], "source_kept": probe["source_acc"],
                      "expr_acc": probe["expr_acc"], "real_val_acc": probe["real_val_acc"]})
         print(f"{c:7.2f}   {l1:22.4f}   {probe['expr_acc_ratio']:31.2f}   {probe['source_acc']:11.2f}")
     best = min(rows, key=lambda r: r["l1"])
     print(f"L1 is lowest at c = {best['scale']:g}, where the ratio is {best['ratio']:.2f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"fold": args.fold, "rows": rows}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"fold": args.fold, "from_neutral": args.from_neutral, "rows": rows},
+                                             indent=1) + "\n")
     return 0
 
 
