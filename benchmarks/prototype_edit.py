@@ -37,6 +37,7 @@ from fer.data.budgets import load_split
 from fer.data.folds import split_indices
 from fer.evaluation.generators import reexpression_probe
 from fer.models.offsets import class_shift
+from fer.training.batches import normalize
 from fer.training.protocol import model_from_weights
 from fer.training.prototypes import expression_prototypes
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     k = len(data.classes)
     protos = expression_prototypes(data.images[tr], data.labels[tr], k, data.subjects[tr])  # K, C, H, W
     recogniser, _ = model_from_weights(ws / f"models/baseline/fold-{args.fold}.pt")
-    x = torch.from_numpy(data.images[tr].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)  # N, C, H, W
+    x = normalize(torch.from_numpy(data.images[tr].transpose(0, 3, 1, 2).astype(np.float32) / 255))  # N, C, H, W
     y, s = data.labels[tr], data.subjects[tr].astype(str)
     same = (s[:, None] == s[None, :]) & (y[:, None] != y[None, :])
     src, tgt = np.nonzero(same)  # every same-subject pair with different expressions
